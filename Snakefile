@@ -1,0 +1,25 @@
+# inflbench: training-data influence estimation benchmark.
+# The config is validated (schema + semantic checks + data files) before any job is scheduled.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/finetune.smk"
+include: "rules/gradients.smk"
+include: "rules/scores.smk"
+include: "rules/evaluate.smk"
+
+
+report: "reports/workflow.rst"
+
+
+rule all:
+    input:
+        P.detection_table(),
+        expand(P.detection_figure(task="{task}"), task=TASKS),

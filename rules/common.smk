@@ -1,0 +1,30 @@
+import sys
+
+from inflbench.config import validate_config
+from inflbench.errors import InputError
+from inflbench.methods import get as get_method
+from inflbench.paths import Layout
+
+try:
+    CFG = validate_config(config)
+except InputError as exc:
+    sys.exit(f"inflbench: invalid input: {exc}")
+config.update(CFG)  # later rules see schema defaults too
+
+P = Layout.from_config(CFG)
+RESULTS = str(P.root)
+TASKS = list(CFG["data"]["tasks"])
+METHODS = list(CFG["methods"])
+GRADIENT_METHODS = [m for m in METHODS if not get_method(m).needs_model]
+MODEL_METHODS = [m for m in METHODS if get_method(m).needs_model]
+GPU = int(CFG["device"] == "cuda")
+ENV = "../envs/inflbench-cpu.yaml"
+
+
+wildcard_constraints:
+    task="|".join(TASKS),
+    split="train|val|test",
+
+
+def split_inputs(task):
+    return {s: P.split(task=task, split=s) for s in ("train", "val", "test")}

@@ -1,0 +1,21 @@
+rule scores:
+    """Influence of every training sample on every validation sample, per block, for one method."""
+    input:
+        train=P.gradients(task="{task}", split="train"),
+        test=P.gradients(task="{task}", split="val"),
+    output:
+        P.scores(task="{task}", method="{method}"),
+    params:
+        method_params=lambda w: CFG["methods"][w.method],
+    log:
+        P.log(stage="scores", name="{task}_{method}"),
+    wildcard_constraints:
+        method="|".join(GRADIENT_METHODS) or "^$",
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/scores.py"

@@ -1,0 +1,163 @@
+"""Per-sample gradients of all trainable Linear blocks, one forward/backward per batch.
+
+A *block* is one trainable ``nn.Linear`` (a LoRA A or B matrix of one layer, or a head layer); its
+gradient has the weight's shape ``(out, in)``, with the bias appended as a last column when present.
+Per-sample gradients come from module hooks: for a linear map y = W a applied at positions t, the
+gradient of sample b's loss is sum_t g[b,t] a[b,t]^T, where g is the gradient of the summed batch loss
+with respect to y (samples do not interact, so row b of g only carries sample b's loss).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+LossFn = Callable[[nn.Module, dict], torch.Tensor]
+
+_PEFT_NOISE = re.compile(r"^base_model\.model\.|\.default(?=\.|$)|\.modules_to_save")
+
+
+def block_name(module_name: str) -> str:
+    """Readable block name: PEFT prefixes and adapter names removed
+    (``base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default`` ->
+    ``bert.encoder.layer.0.attention.self.query.lora_A``)."""
+    return _PEFT_NOISE.sub("", module_name)
+
+
+def trainable_blocks(model: nn.Module) -> dict[str, nn.Linear]:
+    """Block name -> Linear module for every module holding trainable parameters.
+
+    Raises ValueError naming a trainable parameter that is not a Linear weight/bias, since the
+    hook engine would silently miss it.
+    """
+    blocks: dict[str, nn.Linear] = {}
+    covered: set[int] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.weight.requires_grad:
+            blocks[block_name(name)] = module
+            covered.add(id(module.weight))
+            if module.bias is not None:
+                if not module.bias.requires_grad:
+                    raise ValueError(f"{name}: weight is trainable but bias is frozen; not supported")
+                covered.add(id(module.bias))
+    for name, param in model.named_parameters():
+        if param.requires_grad and id(param) not in covered:
+            raise ValueError(f"trainable parameter {name} is not a Linear layer; per-sample gradients "
+                             "are implemented for Linear blocks (LoRA matrices, heads)")
+    if not blocks:
+        raise ValueError("model has no trainable Linear block")
+    return blocks
+
+
+class _BlockHook:
+    """Collects sum_t g a^T per batch row for one Linear module."""
+
+    def __init__(self, module: nn.Linear):
+        self.module = module
+        self.grads: list[torch.Tensor] = []
+        self.handle = module.register_forward_hook(self._forward)
+
+    def _forward(self, module, inputs, output):
+        if not torch.is_grad_enabled():
+            return
+        a = inputs[0].detach()
+        if module.bias is not None:
+            a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], dim=-1)
+
+        def on_grad(g: torch.Tensor) -> None:
+            rows = g.shape[0]
+            self.grads.append(torch.einsum("bto,bti->boi", g.reshape(rows, -1, g.shape[-1]),
+                                           a.reshape(rows, -1, a.shape[-1])))
+
+        output.register_hook(on_grad)
+
+    def take(self) -> torch.Tensor:
+        # a module used several times in one forward contributes the sum of its uses
+        total = self.grads[0]
+        for extra in self.grads[1:]:
+            total = total + extra
+        self.grads = []
+        return total
+
+
+def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
+                         rows_per_sample: int = 1, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Block name -> ``(n, out, in[+1])`` per-sample gradients over all ``batches``.
+
+    ``loss_fn(model, batch)`` returns one loss per model row; with ``rows_per_sample`` = k, k
+    consecutive rows belong to one sample and their gradients are summed. The model should be in
+    eval mode (no dropout), so a sample's gradient does not depend on the batch it is in.
+    """
+    blocks = trainable_blocks(model)
+    hooks = {name: _BlockHook(module) for name, module in blocks.items()}
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in blocks}
+    try:
+        for batch in batches:
+            model.zero_grad(set_to_none=True)
+            losses = loss_fn(model, batch)
+            losses.sum().backward()
+            for name, hook in hooks.items():
+                g = hook.take()
+                if rows_per_sample > 1:
+                    g = g.reshape(-1, rows_per_sample, *g.shape[1:]).sum(1)
+                out[name].append(g.to("cpu", dtype))
+    finally:
+        for hook in hooks.values():
+            hook.handle.remove()
+        model.zero_grad(set_to_none=True)
+    return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def per_sample_gradients_loop(model: nn.Module, samples: Iterable[dict], loss_fn: LossFn) -> dict[str, torch.Tensor]:
+    """Reference: one backward per sample via ``torch.autograd.grad`` (slow; for tests/benchmarks)."""
+    blocks = trainable_blocks(model)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in blocks}
+    for sample in samples:
+        params = [p for m in blocks.values() for p in ([m.weight] + ([m.bias] if m.bias is not None else []))]
+        grads = iter(torch.autograd.grad(loss_fn(model, sample).sum(), params))
+        for name, module in blocks.items():
+            g = next(grads)
+            if module.bias is not None:
+                g = torch.cat([g, next(grads)[:, None]], dim=1)
+            out[name].append(g.detach().cpu())
+    return {name: torch.stack(parts) for name, parts in out.items()}
+
+
+def fingerprint(obj) -> str:
+    """Short stable hash of a JSON-able object (configs, model ids)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def index_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_gradients(path: str | Path, grads: dict[str, torch.Tensor], sample_ids: list[int], meta: dict) -> None:
+    """Safetensors file (one tensor per block) + JSON index beside it (blocks, shapes, ids, provenance)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: g.contiguous() for name, g in grads.items()}
+    save_file(tensors, str(path), metadata={"inflbench": json.dumps({"fingerprint": meta.get("fingerprint", "")})})
+    index = {
+        "blocks": {name: {"shape": list(g.shape[1:]), "dtype": str(g.dtype).replace("torch.", "")}
+                   for name, g in tensors.items()},
+        "n": len(sample_ids),
+        "sample_ids": [int(i) for i in sample_ids],
+        **meta,
+    }
+    index_path(path).write_text(json.dumps(index, indent=1))
+
+
+def load_gradients(path: str | Path, blocks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Block name -> per-sample gradients; ``blocks`` loads only those (lazily, from the file)."""
+    with safe_open(str(path), framework="pt") as handle:
+        names = list(handle.keys()) if blocks is None else list(blocks)
+        return {name: handle.get_tensor(name) for name in names}

@@ -1,0 +1,50 @@
+"""Where every output lives, built from the run config in one place.
+
+Templates keep Snakemake wildcards (``{task}``, ``{method}`` ...) when those are passed through as
+``"{task}"``; the Snakefile and the tests both use this module, so names never drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEMPLATES = {
+    "resolved_config": "config.yaml",
+    "split": "{task}/data/{split}.csv",
+    "adapter": "{task}/model/adapter.safetensors",
+    "curve": "{task}/model/training_curve.csv",
+    "val_predictions": "{task}/model/val_predictions.csv",
+    "gradients": "{task}/gradients/{split}.safetensors",
+    "gradient_index": "{task}/gradients/{split}.json",
+    "scores": "{task}/scores/{method}.safetensors",
+    "detection": "{task}/metrics/detection_{method}.csv",
+    "detection_summary": "{task}/metrics/summary_{method}.json",
+    "detection_table": "tables/detection.csv",
+    "detection_figure": "figures/detection_{task}.png",
+    "log": "logs/{stage}/{name}.log",
+}
+
+
+class Layout:
+    """Output paths of one run: ``<results_dir>/<run>/<template>``."""
+
+    def __init__(self, results_dir: str | Path, run: str):
+        self.root = Path(results_dir) / run
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Layout":
+        return cls(cfg["results_dir"], cfg["run"])
+
+    def __call__(self, kind: str, **wildcards: str) -> str:
+        return str(self.root / TEMPLATES[kind].format(**wildcards))
+
+    def __getattr__(self, kind: str):
+        if kind in TEMPLATES:
+            return lambda **wildcards: self(kind, **wildcards)
+        raise AttributeError(kind)
+
+
+def sidecar(path: str | Path) -> Path:
+    """The JSON file recording the config that produced ``path`` (``x.csv`` -> ``x.config.json``)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".config.json")

@@ -1,0 +1,174 @@
+"""The workflow stages as plain functions (the scripts/ adapters call these; tests call them directly)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from inflbench import data as data_mod
+from inflbench.gradients import fingerprint, load_gradients, per_sample_gradients, save_gradients
+from inflbench.metrics import detection_auc, detection_curve, detection_rate_at
+from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
+from inflbench.training import TrainArgs, finetune, predictions
+from inflbench.workflow import write_provenance, write_table
+
+log = logging.getLogger("inflbench")
+
+
+def _num_labels(frames: list[pd.DataFrame]) -> int:
+    return int(max(max(f["label"].max(), f["clean_label"].max()) for f in frames) + 1)
+
+
+def stage_prepare_data(data_cfg: dict, task: str, seed: int, outputs: dict[str, str]) -> None:
+    tables = data_mod.prepare_splits(data_cfg, task, seed)
+    for split, frame in tables.items():
+        write_table(frame, outputs[split], {"data": data_cfg, "task": task, "seed": seed})
+        log.info("%s: %d rows, %d flipped", split, len(frame), int(frame["flipped"].sum()))
+
+
+def _family_and_splits(model_cfg: dict, split_paths: dict[str, str]):
+    frames = {k: data_mod.read_split(p) for k, p in split_paths.items()}
+    family = get_family(model_cfg, num_labels=_num_labels(list(frames.values())))
+    return family, frames
+
+
+def stage_finetune(model_cfg: dict, train_cfg: dict, seed: int, device: str, split_paths: dict[str, str],
+                   out_adapter: str, out_curve: str, out_predictions: str) -> None:
+    family, frames = _family_and_splits(model_cfg, split_paths)
+    encoded = {k: family.encode(f) for k, f in frames.items()}
+    model = family.build(seed)
+    dev = pick_device(device)
+    args = TrainArgs(seed=seed, **train_cfg)
+    state, curve = finetune(family, model, encoded["train"], encoded["val"], args, dev,
+                            test=encoded.get("test"), log=log.info)
+    provenance = {"model": model_cfg, "train": train_cfg, "seed": seed}
+    Path(out_adapter).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out_adapter,
+              metadata={"inflbench": json.dumps(provenance), "best_epoch": str(int(curve.loc[curve["best"], "epoch"].iloc[0]))})
+    write_table(curve, out_curve, provenance)
+    load_trainable(model, state)
+    model.to(dev)
+    preds = predictions(family, model, {k: v.to(dev) for k, v in encoded["val"].items()}, args.eval_batch_size)
+    preds.insert(0, "id", frames["val"]["id"].to_numpy())
+    write_table(preds, out_predictions, provenance)
+
+
+def load_finetuned(model_cfg: dict, seed: int, adapter: str, split_paths: dict[str, str], device: str):
+    family, frames = _family_and_splits(model_cfg, split_paths)
+    model = family.build(seed)
+    load_trainable(model, load_file(adapter))
+    model.to(pick_device(device)).eval()
+    return family, model, frames
+
+
+def stage_gradients(model_cfg: dict, grad_cfg: dict, seed: int, device: str, adapter: str,
+                    split_paths: dict[str, str], split: str, out: str) -> None:
+    family, model, frames = load_finetuned(model_cfg, seed, adapter, split_paths, device)
+    dev = next(model.parameters()).device
+    encoded = family.encode(frames[split])
+    batches = ({k: v.to(dev) for k, v in b.items()} for b in iterate_batches(encoded, grad_cfg["batch_size"]))
+    start = time.perf_counter()
+    grads = per_sample_gradients(model, batches, family.per_sample_loss, family.rows_per_sample,
+                                 dtype=getattr(torch, grad_cfg["dtype"]))
+    seconds = time.perf_counter() - start
+    log.info("%d blocks, %d samples, %.2fs", len(grads), len(frames[split]), seconds)
+    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed,
+            "fingerprint": fingerprint({"model": model_cfg, "seed": seed, "adapter": Path(adapter).stat().st_size})}
+    save_gradients(out, grads, frames[split]["id"].tolist(), meta)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, out: str) -> None:
+    from inflbench.methods import compute_influence
+
+    train, test = load_gradients(train_grads), load_gradients(test_grads)
+    start = time.perf_counter()
+    result = compute_influence(method, train, test, **params)
+    seconds = time.perf_counter() - start
+    meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
+    log.info("%s: %.3fs, blocks=%d", method, seconds, len(result))
+    save_scores(out, dict(result), meta)
+
+
+def save_scores(path: str, scores: dict[str, torch.Tensor], meta: dict) -> None:
+    """Per-block (n_train, n_test) scores plus ``total``; the metadata travels inside the file."""
+    scores = {k: v.detach().to(torch.float64).contiguous() for k, v in scores.items()}
+    if "total" not in scores:
+        scores["total"] = torch.stack(list(scores.values())).sum(0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(scores, path, metadata={"inflbench": json.dumps(meta, default=str)})
+    write_provenance(path, meta)
+
+
+def read_scores_meta(path: str) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return json.loads(handle.metadata()["inflbench"])
+
+
+def train_sample_scores(path: str) -> np.ndarray:
+    """Score per training sample: mean over test samples of the total (n_train, n_test) influence."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return handle.get_tensor("total").mean(1).numpy()
+
+
+def stage_detection(scores_path: str, train_split: str, points: int, out_curve: str, out_summary: str,
+                    method: str, task: str) -> None:
+    flipped = data_mod.read_split(train_split)["flipped"].to_numpy(bool)
+    scores = train_sample_scores(scores_path)
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{scores_path}: non-finite scores; the method diverged")
+    curve = detection_curve(scores, flipped, points)
+    meta = read_scores_meta(scores_path)
+    write_table(curve, out_curve, {"method": method, "task": task, "points": points})
+    summary = {"task": task, "method": method, "auc": detection_auc(scores, flipped),
+               "detection_at_20pct": detection_rate_at(scores, flipped, 0.2),
+               "curve_area": float(np.trapezoid(curve["fraction_detected"], curve["fraction_inspected"])),
+               "seconds": meta.get("seconds"), "peak_rss_mb": meta.get("peak_rss_mb"),
+               "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(scores),
+               "n_flipped": int(flipped.sum())}
+    Path(out_summary).write_text(json.dumps(summary, indent=1))
+
+
+def stage_detection_table(summaries: list[str], out: str, provenance: dict) -> pd.DataFrame:
+    frame = pd.DataFrame([json.loads(Path(p).read_text()) for p in summaries])
+    frame = frame.sort_values(["task", "auc"], ascending=[True, False])
+    write_table(frame, out, provenance)
+    return frame
+
+
+def stage_detection_figure(curves: dict[str, str], task: str, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for method, path in sorted(curves.items()):
+        c = pd.read_csv(path)
+        ax.plot(c["fraction_inspected"], c["fraction_detected"], label=method)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random")
+    ax.set(xlabel="fraction of training data inspected", ylabel="fraction of flipped labels found",
+           title=f"Mislabeled-data detection: {task}", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

