@@ -18,6 +18,7 @@ METHODS = list(CFG["methods"])
 GRADIENT_METHODS = [m for m in METHODS if not get_method(m).needs_model]
 MODEL_METHODS = [m for m in METHODS if get_method(m).needs_model]
 GPU = int(CFG["device"] == "cuda")
+MAX_THREADS = 8  # torch-heavy jobs; Snakemake caps it at --cores
 ENV = "../envs/inflbench-cpu.yaml"
 
 

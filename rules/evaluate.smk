@@ -32,7 +32,7 @@ rule detection_table:
             labels={"table": "AUC and runtime per method"},
         ),
     params:
-        config=CFG,
+        config={k: CFG[k] for k in ("seed", "data", "model", "train", "gradients", "methods")},
     log:
         P.log(stage="detection_table", name="all"),
     threads: 1

@@ -18,7 +18,7 @@ rule finetune:
         device=CFG["device"],
     log:
         P.log(stage="finetune", name="{task}"),
-    threads: workflow.cores
+    threads: MAX_THREADS
     resources:
         mem_mb=8000,
         runtime=120,

@@ -13,7 +13,7 @@ rule gradients:
         device=CFG["device"],
     log:
         P.log(stage="gradients", name="{task}_{split}"),
-    threads: workflow.cores
+    threads: MAX_THREADS
     resources:
         mem_mb=8000,
         runtime=60,

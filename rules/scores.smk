@@ -11,7 +11,7 @@ rule scores:
         P.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
         method="|".join(GRADIENT_METHODS) or "^$",
-    threads: workflow.cores
+    threads: MAX_THREADS
     resources:
         mem_mb=8000,
         runtime=60,

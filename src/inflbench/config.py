@@ -65,7 +65,7 @@ def validate_config(raw: dict) -> dict:
         raise ConfigError("model.family", f"unknown family {cfg['model']['family']!r}; choose one of {list(FAMILIES)}")
     for name, params in cfg["methods"].items():
         try:
-            methods.check_params(name, **params)
+            methods.make_params(name, **params)
         except ValueError as exc:
             raise ConfigError(f"methods.{name}", str(exc)) from None
     if cfg["data"]["sizes"]["train"] < 2:
@@ -75,6 +75,14 @@ def validate_config(raw: dict) -> dict:
         from inflbench.synthetic import validate_config as validate_synthetic
 
         cfg["synthetic"] = validate_synthetic(cfg["synthetic"])
+    # --- issue #6 (identification): family pre-run checks of model.options and LoRA targets
+    # (causal_lm, diffusion_unet define ``check(cfg)``; families without it are skipped)
+    from inflbench.models import get_family
+
+    family_check = getattr(get_family(cfg["model"]), "check", None)
+    if family_check is not None:
+        family_check(cfg)
+    # --- end issue #6
     return cfg
 
 

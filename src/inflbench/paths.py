@@ -21,6 +21,11 @@ TEMPLATES = {
     "detection_summary": "{task}/metrics/summary_{method}.json",
     "detection_table": "tables/detection.csv",
     "detection_figure": "figures/detection_{task}.png",
+    # influential-data identification (issue #6)
+    "identification": "{task}/metrics/identification_{method}.csv",
+    "identification_summary": "{task}/metrics/identification_summary_{method}.json",
+    "identification_table": "tables/identification.csv",
+    "identification_figure": "figures/identification_{task}.png",
     "log": "logs/{stage}/{name}.log",
 }
 

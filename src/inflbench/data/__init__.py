@@ -16,45 +16,87 @@ from inflbench.data.generated import generate_sentiment
 from inflbench.data.glue import GLUE_TASKS, glue_files, load_glue_dir, load_glue_hub, read_glue_tsv
 from inflbench.errors import ConfigError, DataError
 
-SOURCES = ("generated", "glue_dir", "hub")
 SPLITS = ("train", "val", "test")
 
 
-def task_names(data_cfg: dict) -> list[str]:
-    return list(data_cfg["tasks"])
+class DataSource:
+    """One way of obtaining a task's records. Subclass, then add it to ``SOURCES``.
+
+    Records are dicts with at least ``label`` (int class); text tasks use ``text_a``/``text_b``, other
+    families add their own fields (they end up as CSV columns of the split tables).
+    Source-specific settings live in ``data.options`` and are checked by ``check``.
+    """
+
+    def check(self, data_cfg: dict) -> None:
+        """Cheap pre-run validation; raise ConfigError/DataError naming the key or file."""
+
+    def load_pools(self, data_cfg: dict, task: str, seed: int) -> tuple[list[dict], list[dict]]:
+        """(pool that train and val are drawn from, pool that test is drawn from)."""
+        raise NotImplementedError
+
+
+class GeneratedSource(DataSource):
+    def check(self, data_cfg):
+        for task in data_cfg["tasks"]:
+            if task != "generated":
+                raise ConfigError("data.tasks", f"source 'generated' provides the task 'generated', not {task!r}")
+
+    def load_pools(self, data_cfg, task, seed):
+        sizes = data_cfg["sizes"]
+        n = sizes["train"] + sizes["val"] + sizes["test"]
+        records = generate_sentiment(n, seed=seed, ambiguity=data_cfg.get("generated", {}).get("ambiguity", 0.15))
+        cut = sizes["train"] + sizes["val"]
+        return records[:cut], records[cut:]
+
+
+class GlueSource(DataSource):
+    def __init__(self, local: bool):
+        self.local = local
+
+    def check(self, data_cfg):
+        for task in data_cfg["tasks"]:
+            if task not in GLUE_TASKS:
+                raise ConfigError("data.tasks", f"unknown GLUE task {task!r}; choose from {list(GLUE_TASKS)}")
+            if self.local:
+                if not data_cfg.get("glue_dir"):
+                    raise ConfigError("data.glue_dir", "must be set when data.source is 'glue_dir'")
+                for path in glue_files(data_cfg["glue_dir"], task).values():
+                    read_glue_tsv(path, task)  # parses every row: a malformed one fails here, before any job
+
+    def load_pools(self, data_cfg, task, seed):
+        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
+        return raw["train"], raw["dev"]
+
+
+from inflbench.data.digits import DigitsSource, DreamBoothSource, StyleSource  # noqa: E402  (identification, #6)
+from inflbench.data.lm_generated import LMGeneratedSource  # noqa: E402  (identification, #6)
+from inflbench.data.svamp import SvampSource  # noqa: E402  (identification, #6)
+
+SOURCES: dict[str, DataSource] = {
+    "generated": GeneratedSource(),
+    "glue_dir": GlueSource(local=True),
+    "hub": GlueSource(local=False),
+    "svamp": SvampSource(),
+    "lm_generated": LMGeneratedSource(),
+    "digits": DigitsSource(),
+    "image_styles": StyleSource(),
+    "dreambooth": DreamBoothSource(),
+}
+
+
+def get_source(name: str) -> DataSource:
+    if name not in SOURCES:
+        raise ConfigError("data.source", f"unknown source {name!r}; choose one of {list(SOURCES)}")
+    return SOURCES[name]
 
 
 def check_sources(data_cfg: dict) -> None:
     """Cheap, pre-run checks of the data config and files (raise ConfigError/DataError with one line)."""
-    source = data_cfg["source"]
-    if source not in SOURCES:
-        raise ConfigError("data.source", f"unknown source {source!r}; choose one of {list(SOURCES)}")
-    for task in data_cfg["tasks"]:
-        if source == "generated":
-            if task != "generated":
-                raise ConfigError("data.tasks", f"source 'generated' provides the task 'generated', not {task!r}")
-            continue
-        if task not in GLUE_TASKS:
-            raise ConfigError("data.tasks", f"unknown GLUE task {task!r}; choose from {list(GLUE_TASKS)}")
-        if source == "glue_dir":
-            if not data_cfg.get("glue_dir"):
-                raise ConfigError("data.glue_dir", "must be set when data.source is 'glue_dir'")
-            for path in glue_files(data_cfg["glue_dir"], task).values():
-                read_glue_tsv(path, task)  # parses every row: a malformed one fails here, before any job
+    get_source(data_cfg["source"]).check(data_cfg)
 
 
 def load_pools(data_cfg: dict, task: str, seed: int) -> tuple[list[dict], list[dict]]:
-    """(pool for train+val, pool for test) of one task."""
-    source = data_cfg["source"]
-    sizes = data_cfg["sizes"]
-    if source == "generated":
-        gen = data_cfg.get("generated", {})
-        n = sizes["train"] + sizes["val"] + sizes["test"]
-        records = generate_sentiment(n, seed=seed, ambiguity=gen.get("ambiguity", 0.15))
-        cut = sizes["train"] + sizes["val"]
-        return records[:cut], records[cut:]
-    raw = load_glue_dir(data_cfg["glue_dir"], task) if source == "glue_dir" else load_glue_hub(task)
-    return raw["train"], raw["dev"]
+    return get_source(data_cfg["source"]).load_pools(data_cfg, task, seed)
 
 
 def _stratified_take(labels: np.ndarray, k: int, rng: np.random.Generator, what: str) -> np.ndarray:
@@ -102,16 +144,20 @@ def prepare_splits(data_cfg: dict, task: str, seed: int) -> dict[str, pd.DataFra
     for split, records in chosen.items():
         frame = pd.DataFrame({
             "id": np.arange(len(records)),
-            "text_a": [r["text_a"] for r in records],
-            "text_b": [r["text_b"] for r in records],
+            **{field: [r.get(field) for r in records] for field in _fields(records)},
             "clean_label": np.array([r["label"] for r in records], dtype=np.int64),
         })
         frame["label"] = frame["clean_label"]
         if split == "train" and data_cfg["noise_fraction"] > 0:
             frame["label"] = flip_labels(frame["clean_label"].to_numpy(), data_cfg["noise_fraction"], num_classes, rng)
         frame["flipped"] = frame["label"] != frame["clean_label"]
-        tables[split] = frame[["id", "text_a", "text_b", "label", "clean_label", "flipped"]]
+        tables[split] = frame[["id", *_fields(records), "label", "clean_label", "flipped"]]
     return tables
+
+
+def _fields(records: list[dict]) -> list[str]:
+    """Record fields other than the label, in first-seen order."""
+    return list(dict.fromkeys(k for r in records[:1] for k in r if k != "label"))
 
 
 def write_splits(tables: dict[str, pd.DataFrame], outputs: dict[str, str]) -> None:
@@ -122,5 +168,6 @@ def write_splits(tables: dict[str, pd.DataFrame], outputs: dict[str, str]) -> No
 
 def read_split(path: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(path, keep_default_na=False, na_values={"text_b": [""]})
-    frame["text_b"] = frame["text_b"].astype(object).where(frame["text_b"].notna(), None)
+    if "text_b" in frame:
+        frame["text_b"] = frame["text_b"].astype(object).where(frame["text_b"].notna(), None)
     return frame

@@ -57,7 +57,7 @@ DEFAULTS: dict = {
     "solvers": [
         "schulz_paper", "schulz_safe", "lissa", "neumann", "neumann_safe", "datainf",
         "sor_0.5", "sor_1.5", "sor_eq26_0.5", "sor_eq26_1.5", "cg", "gmres", "rrinf_sgd",
-        "rrinf_sgd_corrected",         "direct", "cholesky", "inverse",
+        "rrinf_sgd_corrected", "direct", "cholesky", "inverse",
     ],
     "dtype": "float32",
     "schulz_x0": 5.0e-4,
@@ -186,6 +186,41 @@ def _schema_check(cfg: dict) -> None:
         raise ConfigError(key, error.message)
 
 
+_NUMERIC_KEYS = {
+    ("dims",): int, ("n_samples",): int, ("seeds",): int, ("damping",): float, ("iterations",): int,
+    ("schulz_x0",): float, ("lissa", "scale"): float, ("lissa", "batch_size"): int, ("gmres", "restart"): int,
+    ("rrinf", "lr"): float, ("rrinf", "batch_size"): int, ("threads",): int, ("converged_rtol",): float,
+    ("table", "iteration"): int, ("table", "n_samples"): int,
+}
+
+
+def _number(text: str, kind):
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if kind is int:
+        return int(value) if value.is_integer() and re.fullmatch(r"[+-]?\d+", text.strip()) else text
+    return value
+
+
+def _coerce_cli_strings(cfg: dict) -> dict:
+    """``snakemake --config synthetic="{dims: [64]}"`` delivers nested values as strings: read numbers back."""
+    out = copy.deepcopy(cfg)
+    for path, kind in _NUMERIC_KEYS.items():
+        parent = out
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or path[-1] not in parent:
+            continue
+        value = parent[path[-1]]
+        if isinstance(value, str):
+            parent[path[-1]] = _number(value, kind)
+        elif isinstance(value, list):
+            parent[path[-1]] = [_number(x, kind) if isinstance(x, str) else x for x in value]
+    return out
+
+
 def validate_config(cfg: dict | None) -> dict:
     """Check the ``synthetic:`` config block and return a copy with defaults filled in.
 
@@ -201,7 +236,7 @@ def validate_config(cfg: dict | None) -> dict:
     for key in ("lissa", "gmres", "rrinf", "table"):
         if key in cfg and not isinstance(cfg[key], dict):
             raise ConfigError(f"synthetic.{key}", f"must be a mapping, got {cfg[key]!r}")
-    full = _merge(DEFAULTS, cfg)
+    full = _merge(DEFAULTS, _coerce_cli_strings(cfg))
     _semantic_checks(full)  # first: the clearest messages for the common mistakes
     _schema_check(full)  # then: anything structural the semantic checks do not look at
     if full["table"]["n_samples"] is None:

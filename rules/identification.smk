@@ -1,0 +1,80 @@
+# Influential-data identification (RRInf §4.2, Table 2): class-detection AUC and recall of every method's
+# train-vs-test influence scores, per test point, summarised per task and method.
+# The Snakefile includes this file; with experiment: influential_data the scores rule compares train with test.
+
+
+rule identification_metrics:
+    """Per-test-point class-detection AUC and recall@s of one method's (n_train, n_test) scores."""
+    input:
+        scores=P.scores(task="{task}", method="{method}"),
+        train=P.split(task="{task}", split="train"),
+        test=P.split(task="{task}", split="test"),
+    output:
+        points=P.identification(task="{task}", method="{method}"),
+        summary=P.identification_summary(task="{task}", method="{method}"),
+    params:
+        model=CFG["model"],
+    log:
+        P.log(stage="identification_metrics", name="{task}_{method}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/identification_metrics.py"
+
+
+rule identification_table:
+    """Mean ± std of AUC and recall over test points, and scoring runtime, per task and method (RRInf Table 2)."""
+    input:
+        expand(
+            P.identification_summary(task="{task}", method="{method}"),
+            task=TASKS,
+            method=METHODS,
+        ),
+    output:
+        report(
+            P.identification_table(),
+            caption="../reports/identification_table.rst",
+            category="Influential data",
+            labels={"table": "class detection per method"},
+        ),
+    params:
+        config=CFG,
+    log:
+        P.log(stage="identification_table", name="all"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/identification_table.py"
+
+
+rule identification_figure:
+    """Distribution over test points of AUC and recall for every method, one figure per task."""
+    input:
+        points=expand(P.identification(task="{{task}}", method="{method}"), method=METHODS),
+    output:
+        report(
+            P.identification_figure(task="{task}"),
+            caption="../reports/identification_figure.rst",
+            category="Influential data",
+            labels={"task": "{task}", "figure": "class detection per test point"},
+        ),
+    params:
+        methods=METHODS,
+    log:
+        P.log(stage="identification_figure", name="{task}"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/identification_figure.py"

@@ -1,0 +1,145 @@
+"""Data -> fine-tune -> gradients -> scores -> identification metrics, per family; grids; the Snakemake DAG."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from idtools import ROOT, profile
+from inflbench import pipeline
+from inflbench.config import validate_config
+from inflbench.errors import ConfigError
+from inflbench.identification import GRIDS, load_grid, share_upstream, stage_identification, \
+    stage_identification_figure, stage_identification_table
+from inflbench.paths import Layout
+
+WIRED = "identification" in (ROOT / "Snakefile").read_text()
+
+TINY = {
+    "causal-lm.yaml": {"data": {"tasks": ["math_reasoning"], "sizes": {"train": 16, "val": 4, "test": 8}},
+                       "model": {"max_length": 40}, "train": {"epochs": 2, "batch_size": 8},
+                       "gradients": {"batch_size": 8}},
+    "diffusion.yaml": {"data": {"sizes": {"train": 20, "val": 10, "test": 20}},
+                       "model": {"options": {"noise_draws": 1}}, "train": {"epochs": 1, "batch_size": 10},
+                       "gradients": {"batch_size": 10}},
+}
+METHODS = {"tracin": {}, "datainf": {}, "rrinf": {"sampling": "layer", "iterations": 200}}
+
+
+def tiny_config(name: str, results_dir) -> dict:
+    cfg = profile(name, **TINY[name], results_dir=str(results_dir), device="cpu")
+    cfg["methods"] = METHODS
+    return validate_config(cfg)
+
+
+@pytest.mark.parametrize("name", ["causal-lm.yaml", "diffusion.yaml"])
+def test_stages_end_to_end(tmp_path, name):
+    cfg = tiny_config(name, tmp_path)
+    P = Layout.from_config(cfg)
+    task = cfg["data"]["tasks"][0]
+    splits = {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
+    pipeline.stage_prepare_data(cfg["data"], task, cfg["seed"], splits)
+    pipeline.stage_finetune(cfg["model"], cfg["train"], cfg["seed"], cfg["device"], splits, P.adapter(task=task),
+                            P.curve(task=task), P.val_predictions(task=task))
+    for split in ("train", "test"):
+        pipeline.stage_gradients(cfg["model"], cfg["gradients"], cfg["seed"], cfg["device"], P.adapter(task=task),
+                                 splits, split, P.gradients(task=task, split=split))
+    index = json.loads(open(P.gradient_index(task=task, split="test")).read())
+    assert index["n"] == cfg["data"]["sizes"]["test"]
+    summaries, points = [], {}
+    for method, params in cfg["methods"].items():
+        pipeline.stage_scores(method, params, P.gradients(task=task, split="train"),
+                              P.gradients(task=task, split="test"), P.scores(task=task, method=method))
+        points[method] = P.identification(task=task, method=method)
+        summaries.append(P.identification_summary(task=task, method=method))
+        summary = stage_identification(P.scores(task=task, method=method), splits["train"], splits["test"],
+                                       points[method], summaries[-1], method, task, cfg["model"])
+        assert 0 <= summary["auc_mean"] <= 1 and 0 <= summary["recall_mean"] <= 1
+        assert summary["n_test"] == cfg["data"]["sizes"]["test"] and summary["seconds"] > 0
+    per_point = pd.read_csv(points["tracin"])
+    assert len(per_point) == cfg["data"]["sizes"]["test"] and per_point["s"].min() >= 1
+    table = stage_identification_table(summaries, P.identification_table(), {})
+    assert list(table["method"]) == list(METHODS) and table["auc"].str.contains("±").all()
+    stage_identification_figure(points, task, P.identification_figure(task=task))
+    assert os.path.getsize(P.identification_figure(task=task)) > 1000
+    # scores against the wrong split are refused with a clear message
+    with pytest.raises(ValueError, match="computed against the test split"):
+        stage_identification(P.scores(task=task, method="tracin"), splits["train"], splits["val"],
+                             str(tmp_path / "x.csv"), str(tmp_path / "x.json"), "tracin", task)
+
+
+def test_grids_are_valid_overlays():
+    from idtools import merge
+
+    for name, settings in GRIDS.items():
+        base = profile(f"{name}.yaml")
+        for overlay in settings.values():
+            validate_config(merge(base, overlay))
+    assert list(GRIDS["ablation-rank"]) == ["r2", "r8", "r12", "r24"]
+    assert [k for k in GRIDS["ablation-rrinf-sampling"] if k.startswith("mb")][-1] == "mb2048"
+
+
+def test_grid_files_and_sharing(tmp_path):
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"settings": {"a": {"methods": {"rrinf": {}}}}}))
+    assert load_grid(str(tmp_path / "g.yaml")) == ("g", {"a": {"methods": {"rrinf": {}}}})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"setting": {}}))
+    with pytest.raises(ConfigError, match="bad.yaml:setting"):
+        load_grid(str(tmp_path / "bad.yaml"))
+    with pytest.raises(ConfigError, match="--grid"):
+        load_grid("no-such-grid")
+    src = tmp_path / "run-a"
+    for rel in ("t/data/train.csv", "t/model/adapter.safetensors", "t/gradients/train.safetensors",
+                "t/scores/tracin.safetensors", "logs/gradients/t_train.log"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    share_upstream(src, tmp_path / "run-b")
+    shared = sorted(str(p.relative_to(tmp_path / "run-b")) for p in (tmp_path / "run-b").rglob("*") if p.is_file())
+    assert shared == ["t/data/train.csv", "t/gradients/train.safetensors", "t/model/adapter.safetensors"]
+    assert (tmp_path / "run-b/t/model/adapter.safetensors").stat().st_ino == (src / "t/model/adapter.safetensors").stat().st_ino
+
+
+def _snakemake(*args, workdir, timeout=600):
+    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WIRED, reason="the Snakefile does not include rules/identification.smk yet")
+@pytest.mark.parametrize("name", ["causal-lm.yaml", "diffusion.yaml"])
+def test_snakemake_end_to_end(tmp_path, name):
+    overlay = {**TINY[name], "run": "tiny", "methods": {"rrinf": METHODS["rrinf"]}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overlay))
+    results = tmp_path / "results"
+    proc = _snakemake("--cores", "2", "--configfile", str(ROOT / "configs" / name), str(tmp_path / "tiny.yaml"),
+                      "--config", f"results_dir={results}", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = pd.read_csv(results / "tiny" / "tables" / "identification.csv")
+    assert "rrinf" in set(table["method"]) and table["auc_mean"].between(0, 1).all()
+    assert np.isfinite(table["seconds"]).all()
+    task = TINY[name]["data"].get("tasks", ["digits"])[0]
+    assert (results / "tiny" / "figures" / f"identification_{task}.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not WIRED, reason="the Snakefile does not include rules/identification.smk yet")
+def test_grid_driver_dry_run(tmp_path):
+    from inflbench.identification import run_grid
+
+    run_grid([str(ROOT / "configs" / "ablation-rrinf-sampling.yaml")], "ablation-rrinf-sampling", str(tmp_path),
+             only=["layer", "mb64"], dry_run=True, snakemake_args=["--directory", str(tmp_path), "-q"])
+    overlays = tmp_path / "grids" / "ablation-rrinf-sampling"
+    assert sorted(p.name for p in overlays.iterdir()) == ["layer.yaml", "mb64.yaml"]
+    assert yaml.safe_load((overlays / "mb64.yaml").read_text())["methods"]["rrinf"]["batch_size"] == 64
+
+
+@pytest.mark.skipif(not WIRED, reason="the Snakefile does not include rules/identification.smk yet")
+def test_bad_input_stops_snakemake_with_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"model": {"lora": {"target_modules": ["query"]}}}))
+    proc = _snakemake("-n", "--configfile", str(ROOT / "configs" / "causal-lm.yaml"), str(tmp_path / "bad.yaml"),
+                      workdir=tmp_path)
+    assert proc.returncode != 0
+    assert "config key 'model.lora.target_modules': 'query' matches no module of the tiny Llama" in proc.stderr

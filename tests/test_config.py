@@ -1,0 +1,85 @@
+"""Bad input fails before any job runs, with one line naming the key or file."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from inflbench.config import validate_config
+from inflbench.errors import DataError, InputError
+
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def _with(path: str, value):
+    cfg = copy.deepcopy(DEFAULT)
+    *parents, leaf = path.split(".")
+    node = cfg
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return cfg
+
+
+def test_default_config_is_valid_and_filled():
+    cfg = validate_config(DEFAULT)
+    assert cfg["data"]["sizes"] == {"train": 400, "val": 80, "test": 100}
+    assert cfg["experiment"] == "mislabeled_detection"
+    assert cfg["train"]["eval_batch_size"] == 64  # schema default filled in
+    assert validate_config({})["methods"]  # an empty config gets every default
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("data.bogus", 1, r"config key 'data.bogus': unknown key"),
+    ("extra_top_level", 1, r"config key 'extra_top_level': unknown key"),
+    ("train.epochs", "ten", r"config key 'train.epochs': 'ten' is not of type 'integer'"),
+    ("train.lr", -0.1, r"config key 'train.lr': -0.1 is less than or equal to the minimum of 0"),
+    ("data.noise_fraction", 1.0, r"config key 'data.noise_fraction': 1.0 is greater than or equal to the maximum"),
+    ("data.noise_fraction", -0.2, r"config key 'data.noise_fraction': -0.2 is less than the minimum"),
+    ("data.source", "kaggle", r"config key 'data.source': unknown source 'kaggle'; choose one of"),
+    ("methods", {"tracin": {}, "magic": {}}, r"config key 'methods.magic': unknown influence method 'magic'"),
+    ("methods", {"datainf": {"damping": -1.0}}, r"config key 'methods.datainf': .*damping"),
+    ("methods", {"tracin": {"depth": 3}}, r"config key 'methods.tracin': .*unknown parameter"),
+    ("model.family", "gan", r"config key 'model.family': unknown family 'gan'"),
+    ("run", "../escape", r"config key 'run': .*does not match"),
+    ("data.tasks", ["SST-2"], r"config key 'data.tasks': source 'generated' provides the task 'generated'"),
+    ("device", "tpu", r"config key 'device': 'tpu' is not one of"),
+])
+def test_bad_config_values(path, value, message):
+    with pytest.raises(InputError, match=message) as info:
+        validate_config(_with(path, value))
+    assert "\n" not in str(info.value)
+
+
+def test_glue_dir_problems(tmp_path):
+    cfg = _with("data.source", "glue_dir")
+    cfg["data"]["tasks"] = ["SST-2"]
+    with pytest.raises(InputError, match="config key 'data.glue_dir': must be set"):
+        validate_config(cfg)
+    cfg["data"]["glue_dir"] = str(tmp_path)
+    with pytest.raises(DataError, match=r"SST-2/train.tsv: file not found"):
+        validate_config(cfg)
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text("sentence\tlabel\nfine\t1\nbroken row without tab\n")
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    with pytest.raises(DataError, match=r"train.tsv:3: expected 2 tab-separated columns, found 1"):
+        validate_config(cfg)
+    cfg["data"]["tasks"] = ["SST2"]
+    with pytest.raises(InputError, match=r"config key 'data.tasks': unknown GLUE task 'SST2'"):
+        validate_config(cfg)
+
+
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), "train": {"batch_size": 0}}))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(bad),
+                           "--directory", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("inflbench:")]
+    assert lines == ["inflbench: invalid input: config key 'train.batch_size': 0 is less than the minimum of 1"]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()

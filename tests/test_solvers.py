@@ -1,0 +1,221 @@
+"""Low-level solvers on explicit matrices against direct float64 references."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tests/ (tolerances.py)
+from tolerances import TOL, assert_close  # noqa: E402
+
+from inflbench.solvers import (  # noqa: E402
+    PUBLISHED_HYPERINF_X0,
+    datainf_apply,
+    direct_solve,
+    lambda_max_bound,
+    lissa_solve,
+    rrinf_sgd,
+    schulz_apply,
+    schulz_inverse,
+    schulz_x0_scale,
+)
+
+D64 = torch.float64
+
+
+def spd_problem(d=12, N=30, lam=0.05, seed=0, scale=1.0, batch=()):
+    g = torch.Generator().manual_seed(seed)
+    S = torch.randn(*batch, N, d, generator=g, dtype=D64) * torch.linspace(2, 0.1, d, dtype=D64) * scale
+    M = S.transpose(-1, -2) @ S / N + lam * scale**2 * torch.eye(d, dtype=D64)
+    v = torch.randn(*batch, d, 3, generator=g, dtype=D64)
+    return S, M, v
+
+
+# ----------------------------------------------------------------- Schulz
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e3])
+def test_schulz_safe_x0_contracts_and_converges(scale):
+    _, M, _ = spd_problem(scale=scale)
+    c0 = schulz_x0_scale(M)
+    R0 = torch.eye(12, dtype=D64) - c0 * M
+    assert float(torch.linalg.matrix_norm(R0, ord=2)) < 1
+    assert float(lambda_max_bound(M)) >= float(torch.linalg.eigvalsh(M)[-1])
+    X = schulz_inverse(M, iterations=40)
+    assert_close(X, torch.linalg.inv(M), "solver_float64")
+
+
+def test_schulz_batched_and_callback():
+    _, M, _ = spd_problem(batch=(3,))
+    seen = []
+    X = schulz_inverse(M, iterations=30, callback=lambda k, Xk: seen.append((k, float(torch.linalg.matrix_norm(Xk @ M - torch.eye(12, dtype=D64)).max()))))
+    assert [k for k, _ in seen] == list(range(1, 31))
+    assert seen[-1][1] < 1e-9 < seen[0][1]
+    assert_close(X, torch.linalg.inv(M), "solver_float64")
+
+
+def test_schulz_published_x0_diverges_on_large_spectrum_and_converges_on_small():
+    _, M, _ = spd_problem(lam=0.05)
+    big = M * (3.0 / PUBLISHED_HYPERINF_X0 / float(torch.linalg.eigvalsh(M)[-1]))  # lambda_max * x0 = 3 > 2
+    X = schulz_inverse(big, iterations=30, x0=PUBLISHED_HYPERINF_X0)
+    assert not bool(torch.isfinite(X).all()) or float((X @ big - torch.eye(12, dtype=D64)).abs().max()) > 1
+    small = M / float(torch.linalg.eigvalsh(M)[-1])  # lambda_max = 1
+    X = schulz_inverse(small, iterations=40, x0=0.5)
+    assert_close(X, torch.linalg.inv(small), "solver_float64")
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 3, 7, 30])
+def test_schulz_apply_equals_schulz_inverse_times_v(iterations):
+    _, M, v = spd_problem(batch=(2,))
+    ref = schulz_inverse(M, iterations=iterations) @ v
+    W, done = schulz_apply(M, v, iterations=iterations)
+    assert done == iterations
+    assert_close(W, ref, "solver_float64", f"iterations={iterations}")
+
+
+def test_schulz_apply_tol_stops_early_at_converged_value():
+    _, M, v = spd_problem()
+    W, done = schulz_apply(M, v, iterations=60, tol=1e-13)
+    assert done < 60
+    assert_close(W, torch.linalg.solve(M, v), "solver_float64")
+
+
+def test_schulz_rejects_bad_x0():
+    _, M, _ = spd_problem()
+    for bad in ("fast", -1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="x0"):
+            schulz_inverse(M, iterations=2, x0=bad)
+
+
+# ----------------------------------------------------------------- LiSSA
+
+
+def test_lissa_correct_converges_to_direct():
+    S, M, v = spd_problem(lam=0.1)
+    G = S.T @ S / S.shape[0]
+    scale = float(lambda_max_bound(M))
+    seen = []
+    x, div = lissa_solve(lambda z: G @ z, v, damping=0.1, scale=scale, depth=3000, callback=lambda k, e: seen.append(k))
+    assert not div and seen == list(range(1, 3001))
+    assert_close(x, direct_solve(M, v), "solver_float64")
+
+
+def test_lissa_published_matches_explicit_recursion_and_flags_divergence():
+    S, _, v = spd_problem(lam=0.1)
+    G = S.T @ S / S.shape[0]
+    G = G * (3.0 / float(torch.linalg.eigvalsh(G)[-1]))  # lambda_max(G) = 3 > 2 + lambda
+    lam = 0.01
+    x_ref = v.clone()
+    for _ in range(15):
+        x_ref = v + x_ref - G @ x_ref + lam * x_ref
+    x, div = lissa_solve(lambda z: G @ z, v, damping=lam, scale=10.0, depth=15, variant="published")
+    assert_close(x, x_ref, "solver_float64")
+    assert div
+    # same matrix, the correct variant with a safe scale converges and is not flagged
+    M = G + lam * torch.eye(12, dtype=D64)
+    x, div = lissa_solve(lambda z: G @ z, v, damping=lam, scale=float(lambda_max_bound(M)), depth=20000)
+    assert not div
+    assert_close(x, direct_solve(M, v), "solver_float64")
+
+
+def test_lissa_flags_too_small_scale_and_nonfinite():
+    S, M, v = spd_problem(lam=0.1)
+    G = S.T @ S / S.shape[0]
+    lmax = float(torch.linalg.eigvalsh(M)[-1])
+    _, div = lissa_solve(lambda z: G @ z, v, damping=0.1, scale=lmax / 3, depth=200)
+    assert div
+    x, div = lissa_solve(lambda z: G @ z, v, damping=0.1, scale=lmax / 3, depth=5000)
+    assert div
+    with pytest.raises(ValueError, match="variant"):
+        lissa_solve(lambda z: z, v, damping=0.1, scale=1.0, depth=1, variant="x")
+
+
+# ----------------------------------------------------------------- DataInf
+
+
+def test_datainf_apply_matches_average_of_inverses():
+    S, _, v = spd_problem(lam=0.1, N=7)
+    lam = 0.1
+    ref = sum(torch.linalg.solve(torch.outer(s, s) + lam * torch.eye(12, dtype=D64), v) for s in S) / S.shape[0]
+    assert_close(datainf_apply(S, v, lam), ref, "solver_float64")
+    assert_close(datainf_apply(S, v[:, 0], lam), ref[:, 0], "solver_float64")
+    one = S[:1]
+    assert_close(datainf_apply(one, v, lam), direct_solve(one.T @ one + lam * torch.eye(12, dtype=D64), v), "solver_float64")
+
+
+# ----------------------------------------------------------------- direct
+
+
+def test_direct_solve_float64_and_lu_fallback():
+    _, M, v = spd_problem()
+    x = direct_solve(M.float(), v.float())
+    assert x.dtype == D64
+    indefinite = M - 2 * float(torch.linalg.eigvalsh(M)[-1]) * torch.eye(12, dtype=D64) * torch.linspace(0, 1, 12, dtype=D64)
+    assert_close(direct_solve(indefinite, v), torch.linalg.solve(indefinite, v), "solver_float64")
+
+
+# ----------------------------------------------------------------- RRInf
+
+
+def ridge_problem(n=8, d=15, C=3, seed=1, lam=0.05):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=D64) * torch.linspace(3, 0.2, d, dtype=D64)  # (n, d) = Phi^T
+    T = torch.randn(C, d, generator=g, dtype=D64)  # test gradients
+    Y = -n * T  # targets Upsilon^T
+    G = X.T @ X / n
+    exact = -(X @ torch.linalg.solve(G + lam * torch.eye(d, dtype=D64), T.T))  # influence scores
+    return X, Y, exact, lam
+
+
+def test_rrinf_full_converges_to_ridge_solution_blockwise():
+    X, Y, exact, lam = ridge_problem()
+    blocks = [X[:, :4], X[:, 4:9], X[:, 9:]]
+    targets = [Y[:, :4], Y[:, 4:9], Y[:, 9:]]
+    seen = []
+    Om = rrinf_sgd(blocks, targets, damping=lam, iterations=20000, lr=0.4, sampling="full", dtype=D64, callback=lambda k, o: seen.append(k))
+    assert seen[-1] == 20000
+    assert_close(Om, exact, "solver_float64")
+    # no Gram cache: the row-wise path gives the same iterates
+    Om2 = rrinf_sgd(blocks, targets, damping=lam, iterations=50, lr=0.4, sampling="full", dtype=D64, gram_cache_bytes=0)
+    Om3 = rrinf_sgd(blocks, targets, damping=lam, iterations=50, lr=0.4, sampling="full", dtype=D64)
+    assert_close(Om2, Om3, "solver_float64")
+
+
+def test_rrinf_published_full_converges_to_row_reweighted_ridge():
+    """Eq. (5) verbatim has the fixed point (Phi^T W Phi / d + lt I) Omega = Phi^T W Y / d, W = 1/||phi||^2."""
+    X, Y, exact, lam = ridge_problem()
+    n, d = X.shape
+    w = 1.0 / (X**2).sum(0)
+    lt = n * lam / d
+    ref = torch.linalg.solve((X * w) @ X.T / d + lt * torch.eye(n, dtype=D64), (X * w) @ Y.T / d)
+    Om = rrinf_sgd([X], [Y], damping=lam, iterations=20000, lr=0.4, sampling="full", variant="published", dtype=D64)
+    assert_close(Om, ref, "solver_float64")
+    assert float((ref - exact).abs().max()) > 1e-2 * float(exact.abs().max())  # the bias is real
+
+
+@pytest.mark.parametrize("sampling", ["neuron", "minibatch", "layer"])
+def test_rrinf_stochastic_correct_approaches_ridge_solution(sampling):
+    X, Y, exact, lam = ridge_problem(d=40)
+    blocks = [X[:, i : i + 5] for i in range(0, 40, 5)]
+    targets = [Y[:, i : i + 5] for i in range(0, 40, 5)]
+    Om = rrinf_sgd(blocks, targets, damping=lam, iterations=6000, lr=0.02, sampling=sampling, batch_size=4, dtype=D64, seed=0)
+    corr = torch.corrcoef(torch.stack([Om.flatten(), exact.flatten()]))[0, 1]
+    assert float(corr) > TOL["rrinf_stochastic_min_corr"]["value"]
+    assert float((Om - exact).norm() / exact.norm()) < 0.5
+
+
+def test_rrinf_seed_reproducible_and_validation():
+    X, Y, _, lam = ridge_problem()
+    a = rrinf_sgd([X], [Y], damping=lam, iterations=50, seed=3, dtype=D64)
+    b = rrinf_sgd([X], [Y], damping=lam, iterations=50, seed=3, dtype=D64)
+    c = rrinf_sgd([X], [Y], damping=lam, iterations=50, seed=4, dtype=D64)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    for kw, match in [({"sampling": "x"}, "sampling"), ({"damping": 0.0}, "damping"), ({"lr": -1.0}, "lr"), ({"batch_size": 0}, "batch_size")]:
+        args = dict(damping=lam, iterations=5)
+        args.update(kw)
+        with pytest.raises(ValueError, match=match):
+            rrinf_sgd([X], [Y], **args)
