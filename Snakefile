@@ -14,6 +14,8 @@ include: "rules/finetune.smk"
 include: "rules/gradients.smk"
 include: "rules/scores.smk"
 include: "rules/evaluate.smk"
+include: "rules/identification.smk"
+include: "rules/synthetic.smk"
 
 
 report: "reports/workflow.rst"
@@ -21,5 +23,5 @@ report: "reports/workflow.rst"
 
 rule all:
     input:
-        P.detection_table(),
-        expand(P.detection_figure(task="{task}"), task=TASKS),
+        EXPERIMENT_TARGETS,
+        rules.synthetic.input if CFG["synthetic"] else [],

@@ -27,5 +27,15 @@ wildcard_constraints:
     split="train|val|test",
 
 
+# influence targets: validation samples for mislabeled detection, test samples for identification
+TARGET_SPLIT = "val" if CFG["experiment"] == "mislabeled_detection" else "test"
+if CFG["experiment"] == "mislabeled_detection":
+    EXPERIMENT_TARGETS = [P.detection_table()] + expand(P.detection_figure(task="{task}"), task=TASKS)
+else:
+    EXPERIMENT_TARGETS = [P.identification_table()] + expand(
+        P.identification_figure(task="{task}"), task=TASKS
+    )
+
+
 def split_inputs(task):
     return {s: P.split(task=task, split=s) for s in ("train", "val", "test")}

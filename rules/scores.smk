@@ -1,8 +1,8 @@
 rule scores:
-    """Influence of every training sample on every validation sample, per block, for one method."""
+    """Influence of every training sample on every target sample (val or test), per block, for one method."""
     input:
         train=P.gradients(task="{task}", split="train"),
-        test=P.gradients(task="{task}", split="val"),
+        test=P.gradients(task="{task}", split=TARGET_SPLIT),
     output:
         P.scores(task="{task}", method="{method}"),
     params:

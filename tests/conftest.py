@@ -25,6 +25,18 @@ def needs_shared(*parts: str) -> Path:
     return path
 
 
+def randomize_lora_b(model, scale: float = 0.05, seed: int = 0) -> None:
+    """PEFT initialises LoRA B to zero, which makes every LoRA A gradient zero; give B values so
+    gradient comparisons cover A blocks too (as after fine-tuning)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(scale * torch.randn(param.shape, generator=gen))
+
+
 @pytest.fixture(scope="session")
 def tiny_splits():
     from inflbench.data import prepare_splits
@@ -41,5 +53,6 @@ def minilm(tiny_splits):
 
     family = get_family(MINILM, num_labels=2)
     model = family.build(seed=0).eval()
+    randomize_lora_b(model)
     encoded = {k: family.encode(v) for k, v in tiny_splits.items()}
     return family, model, encoded
