@@ -16,6 +16,7 @@ include: "rules/scores.smk"
 include: "rules/evaluate.smk"
 include: "rules/identification.smk"
 include: "rules/synthetic.smk"
+include: "rules/layers.smk"
 
 
 report: "reports/workflow.rst"
@@ -24,4 +25,5 @@ report: "reports/workflow.rst"
 rule all:
     input:
         EXPERIMENT_TARGETS,
+        LAYER_TARGETS,
         rules.synthetic.input if CFG["synthetic"] else [],

@@ -268,6 +268,11 @@ def main(argv=None) -> int:
                 "diverged": bool(meta.get("diverged", False)),
                 "touched_fraction": meta.get("touched_fraction", ""),
                 **cal,
+                "meta": ";".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in meta.items()
+                    if not k.startswith("param.") and k not in ("method", "touched_fraction", "diverged")
+                ),
                 "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}",
             }
         )

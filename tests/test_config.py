@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from common import ROOT
 from inflbench.config import validate_config
 from inflbench.errors import DataError, InputError
 

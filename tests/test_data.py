@@ -6,7 +6,7 @@ from inflbench.data.generated import generate_sentiment
 from inflbench.data.glue import GLUE_TASKS, read_glue_tsv
 from inflbench.errors import DataError
 
-from conftest import needs_shared
+from common import needs_shared
 
 CFG = {"source": "generated", "tasks": ["generated"], "sizes": {"train": 50, "val": 10, "test": 20},
        "noise_fraction": 0.2}

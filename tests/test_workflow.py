@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from conftest import ROOT, SHARED_DATA, needs_shared
+from common import ROOT, SHARED_DATA, needs_shared
 from inflbench.paths import Layout
 
 TEST_CONFIG = yaml.safe_load((ROOT / "configs" / "test.yaml").read_text())

@@ -83,6 +83,11 @@ def validate_config(raw: dict) -> dict:
     if family_check is not None:
         family_check(cfg)
     # --- end issue #6
+    # --- issue #5 (layer study): semantic checks of the layers section (group regexes vs model blocks ...)
+    from inflbench.layers import validate_config as validate_layers
+
+    cfg["layers"] = validate_layers(cfg)
+    # --- end issue #5
     return cfg
 
 

@@ -245,7 +245,8 @@ def check_counts(counts: dict[str, int], need: int, where: str) -> None:
                             "(train+val+test per class from data.sizes); lower data.sizes or drop the class")
 
 
-def balanced_pools(by_class: dict[str, list[dict]], sizes: dict, seed: int, where: str) -> tuple[list[dict], list[dict]]:
+def balanced_pools(by_class: dict[str, list[dict]], sizes: dict, seed: int,
+                   where: str) -> tuple[list[dict], list[dict]]:
     """Disjoint per-class draws: (train+val pool, test pool), each with the same count per class."""
     tv, te = per_class_quota(sizes, len(by_class))
     check_counts({k: len(v) for k, v in by_class.items()}, tv + te, where)
@@ -356,8 +357,8 @@ def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", c
         overlay_path.write_text(yaml.safe_dump({**overlay, "run": run}, sort_keys=False))
         if share and first is not None and not dry_run:
             share_upstream(results / first, results / run)
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or root / "Snakefile"), "--cores", str(cores),
-               "--configfile", *profiles, str(overlay_path), "--config", f"results_dir={results}", *snakemake_args]
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or root / "Snakefile"),
+               "--cores", str(cores), "--configfile", *profiles, str(overlay_path), "--config", f"results_dir={results}", *snakemake_args]
         if dry_run:
             cmd.append("--dry-run")
         print("+", " ".join(cmd), flush=True)

@@ -26,6 +26,17 @@ TEMPLATES = {
     "identification_summary": "{task}/metrics/identification_summary_{method}.json",
     "identification_table": "tables/identification.csv",
     "identification_figure": "figures/identification_{task}.png",
+    # layer-choice study and retraining evaluations (issue #5)
+    "layer_scores": "{task}/layers/scores/{method}.csv",
+    "layer_ndr": "{task}/layers/ndr/{method}.csv",
+    "layer_ndr_curve": "{task}/layers/ndr/{method}_curve.csv",
+    "layer_deciles": "{task}/layers/ndr/{method}_deciles.csv",
+    "layer_ndr_blocks": "{task}/layers/ndr/{method}_blocks.csv",
+    "layer_cancellation": "{task}/layers/cancellation.csv",
+    "layer_mask": "{task}/layers/masks/{selector}/seed{seed}.csv",
+    "layer_retrain": "{task}/layers/retrain/{selector}/seed{seed}.json",
+    "layer_table": "tables/layers_{table}.csv",
+    "layer_figure": "figures/layers_{figure}.png",
     "log": "logs/{stage}/{name}.log",
 }
 

@@ -407,7 +407,11 @@ class _RowSource:
         self.offsets = torch.tensor([0] + self.sizes).cumsum(0)
         self.d = int(self.offsets[-1])
         # squared row norms ||phi_iota||^2 per block (float64 for the sums)
-        self.row_sq = [(x.to(torch.float64) ** 2).sum(0) for x in self.X]
+        # norms in the input precision (no input-sized temporaries), squared in float64
+        self.row_sq = [
+            torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
+            for x in self.X
+        ]
         self.block_sq = torch.stack([r.sum() for r in self.row_sq])
         self.fro_sq = float(self.block_sq.sum())
 
@@ -596,12 +600,23 @@ def _rrinf_sgd_impl(
     cache_used = 0
     gram_bytes = n * n * torch.finfo(dtype).bits // 8
 
+    # cache a block's Gram only when its expected visits make it cheaper than row-wise steps
+    if sampling == "layer":
+        p_visit = (src.block_sq / src.block_sq.sum()).tolist() if variant == "correct" else [1.0 / nb] * nb
+        worth = [
+            iterations * p_visit[b] * (4.0 * n * src.sizes[b] * C - 2.0 * n * n * C)
+            > 1.25 * n * n * src.sizes[b] + 2.0 * n * src.sizes[b] * C
+            for b in range(nb)
+        ]
+    else:
+        worth = [True] * nb
+
     def block_terms(b: int) -> tuple[Tensor, Tensor] | None:
         """(Phi_b^T W Phi_b, Phi_b^T W Y_b) with W = 1 (correct) or diag(1/||phi||^2) (published)."""
         nonlocal cache_used
         if b in cache:
             return cache[b]
-        if cache_used + gram_bytes > gram_cache_bytes:
+        if not worth[b] or cache_used + gram_bytes > gram_cache_bytes:
             return None
         X = src.X[b].to(dtype)
         Yb = src.Y[b].to(dtype)

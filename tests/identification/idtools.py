@@ -23,6 +23,12 @@ UNET = {"family": "diffusion_unet", "name_or_path": "tiny:unet", "max_length": 6
         "options": {"noise_draws": 2, "prompt_length": 8}}
 
 
+def needs_diffusers(name: str = "diffusion") -> None:
+    """Skip a diffusion test where the optional dependency (inflbench[diffusion]) is not installed."""
+    if any(k in name for k in ("diffusion", "sd-", "ablation", "unet")):
+        pytest.importorskip("diffusers")
+
+
 def svamp_path() -> Path:
     if not SVAMP.exists():
         pytest.skip(f"{SVAMP} not present (only in the development workspace)")

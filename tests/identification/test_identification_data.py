@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from idtools import data_cfg, profile, svamp_path
+from idtools import data_cfg, needs_diffusers, profile, svamp_path
 from inflbench.config import validate_config
 from inflbench.data import SOURCES, prepare_splits
 from inflbench.data.svamp import normalise_type, read_svamp
@@ -171,6 +171,7 @@ def test_style_folders(tmp_path):
 @pytest.mark.parametrize("name", ["causal-lm.yaml", "diffusion.yaml", "paper-svamp-llama.yaml",
                                   "paper-sd-style.yaml", "paper-sd-subject.yaml"])
 def test_profiles_validate_offline(name):
+    needs_diffusers(name)
     cfg = validate_config(profile(name))
     assert cfg["experiment"] == "influential_data" and cfg["data"]["noise_fraction"] == 0
 
@@ -178,6 +179,7 @@ def test_profiles_validate_offline(name):
 def test_bad_input_names_the_key_before_any_job():
     with pytest.raises(ConfigError, match="data.options.classes"):
         validate_config(profile("causal-lm.yaml", data={"options": {"classes": ["reverse", "shout"]}}))
+    needs_diffusers()
     with pytest.raises(ConfigError, match="data.options.prompt_template"):
         validate_config(profile("diffusion.yaml", data={"options": {"prompt_template": "a digit"}}))
     with pytest.raises(DataError, match="class"):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from idtools import LLAMA, UNET, data_cfg, max_rel_diff, perturb_lora, profile
+from idtools import LLAMA, UNET, data_cfg, max_rel_diff, needs_diffusers, perturb_lora, profile
 from inflbench.config import validate_config
 from inflbench.data import prepare_splits
 from inflbench.errors import ConfigError
@@ -24,6 +24,7 @@ def lm():
 
 @pytest.fixture(scope="module")
 def unet():
+    needs_diffusers()
     frame = prepare_splits(data_cfg("digits", "digits", (10, 10, 10)), "digits", seed=0)["train"]
     family = get_family(UNET)
     model = perturb_lora(family.build(seed=0)).eval()
@@ -149,6 +150,7 @@ def test_unet_train_mode_draws_fresh_noise(unet):
     ("diffusion.yaml", ["to_q", "conv1"], r"'conv1' matches .*conv1 \(Conv2d\)"),
 ])
 def test_bad_lora_targets_fail_validation(name, targets, match):
+    needs_diffusers(name)
     with pytest.raises(ConfigError, match=f"model.lora.target_modules.*{match}"):
         validate_config(profile(name, model={"lora": {"target_modules": targets}}))
 
@@ -156,5 +158,6 @@ def test_bad_lora_targets_fail_validation(name, targets, match):
 def test_bad_model_options():
     with pytest.raises(ConfigError, match="model.options.bogus"):
         validate_config(profile("causal-lm.yaml", model={"options": {"bogus": 1}}))
+    needs_diffusers()
     with pytest.raises(ConfigError, match="model.options.noise_draws"):
         validate_config(profile("diffusion.yaml", model={"options": {"noise_draws": 0}}))

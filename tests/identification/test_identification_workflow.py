@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from idtools import ROOT, profile
+from idtools import ROOT, needs_diffusers, profile
 from inflbench import pipeline
 from inflbench.config import validate_config
 from inflbench.errors import ConfigError
@@ -32,6 +32,7 @@ METHODS = {"tracin": {}, "datainf": {}, "rrinf": {"sampling": "layer", "iteratio
 
 
 def tiny_config(name: str, results_dir) -> dict:
+    needs_diffusers(name)
     cfg = profile(name, **TINY[name], results_dir=str(results_dir), device="cpu")
     cfg["methods"] = METHODS
     return validate_config(cfg)
@@ -76,6 +77,7 @@ def test_stages_end_to_end(tmp_path, name):
 def test_grids_are_valid_overlays():
     from idtools import merge
 
+    needs_diffusers()
     for name, settings in GRIDS.items():
         base = profile(f"{name}.yaml")
         for overlay in settings.values():
@@ -112,6 +114,7 @@ def _snakemake(*args, workdir, timeout=600):
 @pytest.mark.skipif(not WIRED, reason="the Snakefile does not include rules/identification.smk yet")
 @pytest.mark.parametrize("name", ["causal-lm.yaml", "diffusion.yaml"])
 def test_snakemake_end_to_end(tmp_path, name):
+    needs_diffusers(name)
     overlay = {**TINY[name], "run": "tiny", "methods": {"rrinf": METHODS["rrinf"]}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overlay))
     results = tmp_path / "results"
@@ -127,6 +130,7 @@ def test_snakemake_end_to_end(tmp_path, name):
 
 @pytest.mark.skipif(not WIRED, reason="the Snakefile does not include rules/identification.smk yet")
 def test_grid_driver_dry_run(tmp_path):
+    needs_diffusers()
     from inflbench.identification import run_grid
 
     run_grid([str(ROOT / "configs" / "ablation-rrinf-sampling.yaml")], "ablation-rrinf-sampling", str(tmp_path),

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from conftest import GRADIENT_METHODS, SHAPES, make_grads
+from method_refs import GRADIENT_METHODS
 from tolerances import assert_close
 
 from inflbench import methods

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import concat, default_lambda, fisher, make_grads, ref_exact_block, ref_exact_joint
+from method_refs import default_lambda, fisher, make_grads, ref_exact_block, ref_exact_joint
 from tolerances import TOL, assert_close
 
 from inflbench.methods import compute_influence
@@ -247,3 +247,17 @@ def test_schulz_safe_x0_never_flagged_diverged_when_stopped_early(name, iteratio
         res = compute_influence(name, tr, te, iterations=iterations, tol=None)
     assert res.meta["diverged"] is False
     assert res.meta["schulz_iterations_run"] == iterations
+
+
+def test_lissa_routes_agree_with_explicit_scale():
+    """With an explicit scale the matrix-free form is used for few test samples; same scores."""
+    from inflbench.methods.lissa import lissa_route
+
+    tr, te = make_grads(n=40, m=1, shapes={"a": (6, 8)})
+    assert lissa_route(40, 48, 1, 5, gram_needed=False) == "matfree"
+    assert lissa_route(40, 48, 1, 5, gram_needed=True) in ("nspace", "dspace")
+    X = _rows(tr["a"])
+    s = float(torch.linalg.matrix_norm(fisher(X))) + default_lambda(tr, ["a"])
+    fast = compute_influence("lissa", tr, te, scale=s, depth=5)["a"]
+    gram = compute_influence("lissa", tr, te, depth=5)["a"]  # default scale == s, Gram route
+    assert_close(fast, gram, "float64_reference")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
-    SHAPES,
+from method_refs import (
     concat,
     default_lambda,
     make_grads,
     ref_datainf_block,
-    ref_exact,
     ref_exact_block,
     ref_exact_joint,
 )
@@ -98,7 +96,7 @@ def test_exact_joint_blockwise_damping_mapping(grads64):
     lams = {k: 0.05 * (i + 1) for i, k in enumerate(tr)}
     diag = torch.cat([torch.full((tr[k][0].numel(),), lams[k], dtype=torch.float64) for k in tr])
     a, b = concat(tr), concat(te)
-    from conftest import fisher
+    from method_refs import fisher
 
     M = fisher(a) + torch.diag(diag)
     ref = -(a @ torch.linalg.solve(M, b.T))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GRADIENT_METHODS, ref_exact_block
+from method_refs import GRADIENT_METHODS, ref_exact_block
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_close
 
-from inflbench import methods
 from inflbench.methods import compute_influence
 from inflbench.methods._synthetic import synthetic_grads
 

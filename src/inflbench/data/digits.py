@@ -192,7 +192,8 @@ class StyleSource(DataSource):
 # --------------------------------------------------------------------------- DreamBooth subjects
 
 
-DREAMBOOTH_DEFAULTS = {"root": None, "hub_subfolder": "dataset", "subjects": None, "class_nouns": {}, "prompt_template": "a {token} {noun}",
+DREAMBOOTH_DEFAULTS = {"root": None, "hub_subfolder": "dataset", "subjects": None, "class_nouns": {},
+                       "prompt_template": "a {token} {noun}",
                        "train_per_subject": 3, "val_per_subject": 1, "token_length": 5}
 
 
@@ -212,8 +213,9 @@ class DreamBoothSource(DataSource):
             raise ConfigError("data.options.root", "must be the DreamBooth dataset folder (one folder per subject) "
                                                    f"or hub:<dataset repo>; got {opts['root']!r}")
         for key in ("train_per_subject", "val_per_subject", "token_length"):
-            if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < (0 if key == "val_per_subject" else 1):
-                raise ConfigError(f"data.options.{key}", f"must be a positive integer, not {opts[key]!r}")
+            least = 0 if key == "val_per_subject" else 1
+            if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < least:
+                raise ConfigError(f"data.options.{key}", f"must be an integer >= {least}, not {opts[key]!r}")
         return opts
 
     @staticmethod

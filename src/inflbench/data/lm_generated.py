@@ -116,6 +116,7 @@ class LMGeneratedSource(DataSource):
             for c, kind in enumerate(classes):
                 rng = np.random.default_rng([seed, p, TASK_CLASSES[task].index(kind), sorted(TASK_CLASSES).index(task)])
                 for k, (text, answer) in enumerate(generate(task, kind, n, rng)):
-                    pool.append({"uid": f"{task}/{seed}/{p}/{kind}/{k}", "prompt": opts["prompt_template"].format(input=text),
-                                 "answer": answer, "class_name": kind, "label": c})
+                    prompt = opts["prompt_template"].format(input=text)
+                    pool.append({"uid": f"{task}/{seed}/{p}/{kind}/{k}", "prompt": prompt, "answer": answer,
+                                 "class_name": kind, "label": c})
         return pools

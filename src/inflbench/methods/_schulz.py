@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..solvers import PUBLISHED_HYPERINF_X0, _schulz_apply_impl, schulz_inverse
+from ..solvers import _schulz_apply_impl, schulz_inverse
 
 #: HyperINF's published code adds this absolute constant to the damping.
 PUBLISHED_DAMPING_OFFSET = 1e-3

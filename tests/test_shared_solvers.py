@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import pathlib
 import sys
 
@@ -219,3 +218,25 @@ def test_rrinf_seed_reproducible_and_validation():
         args.update(kw)
         with pytest.raises(ValueError, match=match):
             rrinf_sgd([X], [Y], **args)
+
+
+# ----------------------------------------------------------------- sym_gram
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (300, 41), (2, 257, 30)])
+def test_sym_gram_matches_matmul_and_is_exactly_symmetric(shape):
+    from inflbench.solvers import sym_gram
+
+    X = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=D64)
+    K = sym_gram(X, 0.5)
+    assert_close(K, 0.5 * X @ X.transpose(-1, -2), "solver_float64")
+    assert torch.equal(K, K.transpose(-1, -2))
+    strided = X[..., ::2]
+    assert_close(sym_gram(strided), strided @ strided.transpose(-1, -2), "solver_float64")
+
+
+def test_rrinf_small_ops_restore_thread_count():
+    X, Y, _, lam = ridge_problem()
+    before = torch.get_num_threads()
+    rrinf_sgd([X], [Y], damping=lam, iterations=3, dtype=D64)
+    assert torch.get_num_threads() == before

@@ -1,0 +1,126 @@
+"""Layer-choice study (seed 003) plus RRInf App. C / HyperINF §5.2 retraining evaluations (issue #5).
+
+Package layout: ``aggregate`` (mean/rank/vote over block x validation columns), ``metrics`` (NDR, NDR-AUC,
+noise deciles, cancellation C(W)), ``stats`` (win rates, mean rank, Pareto, Wilcoxon, Spearman),
+``stages`` (the functions behind the ``layers_*`` Snakemake rules).
+
+Config checks (``validate_config``) run at parse time, before any job. Group regexes are checked against the
+block names of the configured model, derived without loading weights: the model is instantiated from its
+``AutoConfig`` on PyTorch's ``meta`` device and LoRA is attached (~0.1 s for any model size; needs only the
+model's config.json). Where that is impossible (another model family, a hub id without network) the check is
+skipped with a warning and the aggregation job reports an unmatched group instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import warnings
+
+from inflbench.errors import ConfigError
+
+IMPLICIT_GROUPS = {"all": [".*"]}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@functools.lru_cache(maxsize=8)
+def _block_names_cached(family: str, name_or_path: str, targets: tuple[str, ...]) -> tuple[str, ...] | None:
+    if family != "sequence_classification":
+        return None
+    try:
+        import torch
+        from peft import LoraConfig, TaskType, get_peft_model
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        from inflbench.gradients import trainable_blocks
+        from inflbench.models import resolve_pretrained
+
+        config = AutoConfig.from_pretrained(resolve_pretrained(name_or_path), num_labels=2)
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForSequenceClassification.from_config(config)
+            model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=1, lora_alpha=1,
+                                                     target_modules=list(targets)))
+        return tuple(trainable_blocks(model))
+    except Exception as exc:  # noqa: BLE001 - any failure only disables the parse-time check
+        print(f"inflbench: layers: cannot derive block names of {name_or_path} ({type(exc).__name__}); "
+              "group regexes are checked when the scores are aggregated", file=sys.stderr)
+        return None
+
+
+def model_block_names(model_cfg: dict) -> list[str] | None:
+    """Names of the trainable blocks (as in the gradient/score files) of the configured model, or None."""
+    names = _block_names_cached(model_cfg["family"], model_cfg["name_or_path"],
+                                tuple(model_cfg["lora"]["target_modules"]))
+    return None if names is None else list(names)
+
+
+def resolved_groups(layers_cfg: dict) -> dict[str, list[str]]:
+    """Declared groups plus the implicit ``all`` (every block) unless the config declares its own."""
+    groups = {k: list(v) for k, v in layers_cfg["groups"].items()}
+    for name, patterns in IMPLICIT_GROUPS.items():
+        groups.setdefault(name, list(patterns))
+    return groups
+
+
+def vote_k(layers_cfg: dict, n_train: int) -> int:
+    """Votes of the top position: ``vote_k`` <= 1 is a fraction of n_train, > 1 an absolute count."""
+    k = layers_cfg["vote_k"]
+    return max(1, int(round(k * n_train))) if k <= 1 else int(k)
+
+
+def validate_config(cfg_full: dict) -> dict:
+    """Semantic checks of the ``layers`` section of a schema-validated config; returns the section.
+
+    Raises ConfigError naming the key for: a group name that is not a plain identifier, a bad or unmatched
+    group regex, a layer method that is not a top-level method, fractions outside their range, a vote k or
+    LOGO group count larger than n_train, an unknown selection group.
+    """
+    lay = cfg_full.get("layers") or {}
+    if not lay.get("enabled", False):
+        return lay
+    n_train = cfg_full["data"]["sizes"]["train"]
+    methods = lay["methods"] or list(cfg_full["methods"])
+    for m in methods:
+        if m not in cfg_full["methods"]:
+            raise ConfigError("layers.methods", f"method {m!r} is not in the top-level methods {list(cfg_full['methods'])}")
+    lay["methods"] = methods
+    groups = resolved_groups(lay)
+    blocks = model_block_names(cfg_full["model"])
+    for name, patterns in groups.items():
+        if not NAME.match(name):
+            raise ConfigError(f"layers.groups.{name}", "group names may hold only letters, digits, '_' and '-'")
+        if not patterns:
+            raise ConfigError(f"layers.groups.{name}", "needs at least one regex")
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"layers.groups.{name}", f"invalid regex {pattern!r}: {exc}") from None
+        if blocks is not None:
+            from inflbench.layers.aggregate import match_blocks
+
+            if not match_blocks(patterns, blocks):
+                raise ConfigError(f"layers.groups.{name}", f"{patterns} matches no block of "
+                                  f"{cfg_full['model']['name_or_path']} (blocks look like {blocks[0]!r})")
+    if not 0 < lay["filter_fraction"] < 1:
+        raise ConfigError("layers.filter_fraction", f"must lie in (0, 1), got {lay['filter_fraction']}")
+    k = lay["vote_k"]
+    if k > 1 and (k != int(k) or k > n_train):
+        raise ConfigError("layers.vote_k", f"{k} votes: a count must be an integer <= n_train = {n_train} "
+                          "(or give a fraction in (0, 1])")
+    for keep in lay["selection_keep"]:
+        if not 0 < keep < 1:
+            raise ConfigError("layers.selection_keep", f"keep fraction must lie in (0, 1), got {keep}")
+        if round(keep * n_train) < 1:
+            raise ConfigError("layers.selection_keep", f"keep {keep} of {n_train} training samples keeps none")
+    if lay["logo_groups"] > n_train:
+        raise ConfigError("layers.logo_groups", f"{lay['logo_groups']} groups > n_train = {n_train}")
+    for g in lay["selection_groups"]:
+        if g not in groups:
+            raise ConfigError("layers.selection_groups", f"unknown group {g!r}; declared: {sorted(groups)}")
+    if lay["selection_aggregation"] not in lay["aggregations"]:
+        raise ConfigError("layers.selection_aggregation",
+                          f"{lay['selection_aggregation']!r} is not in layers.aggregations {lay['aggregations']}")
+    return lay

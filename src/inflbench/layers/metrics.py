@@ -1,0 +1,97 @@
+"""Metrics that need no retraining (seed 003 §5.4, App. A stage 4): NDR curve, NDR@p, NDR-AUC, noise decile
+histogram, and the cancellation effect C(W) of Yeh et al. (2022).
+
+Mapping to seed 003: its NDR counts mislabeled samples among the p% *lowest-ranked* ("least influential")
+training samples. With our sign (positive = harmful) those are the p% samples with the **highest**
+aggregate score, so every function below ranks by descending score (ties broken by sample order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _order(scores: np.ndarray) -> np.ndarray:
+    return np.argsort(-np.asarray(scores, float), kind="stable")
+
+
+def ndr_curve(scores: np.ndarray, flipped: np.ndarray, points: int = 101) -> pd.DataFrame:
+    """NDR(p) for p on a grid of ``points`` values in [0, 1]: share of the flipped samples found among the
+    ``round(p * n)`` most harmful samples (NDR(1) = 1)."""
+    scores, flipped = np.asarray(scores, float), np.asarray(flipped, bool)
+    if scores.shape != flipped.shape:
+        raise ValueError(f"scores {scores.shape} and flip mask {flipped.shape} differ in shape")
+    found = np.concatenate([[0], np.cumsum(flipped[_order(scores)])])
+    p = np.linspace(0, 1, points)
+    n_removed = np.round(p * len(scores)).astype(int)
+    return pd.DataFrame({"p": p, "n_removed": n_removed, "ndr": found[n_removed] / max(int(flipped.sum()), 1)})
+
+
+def ndr_at(scores: np.ndarray, flipped: np.ndarray, p: float) -> float:
+    """Share of flipped samples among the ``round(p * n)`` most harmful samples."""
+    flipped = np.asarray(flipped, bool)
+    k = int(round(p * len(flipped)))
+    return float(flipped[_order(scores)[:k]].sum() / max(int(flipped.sum()), 1))
+
+
+def ndr_auc(scores: np.ndarray, flipped: np.ndarray) -> float:
+    """Area under the exact NDR step curve over p in [0, 1] (0.5 = random order, 1 = flips first).
+
+    With n samples and the removal of one sample per step of 1/n, the area is the mean of NDR(i/n),
+    i = 1..n (right Riemann sum of the step curve, which is exact for it).
+    """
+    flipped = np.asarray(flipped, bool)
+    n, total = len(flipped), max(int(flipped.sum()), 1)
+    cum = np.cumsum(flipped[_order(scores)]) / total
+    return float(cum.mean()) if n else float("nan")
+
+
+def noise_histogram(scores: np.ndarray, flipped: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Flipped samples per influence decile (decile 1 = the most harmful 10%), seed 003 Fig. 19."""
+    flipped = np.asarray(flipped, bool)
+    order = _order(scores)
+    edges = np.round(np.linspace(0, len(order), bins + 1)).astype(int)
+    rows = []
+    for i in range(bins):
+        part = flipped[order[edges[i]:edges[i + 1]]]
+        rows.append({"decile": i + 1, "n_samples": len(part), "n_flipped": int(part.sum()),
+                     "share_of_flipped": float(part.sum() / max(int(flipped.sum()), 1))})
+    return pd.DataFrame(rows)
+
+
+def cancellation(grads: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """Per-parameter cancellation C = sum_i |g_i| / |sum_i g_i| over training samples i (axis 0).
+
+    ``grads`` is ``(n_train, ...)``. A parameter whose summed gradient is exactly zero (within ``eps``)
+    while some gradient is non-zero has C = inf; a parameter with only zero gradients has C = nan.
+    """
+    g = np.asarray(grads, np.float64).reshape(len(grads), -1)
+    num, den = np.abs(g).sum(0), np.abs(g.sum(0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = num / den
+    c[(den <= eps) & (num > 0)] = np.inf
+    c[num == 0] = np.nan
+    return c
+
+
+def layer_cancellation(grads: np.ndarray) -> float:
+    """Layer-level C(W) = sum_i ||g_i|| / ||sum_i g_i|| (Yeh et al. 2022, Eq. 7 of seed 003), L2 norms."""
+    g = np.asarray(grads, np.float64).reshape(len(grads), -1)
+    den = np.linalg.norm(g.sum(0))
+    num = np.linalg.norm(g, axis=1).sum()
+    return float(num / den) if den > 0 else (float("inf") if num > 0 else float("nan"))
+
+
+def cancellation_summary(c: np.ndarray, extreme: float = 1e3) -> dict:
+    """Median, mean (finite values), min, max and the shares of infinite and extreme (> ``extreme``) values."""
+    c = np.asarray(c, float)
+    valid = c[~np.isnan(c)]
+    finite = valid[np.isfinite(valid)]
+    n = max(len(valid), 1)
+    return {"n_params": int(c.size), "median": float(np.median(valid)) if len(valid) else float("nan"),
+            "mean": float(finite.mean()) if len(finite) else float("nan"),
+            "min": float(valid.min()) if len(valid) else float("nan"),
+            "max": float(valid.max()) if len(valid) else float("nan"),
+            "share_inf": float(np.isinf(valid).sum() / n),
+            "share_extreme": float((valid > extreme).sum() / n)}
