@@ -10,7 +10,7 @@ $(BIN)/snakemake:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[test,slurm]'
+	$(BIN)/pip install -e '.[test,slurm,diffusion]'
 
 setup: $(BIN)/snakemake
 

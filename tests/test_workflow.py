@@ -55,6 +55,8 @@ PROFILES = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if not p.nam
 @pytest.mark.parametrize("profile", PROFILES)
 def test_dry_run_every_profile(tmp_path, profile):
     text = (ROOT / "configs" / profile).read_text()
+    if "diffusion_unet" in text:
+        pytest.importorskip("diffusers", reason="diffusion profiles need: pip install 'inflbench[diffusion]'")
     files = [str(ROOT / "configs" / profile)]
     if "../shared" in text:  # relative to the repository root, where users run it
         glue = needs_shared("glue")
