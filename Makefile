@@ -11,6 +11,8 @@ $(BIN)/snakemake:
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[test,slurm,diffusion]'
+	# EK-FAC: kronfluence without its torchvision requirement (which would pull a CUDA torch)
+	$(BIN)/pip install --no-deps 'kronfluence>=1.0' einconv einops opt-einsum
 
 setup: $(BIN)/snakemake
 

@@ -19,3 +19,32 @@ rule scores:
         ENV
     script:
         "../scripts/scores.py"
+
+
+rule model_scores:
+    """Methods that need the model and data rather than stored gradients (EK-FAC via kronfluence)."""
+    input:
+        unpack(lambda w: split_inputs(w.task)),
+        adapter=P.adapter(task="{task}"),
+    output:
+        P.scores(task="{task}", method="{method}"),
+    params:
+        method_params=lambda w: CFG["methods"][w.method],
+        model=CFG["model"],
+        seed=CFG["seed"],
+        device=CFG["device"],
+        batch_size=CFG["gradients"]["batch_size"],
+        target_split=TARGET_SPLIT,
+    log:
+        P.log(stage="scores", name="{task}_{method}"),
+    wildcard_constraints:
+        method="|".join(MODEL_METHODS) or "^$",
+    threads: MAX_THREADS
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=GPU,
+    conda:
+        ENV
+    script:
+        "../scripts/model_scores.py"

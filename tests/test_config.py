@@ -83,3 +83,17 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     assert lines == ["inflbench: invalid input: config key 'train.batch_size': 0 is less than the minimum of 1"]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_model_method_without_its_dependency_fails_clearly(monkeypatch):
+    import inflbench.methods.ekfac as ekfac
+
+    cfg = _with("methods.ekfac", {})
+    monkeypatch.setattr(ekfac, "kronfluence_available", lambda: False)
+    with pytest.raises(InputError, match=r"config key 'methods.ekfac': EK-FAC needs the optional dependency "
+                                         r"'kronfluence'.*pip install --no-deps kronfluence"):
+        validate_config(cfg)
+    monkeypatch.setattr(ekfac, "kronfluence_available", lambda: True)
+    assert "ekfac" in validate_config(cfg)["methods"]
+    with pytest.raises(InputError, match=r"methods.ekfac"):
+        validate_config(_with("methods.ekfac", {"damping": -1.0}))

@@ -68,6 +68,9 @@ def validate_config(raw: dict) -> dict:
             methods.make_params(name, **params)
         except ValueError as exc:
             raise ConfigError(f"methods.{name}", str(exc)) from None
+        missing = methods.get(name).missing_dependency()
+        if missing:
+            raise ConfigError(f"methods.{name}", missing)
     if cfg["data"]["sizes"]["train"] < 2:
         raise ConfigError("data.sizes.train", "need at least 2 training samples")
     check_sources(cfg["data"])

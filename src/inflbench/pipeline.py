@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inflbench import data as data_mod
-from inflbench.gradients import fingerprint, load_gradients, per_sample_gradients, save_gradients
+from inflbench.gradients import (fingerprint, input_embedding, load_gradients, per_sample_gradients, present_tokens,
+                                 save_gradients)
 from inflbench.metrics import detection_auc, detection_curve, detection_rate_at
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
 from inflbench.training import TrainArgs, finetune, predictions
@@ -76,12 +77,16 @@ def stage_gradients(model_cfg: dict, grad_cfg: dict, seed: int, device: str, ada
     dev = next(model.parameters()).device
     encoded = family.encode(frames[split])
     batches = ({k: v.to(dev) for k, v in b.items()} for b in iterate_batches(encoded, grad_cfg["batch_size"]))
+    tokens, extra = None, {}
+    if grad_cfg.get("word_embeddings"):  # WE block over the tokens of all task splits (seed 003)
+        tokens = present_tokens(family.encode(f) for f in frames.values())
+        extra = {"word_embeddings": {"block": input_embedding(model)[0], "token_ids": tokens.tolist()}}
     start = time.perf_counter()
     grads = per_sample_gradients(model, batches, family.per_sample_loss, family.rows_per_sample,
-                                 dtype=getattr(torch, grad_cfg["dtype"]))
+                                 dtype=getattr(torch, grad_cfg["dtype"]), word_embeddings=tokens)
     seconds = time.perf_counter() - start
     log.info("%d blocks, %d samples, %.2fs", len(grads), len(frames[split]), seconds)
-    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed,
+    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed, **extra,
             "fingerprint": fingerprint({"model": model_cfg, "seed": seed, "adapter": Path(adapter).stat().st_size})}
     save_gradients(out, grads, frames[split]["id"].tolist(), meta)
 
@@ -102,6 +107,42 @@ def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, o
             **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(result))
     save_scores(out, dict(result), meta)
+
+
+def stage_model_scores(method: str, params: dict, model_cfg: dict, seed: int, device: str, adapter: str,
+                       split_paths: dict[str, str], target_split: str, batch_size: int, out: str) -> None:
+    """Scores of a method that needs the model (``needs_model``, e.g. EK-FAC), same contract as
+    :func:`stage_scores`: one ``(n_train, n_target)`` entry per trainable block plus ``total``."""
+    from inflbench.gradients import trainable_blocks
+    from inflbench.methods import make_params
+
+    if method != "ekfac":
+        raise ValueError(f"no model-based scoring stage for method {method!r}")
+    from inflbench.methods.ekfac import ekfac_influence
+
+    p = make_params(method, **params)
+    family, model, frames = load_finetuned(model_cfg, seed, adapter, split_paths, device)
+    if family.rows_per_sample != 1:
+        raise ValueError(f"method {method!r} needs one model row per sample; family {family.name!r} uses "
+                         f"{family.rows_per_sample}")
+    blocks = {id(m): k for k, m in trainable_blocks(model).items()}
+    names = {name: blocks[id(m)] for name, m in model.named_modules() if id(m) in blocks}  # module -> block
+    if p.module_names:
+        unknown = sorted(set(p.module_names) - set(names.values()))
+        if unknown:
+            raise ValueError(f"methods.{method}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
+        names = {k: v for k, v in names.items() if v in set(p.module_names)}
+    batches = {split: list(iterate_batches(family.encode(frames[split]), batch_size))
+               for split in ("train", target_split)}
+    start = time.perf_counter()
+    result = ekfac_influence(model, batches["train"], batches[target_split], family.per_sample_loss,
+                             module_names=list(names), damping=p.damping, per_module=True)
+    seconds = time.perf_counter() - start
+    scores = {names[k]: v for k, v in result.items()}
+    meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+            "meta.method": method}
+    log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
+    save_scores(out, scores, meta)
 
 
 def save_scores(path: str, scores: dict[str, torch.Tensor], meta: dict) -> None:

@@ -47,7 +47,8 @@ def per_module_grads(model, batches):
 
 def test_ekfac_registered_as_model_method():
     spec = methods.get("ekfac")
-    assert spec.needs_model and spec.couples_blocks
+    assert spec.needs_model and not spec.couples_blocks  # block-diagonal: one entry per module
+    assert spec.missing_dependency() is None
     assert "ekfac" not in methods.available(include_model_methods=False)
     with pytest.raises(ValueError, match="needs the model"):
         compute_influence("ekfac", {"a": torch.zeros(2, 3)}, {"a": torch.zeros(1, 3)})

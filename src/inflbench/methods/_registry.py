@@ -145,6 +145,11 @@ class MethodSpec:
     couples_blocks: bool = False
     needs_model: bool = False
     summary: str = ""
+    #: returns a one-line install hint when an optional dependency is missing, else None
+    requires: Callable[[], str | None] | None = None
+
+    def missing_dependency(self) -> str | None:
+        return self.requires() if self.requires is not None else None
 
     def param_names(self) -> list[str]:
         return [f.name for f in fields(self.params_cls)]
@@ -166,6 +171,7 @@ def register(
     couples_blocks: bool = False,
     needs_model: bool = False,
     summary: str = "",
+    requires: Callable[[], str | None] | None = None,
 ):
     """Decorator: ``@register("tracin", params=TracInParams)`` on ``fn(data, params)``.
 
@@ -181,7 +187,8 @@ def register(
     def deco(fn):
         if name in _REGISTRY:
             raise ValueError(f"method '{name}' is already registered")
-        _REGISTRY[name] = MethodSpec(name, fn, params, couples_blocks, needs_model, summary or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = MethodSpec(name, fn, params, couples_blocks, needs_model,
+                                     summary or (fn.__doc__ or "").strip().split("\n")[0], requires)
         return fn
 
     return deco

@@ -93,9 +93,9 @@ class EkfacParams(MethodParams):
 @register(
     "ekfac",
     params=EkfacParams,
-    couples_blocks=True,
     needs_model=True,
     summary="EK-FAC (kronfluence) on the model: block-diagonal per module, Kronecker-factored eigenbasis",
+    requires=lambda: None if kronfluence_available() else _INSTALL_HINT,
 )
 def _ekfac_from_gradients(data, p):  # pragma: no cover - compute_influence refuses needs_model methods
     raise ValueError("ekfac needs the model and data; call inflbench.methods.ekfac.ekfac_influence")
@@ -112,8 +112,13 @@ def ekfac_influence(
     batch_size: int | None = None,
     copy_model: bool = True,
     output_dir: str | None = None,
+    per_module: bool = False,
 ) -> dict[str, Tensor]:
     """EK-FAC influence scores ``{"total": (n_train, n_test)}`` (float64, positive = harmful).
+
+    ``per_module=True`` returns one ``(n_train, n_test)`` entry per tracked module
+    instead (keyed by module name; EK-FAC is block-diagonal, so they sum to the total).
+    Runs on the device of the model's parameters.
 
     ``per_sample_loss(model, batch)`` returns the ``(B,)`` per-sample losses of a
     batch; their sum is kronfluence's training loss and the test loss is the
@@ -151,6 +156,7 @@ def ekfac_influence(
     )
     task = _LossTask()
     work = copy.deepcopy(model) if copy_model else model
+    on_cpu = next(work.parameters()).device.type == "cpu"
     work = prepare_model(work, task)
     logging.getLogger("kronfluence").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="inflbench-ekfac-") as tmp:
@@ -158,7 +164,7 @@ def ekfac_influence(
             analysis_name="inflbench",
             model=work,
             task=task,
-            cpu=True,
+            cpu=on_cpu,
             disable_tqdm=True,
             output_dir=output_dir or tmp,
             log_level=logging.WARNING,
@@ -172,7 +178,7 @@ def ekfac_influence(
             factor_args=factor_args,
             overwrite_output_dir=True,
         )
-        score_args = ScoreArguments(damping_factor=damping)
+        score_args = ScoreArguments(damping_factor=damping, compute_per_module_scores=per_module)
         analyzer.compute_pairwise_scores(
             scores_name="ekfac_scores",
             factors_name="ekfac",
@@ -184,10 +190,12 @@ def ekfac_influence(
             overwrite_output_dir=True,
         )
         scores = analyzer.load_pairwise_scores(scores_name="ekfac_scores")
-        if scores is None or "all_modules" not in scores:
+        if not scores:
             raise RuntimeError("kronfluence did not produce pairwise scores")
-        s = scores["all_modules"].to(torch.float64)  # (n_test, n_train), kronfluence: positive = helpful
-    total = (-s).T.contiguous()
-    if not bool(torch.isfinite(total).all()):
+        if not per_module:
+            scores = {"total": scores["all_modules"]}
+        # kronfluence: (n_test, n_train), positive = helpful
+        out = {k: (-v.to(torch.float64)).T.contiguous().cpu() for k, v in scores.items()}
+    if not all(bool(torch.isfinite(v).all()) for v in out.values()):
         raise ValueError("ekfac produced non-finite scores (check the losses and the damping)")
-    return {"total": total}
+    return out
