@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from inflbench.gradients import (block_name, load_gradients, per_sample_gradients, per_sample_gradients_loop,
-                                 save_gradients, trainable_blocks)
+from inflbench.gradients import (block_name, input_embedding, load_gradients, per_sample_gradients,
+                                 per_sample_gradients_loop, present_tokens, save_gradients, trainable_blocks)
 from inflbench.models import iterate_batches
 
 TOL = 1e-5
@@ -33,6 +33,53 @@ def test_minilm_batched_equals_loop(minilm):
     w = [p for k, p in head.items() if "classifier" in k and p.requires_grad and k.endswith("weight")][0]
     torch.testing.assert_close(batched["classifier"].sum(0)[:, :-1], w.grad, rtol=1e-4, atol=1e-6)
     model.zero_grad(set_to_none=True)
+
+
+def test_minilm_word_embedding_block_batched_equals_loop(minilm):
+    """WE block (compressed to the tokens present): hooks on padded batches == autograd on the full weight."""
+    family, model, encoded = minilm
+    train = encoded["train"]
+    tokens = present_tokens(encoded.values())
+    batched = per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss, word_embeddings=tokens)
+    loop = per_sample_gradients_loop(model, iterate_batches(train, 1), family.per_sample_loss, word_embeddings=tokens)
+    we = "bert.embeddings.word_embeddings"
+    n = len(train["labels"])
+    assert input_embedding(model)[0] == we and not model.get_input_embeddings().weight.requires_grad
+    assert len(batched) == 6 * 2 * 2 + 2 and batched[we].shape == (n, len(tokens), 384)
+    assert 0 not in tokens.tolist() and 101 in tokens.tolist()  # [PAD] only pads; [CLS] in every sample
+    assert _max_rel_diff(batched, loop) < TOL
+    # a row is non-zero exactly when its token occurs in the sample
+    present = torch.stack([torch.isin(tokens, train["input_ids"][b][train["attention_mask"][b].bool()])
+                           for b in range(n)])
+    assert torch.equal(batched[we].abs().amax(-1) > 0, present)
+    # without the option the block is absent
+    assert we not in per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss)
+
+
+def test_word_embedding_rows_sum_token_positions():
+    """Hand-made case: a frozen embedding used at repeated positions, gradient wrt its output known in closed form."""
+    torch.manual_seed(2)
+    emb = nn.Embedding(10, 3).double().requires_grad_(False)
+    head = nn.Linear(3, 1, bias=False).double()
+    model = nn.Module()
+    model.emb, model.head = emb, head
+    model.get_input_embeddings = lambda: emb
+    ids = torch.tensor([[4, 7, 4], [2, 2, 9]])
+    loss = lambda m, b: m.head(m.emb(b["input_ids"])).sum((1, 2))  # noqa: E731 - d loss / d emb-output = w
+    g = per_sample_gradients(model, [{"input_ids": ids}], loss, dtype=torch.float64,
+                             word_embeddings=torch.tensor([2, 4, 7]))["emb"]
+    w = head.weight[0].detach()
+    expected = torch.stack([torch.stack([0 * w, 2 * w, w]), torch.stack([2 * w, 0 * w, 0 * w])])
+    torch.testing.assert_close(g, expected)  # id 9 is not kept: dropped
+
+
+def test_trainable_word_embedding_is_rejected():
+    model = nn.Module()
+    model.emb = nn.Embedding(4, 2)
+    model.head = nn.Linear(2, 1)
+    model.get_input_embeddings = lambda: model.emb
+    with pytest.raises(ValueError, match="word embedding is trainable"):
+        input_embedding(model)
 
 
 class TokenModel(nn.Module):
