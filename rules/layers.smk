@@ -3,6 +3,7 @@
 import re
 
 from inflbench.layers import resolved_groups
+from inflbench.layers.stages import ENSEMBLE
 from inflbench.layers.stages import selectors as layer_selectors
 
 LAYERS = CFG.get("layers") or {}
@@ -13,6 +14,9 @@ LAYER_FIGURES = ["accuracy", "ndr_blocks", "aggregation_change", "noise_deciles"
 if LAYERS_ON:
     LAYER_GROUPS = resolved_groups(LAYERS)
     LAYER_METHODS = list(LAYERS["methods"])
+    ENSEMBLES = LAYERS.get("ensembles") or {}
+    ENSEMBLE_METHODS = sorted({m for e in ENSEMBLES.values() for m in e["methods"]})
+    LAYER_SCORERS = LAYER_METHODS + ([ENSEMBLE] if ENSEMBLES else [])  # layer score tables
     SELECTORS = layer_selectors(LAYERS)
     LAYER_RUNS = [
         P.layer_retrain(task=t, selector=s, seed=seed)
@@ -25,6 +29,7 @@ if LAYERS_ON:
     ]
 else:
     LAYER_GROUPS, LAYER_METHODS, SELECTORS, LAYER_RUNS, LAYER_TARGETS = {}, [], {}, [], []
+    ENSEMBLE_METHODS, LAYER_SCORERS = [], []
 
 
 rule layers_aggregate:
@@ -54,6 +59,33 @@ rule layers_aggregate:
         ENV
     script:
         "../scripts/layers_aggregate.py"
+
+
+rule layers_ensemble:
+    """Method x group ensembles (layers.ensembles): stacked columns, each aggregation, NDR, curves, deciles."""
+    input:
+        scores=[P.scores(task="{task}", method=m) for m in ENSEMBLE_METHODS],
+        train=P.split(task="{task}", split="train"),
+        predictions=P.val_predictions(task="{task}"),
+    output:
+        scores=P.layer_scores(task="{task}", method=ENSEMBLE),
+        ndr=P.layer_ndr(task="{task}", method=ENSEMBLE),
+        curve=P.layer_ndr_curve(task="{task}", method=ENSEMBLE),
+        deciles=P.layer_deciles(task="{task}", method=ENSEMBLE),
+    params:
+        methods=ENSEMBLE_METHODS,
+        groups=LAYER_GROUPS,
+        layers=LAYERS,
+    log:
+        P.log(stage="layers_ensemble", name="{task}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/layers_ensemble.py"
 
 
 rule layers_cancellation:
@@ -141,9 +173,9 @@ rule layers_tables:
     """Rankings, win rates, Pareto front, Wilcoxon, Spearman, selection and LOGO tables (seed 003 Tables 1-6)."""
     input:
         runs=LAYER_RUNS,
-        ndr=expand(P.layer_ndr(task="{task}", method="{method}"), task=TASKS, method=LAYER_METHODS),
+        ndr=expand(P.layer_ndr(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS),
         cancellation=expand(P.layer_cancellation(task="{task}"), task=TASKS),
-        scores=expand(P.layer_scores(task="{task}", method="{method}"), task=TASKS, method=LAYER_METHODS),
+        scores=expand(P.layer_scores(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS),
     output:
         **{
             t: report(
@@ -156,7 +188,7 @@ rule layers_tables:
         },
     params:
         tasks=TASKS,
-        methods=LAYER_METHODS,
+        methods=LAYER_SCORERS,
         layers=LAYERS,
     log:
         P.log(stage="layers_tables", name="all"),
@@ -175,7 +207,7 @@ rule layers_figures:
     input:
         runs=P.layer_table(table="runs"),
         blocks=expand(P.layer_ndr_blocks(task="{task}", method="{method}"), task=TASKS, method=LAYER_METHODS),
-        deciles=expand(P.layer_deciles(task="{task}", method="{method}"), task=TASKS, method=LAYER_METHODS),
+        deciles=expand(P.layer_deciles(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS),
     output:
         **{
             f: report(

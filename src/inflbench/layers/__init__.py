@@ -24,8 +24,12 @@ IMPLICIT_GROUPS = {"all": [".*"]}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+WE_FAMILIES = ("sequence_classification",)
+
+
 @functools.lru_cache(maxsize=8)
-def _block_names_cached(family: str, name_or_path: str, targets: tuple[str, ...]) -> tuple[str, ...] | None:
+def _block_names_cached(family: str, name_or_path: str, targets: tuple[str, ...],
+                        word_embeddings: bool = False) -> tuple[str, ...] | None:
     if family != "sequence_classification":
         return None
     try:
@@ -42,18 +46,31 @@ def _block_names_cached(family: str, name_or_path: str, targets: tuple[str, ...]
             model = AutoModelForSequenceClassification.from_config(config)
             model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=1, lora_alpha=1,
                                                      target_modules=list(targets)))
-        return tuple(trainable_blocks(model))
+        names = tuple(trainable_blocks(model))
+        if word_embeddings:
+            from inflbench.gradients import input_embedding
+
+            names += (input_embedding(model)[0],)
+        return names
     except Exception as exc:  # noqa: BLE001 - any failure only disables the parse-time check
         print(f"inflbench: layers: cannot derive block names of {name_or_path} ({type(exc).__name__}); "
               "group regexes are checked when the scores are aggregated", file=sys.stderr)
         return None
 
 
-def model_block_names(model_cfg: dict) -> list[str] | None:
-    """Names of the trainable blocks (as in the gradient/score files) of the configured model, or None."""
+def model_block_names(model_cfg: dict, word_embeddings: bool = False) -> list[str] | None:
+    """Names of the blocks (as in the gradient/score files) of the configured model, or None;
+    ``word_embeddings`` adds the input embedding block (``gradients.word_embeddings``)."""
     names = _block_names_cached(model_cfg["family"], model_cfg["name_or_path"],
-                                tuple(model_cfg["lora"]["target_modules"]))
+                                tuple(model_cfg["lora"]["target_modules"]), bool(word_embeddings))
     return None if names is None else list(names)
+
+
+def check_word_embeddings(cfg_full: dict) -> None:
+    """``gradients.word_embeddings`` needs a family whose batches are token ids with a frozen input embedding."""
+    if (cfg_full.get("gradients") or {}).get("word_embeddings") and cfg_full["model"]["family"] not in WE_FAMILIES:
+        raise ConfigError("gradients.word_embeddings", f"supported for model families {list(WE_FAMILIES)}, "
+                          f"not {cfg_full['model']['family']!r}")
 
 
 def resolved_groups(layers_cfg: dict) -> dict[str, list[str]]:
@@ -75,11 +92,19 @@ def validate_config(cfg_full: dict) -> dict:
 
     Raises ConfigError naming the key for: a group name that is not a plain identifier, a bad or unmatched
     group regex, a layer method that is not a top-level method, fractions outside their range, a vote k or
-    LOGO group count larger than n_train, an unknown selection group.
+    LOGO group count larger than n_train, an unknown selection group, a bad ensemble (name, unknown method or
+    group, fewer than two members); also ``gradients.word_embeddings`` on a family without token ids.
     """
+    check_word_embeddings(cfg_full)
     lay = cfg_full.get("layers") or {}
-    if not lay.get("enabled", False):
-        return lay
+    if not lay.get("enabled", False) or cfg_full.get("experiment", "mislabeled_detection") != "mislabeled_detection":
+        return lay  # the study runs only in the mislabeled-data experiment
+    if not lay["groups"]:
+        name = cfg_full["model"]["name_or_path"]
+        if name not in lay["groups_by_model"]:
+            raise ConfigError("layers.groups", f"no groups for model {name!r}: declare layers.groups or "
+                              f"layers.groups_by_model[{name!r}] (declared for {sorted(lay['groups_by_model'])})")
+        lay["groups"] = {k: list(v) for k, v in lay["groups_by_model"][name].items()}
     n_train = cfg_full["data"]["sizes"]["train"]
     methods = lay["methods"] or list(cfg_full["methods"])
     for m in methods:
@@ -87,7 +112,8 @@ def validate_config(cfg_full: dict) -> dict:
             raise ConfigError("layers.methods", f"method {m!r} is not in the top-level methods {list(cfg_full['methods'])}")
     lay["methods"] = methods
     groups = resolved_groups(lay)
-    blocks = model_block_names(cfg_full["model"])
+    we = bool((cfg_full.get("gradients") or {}).get("word_embeddings"))
+    blocks = model_block_names(cfg_full["model"], we)
     for name, patterns in groups.items():
         if not NAME.match(name):
             raise ConfigError(f"layers.groups.{name}", "group names may hold only letters, digits, '_' and '-'")
@@ -102,8 +128,10 @@ def validate_config(cfg_full: dict) -> dict:
             from inflbench.layers.aggregate import match_blocks
 
             if not match_blocks(patterns, blocks):
+                hint = ("; the word-embedding block needs gradients.word_embeddings: true"
+                        if not we and any(re.search(p, "embeddings.word_embeddings") for p in patterns) else "")
                 raise ConfigError(f"layers.groups.{name}", f"{patterns} matches no block of "
-                                  f"{cfg_full['model']['name_or_path']} (blocks look like {blocks[0]!r})")
+                                  f"{cfg_full['model']['name_or_path']} (blocks look like {blocks[0]!r}){hint}")
     if not 0 < lay["filter_fraction"] < 1:
         raise ConfigError("layers.filter_fraction", f"must lie in (0, 1), got {lay['filter_fraction']}")
     k = lay["vote_k"]
@@ -123,4 +151,16 @@ def validate_config(cfg_full: dict) -> dict:
     if lay["selection_aggregation"] not in lay["aggregations"]:
         raise ConfigError("layers.selection_aggregation",
                           f"{lay['selection_aggregation']!r} is not in layers.aggregations {lay['aggregations']}")
+    for name, ens in lay.get("ensembles", {}).items():
+        key = f"layers.ensembles.{name}"
+        if not NAME.match(name):
+            raise ConfigError(key, "ensemble names may hold only letters, digits, '_' and '-'")
+        for m in ens["methods"]:
+            if m not in cfg_full["methods"]:
+                raise ConfigError(f"{key}.methods", f"method {m!r} is not in the top-level methods {list(cfg_full['methods'])}")
+        for g in ens["groups"]:
+            if g not in groups:
+                raise ConfigError(f"{key}.groups", f"unknown group {g!r}; declared: {sorted(groups)}")
+        if len(ens["methods"]) * len(ens["groups"]) < 2:
+            raise ConfigError(key, "an ensemble needs at least two method x group members")
     return lay

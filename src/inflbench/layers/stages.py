@@ -1,7 +1,8 @@
 """The functions behind the ``layers_*`` rules (scripts/layers_*.py are one-screen adapters).
 
 Selectors name one training subset; their ids double as output sub-paths:
-``filter/<method>/<group>/<agg>`` (drop the p most harmful), ``baseline/{random,oracle,full}``,
+``filter/<method>/<group>/<agg>`` (drop the p most harmful; method ``ensemble`` with group = ensemble name for
+``layers.ensembles``), ``baseline/{random,oracle,full}``,
 ``select/<method>/<group>/<agg>/k<pct>`` and ``select/random/k<pct>`` (keep the k most beneficial / k at
 random), ``logo/<method>/<group>/<agg>/g<j>`` (drop the j-th of K score-sorted groups, j = 0 most harmful).
 """
@@ -22,6 +23,7 @@ from inflbench.layers import metrics as lm
 from inflbench.workflow import write_table
 
 log = logging.getLogger("inflbench")
+ENSEMBLE = "ensemble"  # pseudo-method of layers.ensembles (its "groups" are the ensemble names)
 LAYER_RE = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
@@ -37,6 +39,10 @@ def selectors(lay: dict) -> dict[str, dict]:
         for g in lay["groups"]:
             for a in lay["aggregations"]:
                 out[f"filter/{m}/{g}/{a}"] = {"kind": "filter", "method": m, "group": g, "agg": a, "fraction": p}
+    for e in lay.get("ensembles", {}):
+        for a in lay["aggregations"]:
+            out[f"filter/{ENSEMBLE}/{e}/{a}"] = {"kind": "filter", "method": ENSEMBLE, "group": e, "agg": a,
+                                                 "fraction": p}
     for b in list(lay["baselines"]) + (["full"] if lay["logo_groups"] and "full" not in lay["baselines"] else []):
         out[f"baseline/{b}"] = {"kind": b, "fraction": p}
     a = lay["selection_aggregation"]
@@ -119,25 +125,46 @@ def module_of(block: str) -> str:
 def stage_aggregate(scores_path: str, train_split: str, val_predictions: str, groups: dict[str, list[str]],
                     lay: dict, method: str, task: str, out: dict[str, str]) -> None:
     """Group x aggregation scores, NDR@p / NDR-AUC, NDR curves, noise deciles and per-block NDR of one method."""
+    scores = _load_scores(scores_path)
+    blocks = [b for b in scores if b != "total"]
+    members = {}
+    for g, patterns in groups.items():
+        members[g] = agg_mod.match_blocks(patterns, blocks)
+        if not members[g]:
+            raise ValueError(f"layers.groups.{g}: {patterns} matches no block of {scores_path}")
+    _aggregate_outputs({g: (scores, m) for g, m in members.items()}, train_split, val_predictions, lay, method,
+                       task, out)
+    train = data_mod.read_split(train_split)
+    flipped = train["flipped"].to_numpy(bool)
+    p = lay["filter_fraction"]
+    prov = {"method": method, "task": task, "layers": lay}
+    per_block = [{"task": task, "method": method, "block": b, "layer": layer_of(b), "module": module_of(b),
+                  "ndr": lm.ndr_at(scores[b].mean(1), flipped, p)} for b in blocks]
+    write_table(pd.DataFrame(per_block), out["blocks"], prov)
+
+
+def _aggregate_outputs(sources: dict, train_split: str, val_predictions: str, lay: dict, method: str, task: str,
+                       out: dict[str, str]) -> None:
+    """Score table, NDR@p / NDR-AUC, NDR curves and noise deciles; ``sources``: column name -> (scores, blocks)
+    or a list of those (an ensemble: their columns are concatenated before aggregating)."""
     from inflbench.layers import vote_k
 
-    scores = _load_scores(scores_path)
     train = data_mod.read_split(train_split)
     flipped = train["flipped"].to_numpy(bool)
     correct = pd.read_csv(val_predictions)["correct"].to_numpy(bool)
-    blocks = [b for b in scores if b != "total"]
     k = vote_k(lay, len(flipped))
     p = lay["filter_fraction"]
     table = pd.DataFrame({"id": train["id"].to_numpy(), "flipped": flipped})
     rows, curves, hists = [], [], []
-    for g, patterns in groups.items():
-        members = agg_mod.match_blocks(patterns, blocks)
-        if not members:
-            raise ValueError(f"layers.groups.{g}: {patterns} matches no block of {scores_path}")
+    for g, src in sources.items():
+        parts = src if isinstance(src, list) else [src]
         for a in lay["aggregations"]:
-            s = agg_mod.group_scores(scores, members, a, correct, k)
+            mask = None if a == "mean" else correct
+            cols = np.concatenate([agg_mod.stack_columns(sc, bl, mask) for sc, bl in parts], axis=1)
+            s = agg_mod.aggregate(cols, a, k)
             table[f"{g}|{a}"] = s
-            rows.append({"task": task, "method": method, "group": g, "agg": a, "n_blocks": len(members),
+            rows.append({"task": task, "method": method, "group": g, "agg": a,
+                         "n_blocks": sum(len(bl) for _, bl in parts),
                          "n_val_used": int(len(correct) if a == "mean" else correct.sum()),
                          "ndr": lm.ndr_at(s, flipped, p), "ndr_auc": lm.ndr_auc(s, flipped), "p": p})
             curves.append(lm.ndr_curve(s, flipped, lay["ndr_points"]).assign(group=g, agg=a))
@@ -147,9 +174,24 @@ def stage_aggregate(scores_path: str, train_split: str, val_predictions: str, gr
     write_table(pd.DataFrame(rows), out["ndr"], prov)
     write_table(pd.concat(curves).assign(method=method, task=task), out["curve"], prov)
     write_table(pd.concat(hists).assign(method=method, task=task), out["deciles"], prov)
-    per_block = [{"task": task, "method": method, "block": b, "layer": layer_of(b), "module": module_of(b),
-                  "ndr": lm.ndr_at(scores[b].mean(1), flipped, p)} for b in blocks]
-    write_table(pd.DataFrame(per_block), out["blocks"], prov)
+
+
+def stage_ensemble(score_paths: dict[str, str], train_split: str, val_predictions: str,
+                   groups: dict[str, list[str]], lay: dict, task: str, out: dict[str, str]) -> None:
+    """``layers.ensembles``: per ensemble, the columns of its methods x groups stacked, then each aggregation
+    (the same operators as a single group); written as pseudo-method ``ensemble`` with group = ensemble name."""
+    scores = {m: _load_scores(path) for m, path in score_paths.items()}
+    sources = {}
+    for name, ens in lay["ensembles"].items():
+        sources[name] = []
+        for m in ens["methods"]:
+            blocks = [b for b in scores[m] if b != "total"]
+            for g in ens["groups"]:
+                members = agg_mod.match_blocks(groups[g], blocks)
+                if not members:
+                    raise ValueError(f"layers.ensembles.{name}: group {g} matches no block of {score_paths[m]}")
+                sources[name].append((scores[m], members))
+    _aggregate_outputs(sources, train_split, val_predictions, lay, ENSEMBLE, task, out)
 
 
 def stage_cancellation(train_grads: str, groups: dict[str, list[str]], extreme: float, task: str, out: str) -> None:
