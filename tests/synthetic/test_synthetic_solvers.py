@@ -33,6 +33,9 @@ def test_table_shape(well_conditioned):
             assert (g["seconds"].diff().dropna() >= 0).all()  # cumulative solver time
     assert meta["lambda_max"] < 2.0 and meta["lambda_min"] > 0.3
     assert table["rel_error"].equals(table["error"] / meta["ref_norm"])
+    # whole-cell cost: at least the sum of the solvers' wall times; CPU time recorded for shared machines
+    assert meta["cell_wall_seconds"] >= sum(s["wall_seconds"] for s in meta["solvers"].values())
+    assert meta["cell_cpu_seconds"] > 0
 
 
 @pytest.mark.parametrize("solver, tol", [

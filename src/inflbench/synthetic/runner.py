@@ -228,6 +228,7 @@ def _warm_up(dtype: torch.dtype) -> None:
 def run_cell(params: dict, distribution: str, d: int, n: int, seed: int,
              log: Callable[[str], None] = lambda _m: None) -> tuple[pd.DataFrame, dict]:
     """Run all solvers of ``params`` (``config.cell_params``) on one cell; returns (tidy rows, metadata)."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     t0 = time.perf_counter()
     problem = make_problem(distribution, d, n, seed, params["damping"])
     t_build = time.perf_counter() - t0
@@ -268,5 +269,8 @@ def run_cell(params: dict, distribution: str, d: int, n: int, seed: int,
         meta["solvers"][name] = {**extra, "wall_seconds": time.perf_counter() - t_solver}
         log(f"{distribution} d={d} N={n} seed={seed} {name}: final error {rows[-1][6]:.3e} "
             f"({time.perf_counter() - t_solver:.2f}s wall)")
+    # whole cell, set-up included: CPU time (all threads) is robust to other load on a shared machine
+    meta["cell_wall_seconds"] = time.perf_counter() - wall0
+    meta["cell_cpu_seconds"] = time.process_time() - cpu0
     meta["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return pd.DataFrame(rows, columns=COLUMNS), meta
