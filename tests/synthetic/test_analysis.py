@@ -121,3 +121,18 @@ def test_collect_roundtrip(tmp_path):
     got, cells = analysis.collect([str(p) for p in csvs], [str(p) for p in metas])
     assert len(got) == len(conv) and list(got.columns) == COLUMNS
     assert "cg:wall_seconds" in cells and "cg:note" not in cells and len(cells) == 8
+
+
+def test_grid_cost_sums_cells_and_scales_with_cores():
+    conv, cells = _frames()
+    cells["threads"] = 1
+    cells["cell_cpu_seconds"] = cells["d"] * 0.5 + cells["seed"]  # 32 / 33 s (d=64), 64 / 65 s (d=128)
+    cells["cell_wall_seconds"] = cells["cell_cpu_seconds"] * 2
+    cost = analysis.grid_cost(cells)
+    assert cost.loc[(128, 20), "cpu_mean"] == 64.5 and cost.loc[(64, 400), "cpu_sum"] == 65.0
+    assert cost["cells"].sum() == len(cells) == 8
+    text = analysis.summary_markdown(conv, cells, CFG)
+    total = 2 * (32 + 33) + 2 * (64 + 65)  # 388 s; largest cell 65 s
+    assert f"Total CPU time of the cells: {total} s" in text
+    assert "2 cores ≈ 3 min" in text and "8 cores ≈ 1 min" in text  # max(388/2, 65) = 194 s; max(48.5, 65)
+    assert "## Cost" not in analysis.summary_markdown(conv, cells.drop(columns="cell_cpu_seconds"), CFG)

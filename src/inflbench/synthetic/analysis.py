@@ -493,6 +493,8 @@ def summary_markdown(conv: pd.DataFrame, cells: pd.DataFrame, cfg: dict, tables:
         lines += [f"*Ours:* {c['ours']}", ""]
     lines += ["## Run status per solver", "", _counts_markdown(counts), "",
               "## Spectra", "", _spectra_markdown(cells), ""]
+    if "cell_cpu_seconds" in cells:
+        lines += ["## Cost", "", cost_markdown(cells), ""]
     if tables:
         lines += ["## Tables", "", tables]
     return "\n".join(lines)
@@ -503,6 +505,28 @@ def _counts_markdown(counts: pd.DataFrame) -> str:
     lines = ["| solver | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for solver, row in counts.iterrows():
         lines.append(f"| {solver} | " + " | ".join(str(int(row[c])) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def grid_cost(cells: pd.DataFrame) -> pd.DataFrame:
+    """CPU and wall seconds of the cells per (d, N): mean over cells, sum over the grid."""
+    g = cells.groupby(["d", "N"])
+    return pd.DataFrame({"cells": g.size(), "cpu_mean": g["cell_cpu_seconds"].mean(),
+                         "wall_mean": g["cell_wall_seconds"].mean(), "cpu_sum": g["cell_cpu_seconds"].sum()})
+
+
+def cost_markdown(cells: pd.DataFrame) -> str:
+    cost = grid_cost(cells)
+    total = float(cost["cpu_sum"].sum())
+    biggest = float(cells["cell_cpu_seconds"].max())
+    threads = sorted({int(t) for t in cells["threads"]})
+    lines = ["| d | N | cells | CPU s / cell | wall s / cell |", "|---|---|---|---|---|"]
+    for (d, n), r in cost.iterrows():
+        lines.append(f"| {d} | {n} | {int(r.cells)} | {r.cpu_mean:.1f} | {r.wall_mean:.1f} |")
+    lines += ["", f"Total CPU time of the cells: {total:.0f} s ({total / 3600:.2f} core-hours, torch threads "
+              f"per cell: {threads}). Cells are independent jobs, so on k cores the grid needs about "
+              f"max(total / k, largest cell) = max({total:.0f} s / k, {biggest:.0f} s) of wall time: "
+              + ", ".join(f"{k} cores ≈ {max(total / k, biggest) / 60:.0f} min" for k in (2, 8, 16, 32)) + "."]
     return "\n".join(lines)
 
 
