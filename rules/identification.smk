@@ -1,6 +1,14 @@
 # Influential-data identification (RRInf §4.2, Table 2): class-detection AUC and recall of every method's
 # train-vs-test influence scores, per test point, summarised per task and method.
 # The Snakefile includes this file; with experiment: influential_data the scores rule compares train with test.
+# Target `identification`: only this experiment (no synthetic study), e.g.
+#   snakemake --cores 2 identification --configfile configs/diffusion.yaml
+
+
+rule identification:
+    """Identification table and figures only (the default target also runs the synthetic study)."""
+    input:
+        EXPERIMENT_TARGETS if CFG["experiment"] == "influential_data" else [],
 
 
 rule identification_metrics:

