@@ -82,9 +82,14 @@ def validate_config(raw: dict) -> dict:
     # (causal_lm, diffusion_unet define ``check(cfg)``; families without it are skipped)
     from inflbench.models import get_family
 
-    family_check = getattr(get_family(cfg["model"]), "check", None)
+    family = get_family(cfg["model"])
+    family_check = getattr(family, "check", None)
     if family_check is not None:
         family_check(cfg)
+    for name in cfg["methods"]:  # model-based scoring (kronfluence) scores model rows, not samples
+        if methods.get(name).needs_model and family.rows_per_sample != 1:
+            raise ConfigError(f"methods.{name}", f"not available for model family {cfg['model']['family']!r}, "
+                                                 f"which uses {family.rows_per_sample} model rows per sample")
     # --- end issue #6
     # --- issue #5 (layer study): semantic checks of the layers section (group regexes vs model blocks ...)
     from inflbench.layers import validate_config as validate_layers

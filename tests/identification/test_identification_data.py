@@ -204,3 +204,13 @@ def test_bad_input_names_the_key_before_any_job():
         validate_config(profile("diffusion.yaml", data={"options": {"prompt_template": "a digit"}}))
     with pytest.raises(DataError, match="class"):
         validate_config(profile("diffusion.yaml", data={"sizes": {"train": 2000}}))
+
+
+def test_model_based_method_refused_for_several_rows_per_sample(monkeypatch):
+    import inflbench.methods.ekfac as ekfac
+
+    needs_diffusers()
+    monkeypatch.setattr(ekfac, "kronfluence_available", lambda: True)
+    with pytest.raises(ConfigError, match=r"methods.ekfac.*'diffusion_unet', which uses \d+ model rows per sample"):
+        validate_config(profile("diffusion.yaml", methods={"ekfac": {}}))
+    assert "ekfac" in validate_config(profile("causal-lm.yaml", methods={"ekfac": {}}))["methods"]
