@@ -87,3 +87,19 @@ def test_ekfac_stage_module_subset_and_bad_names(checkpoint):
     with pytest.raises(ValueError, match="module_names: unknown blocks"):
         _run(checkpoint, "bad", module_names=["layer.99.query"])
     assert not (checkpoint[0] / "bad.safetensors").exists()
+
+
+def test_ekfac_stage_untrained_lora_gives_zero_a_blocks(checkpoint):
+    """LoRA B = 0 (the best checkpoint can be the untrained epoch 0): every LoRA A gradient is zero, so the
+    heuristic damping of those modules is 0; their influence must come out as exact zeros, not 0/0."""
+    root, splits, _, _ = checkpoint
+    model = get_family(MINILM, num_labels=2).build(seed=0)
+    adapter = str(root / "untrained.safetensors")
+    save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, adapter)
+    out = str(root / "untrained_scores.safetensors")
+    stage_model_scores("ekfac", {}, MINILM, 0, "cpu", adapter, splits, "val", 8, out)
+    scores = load_file(out)
+    a_blocks = [k for k in scores if k.endswith("lora_A")]
+    assert len(a_blocks) == 12 and all(bool((scores[k] == 0).all()) for k in a_blocks)
+    assert all(bool(torch.isfinite(v).all()) for v in scores.values())
+    assert float(scores["classifier"].abs().max()) > 0

@@ -178,7 +178,7 @@ def ekfac_influence(
             factor_args=factor_args,
             overwrite_output_dir=True,
         )
-        score_args = ScoreArguments(damping_factor=damping, compute_per_module_scores=per_module)
+        score_args = ScoreArguments(damping_factor=damping, compute_per_module_scores=True)
         analyzer.compute_pairwise_scores(
             scores_name="ekfac_scores",
             factors_name="ekfac",
@@ -192,10 +192,17 @@ def ekfac_influence(
         scores = analyzer.load_pairwise_scores(scores_name="ekfac_scores")
         if not scores:
             raise RuntimeError("kronfluence did not produce pairwise scores")
-        if not per_module:
-            scores = {"total": scores["all_modules"]}
+        lambdas = (analyzer.load_lambda_matrices(factors_name="ekfac") or {}).get("lambda_matrix", {})
         # kronfluence: (n_test, n_train), positive = helpful
         out = {k: (-v.to(torch.float64)).T.contiguous().cpu() for k, v in scores.items()}
-    if not all(bool(torch.isfinite(v).all()) for v in out.values()):
-        raise ValueError("ekfac produced non-finite scores (check the losses and the damping)")
+    for name, lam in lambdas.items():
+        # every training gradient of this module is zero (e.g. LoRA A while B is still 0): its influence
+        # is exactly 0, but the heuristic damping (0.1 x mean eigenvalue) is then 0 and kronfluence gives 0/0
+        if name in out and not bool(lam.abs().sum() > 0):
+            out[name] = torch.zeros_like(out[name])
+    bad = sorted(k for k, v in out.items() if not bool(torch.isfinite(v).all()))
+    if bad:
+        raise ValueError(f"ekfac produced non-finite scores for modules {bad[:3]} (check the losses and the damping)")
+    if not per_module:
+        out = {"total": torch.stack(list(out.values())).sum(0)}
     return out
