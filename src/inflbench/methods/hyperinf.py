@@ -85,14 +85,18 @@ def from_long_columns(W: torch.Tensor, shape: tuple, count: int) -> torch.Tensor
     return W.reshape(p, count, q).permute(1, 0, 2).reshape(count, p * q)
 
 
-@register("hyperinf", params=HyperInfParams, summary="HyperINF: GFIM (L x L per LoRA matrix) + Schulz iteration")
-def hyperinf(data: GradData, p: HyperInfParams) -> InfluenceResult:
-    dt = compute_dtype(p.dtype, data)
+def schulz_setup(data: GradData, p: HyperInfParams):
+    """Shared by the HyperINF variants: (dtype, per-block damping, published?, X0, empty result)."""
     lams = block_damping(p.damping, data)
     published = p.variant == "published"
     x0 = PUBLISHED_HYPERINF_X0 if published and p.x0 == "safe" else p.x0
+    return compute_dtype(p.dtype, data), lams, published, x0, InfluenceResult(meta=damping_meta(lams))
+
+
+@register("hyperinf", params=HyperInfParams, summary="HyperINF: GFIM (L x L per LoRA matrix) + Schulz iteration")
+def hyperinf(data: GradData, p: HyperInfParams) -> InfluenceResult:
+    dt, lams, published, x0, out = schulz_setup(data, p)
     n, m = data.n, data.m
-    out = InfluenceResult(meta=damping_meta(lams))
     resids, names_all, done_all = [], [], []
     by_shape: dict[tuple, list[str]] = {}
     for k in data.names:

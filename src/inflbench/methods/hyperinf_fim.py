@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import torch
 
-from ._common import GradData, block_damping, compute_dtype, damping_meta, groups
+from ._common import GradData, groups
 from ._registry import InfluenceResult, register
 from ._schulz import PUBLISHED_DAMPING_OFFSET, meta_from, schulz_solve
-from .hyperinf import HyperInfParams
-from ..solvers import PUBLISHED_HYPERINF_X0, sym_gram
+from .hyperinf import HyperInfParams, schulz_setup
+from ..solvers import sym_gram
 
 
 @register("hyperinf_fim", params=HyperInfParams, summary="HyperINF on flattened gradients: Schulz on the damped block Fisher")
 def hyperinf_fim(data: GradData, p: HyperInfParams) -> InfluenceResult:
-    dt = compute_dtype(p.dtype, data)
-    lams = block_damping(p.damping, data)
-    published = p.variant == "published"
-    x0 = PUBLISHED_HYPERINF_X0 if published and p.x0 == "safe" else p.x0
-    n, m = data.n, data.m
-    out = InfluenceResult(meta=damping_meta(lams))
+    dt, lams, published, x0, out = schulz_setup(data, p)
+    n = data.n
     resids, names_all, done_all = [], [], []
     for names, tr, te in groups(data, dtype=dt):
         d = tr.shape[-1]
