@@ -114,12 +114,11 @@ def stage_model_scores(method: str, params: dict, model_cfg: dict, seed: int, de
     """Scores of a method that needs the model (``needs_model``, e.g. EK-FAC), same contract as
     :func:`stage_scores`: one ``(n_train, n_target)`` entry per trainable block plus ``total``."""
     from inflbench.gradients import trainable_blocks
-    from inflbench.methods import make_params
+    from inflbench.methods import get, make_params
 
-    if method != "ekfac":
-        raise ValueError(f"no model-based scoring stage for method {method!r}")
-    from inflbench.methods.ekfac import ekfac_influence
-
+    spec = get(method)
+    if not spec.needs_model:
+        raise ValueError(f"method {method!r} works on stored gradients; use stage_scores")
     p = make_params(method, **params)
     family, model, frames = load_finetuned(model_cfg, seed, adapter, split_paths, device)
     if family.rows_per_sample != 1:
@@ -127,20 +126,19 @@ def stage_model_scores(method: str, params: dict, model_cfg: dict, seed: int, de
                          f"{family.rows_per_sample}")
     blocks = {id(m): k for k, m in trainable_blocks(model).items()}
     names = {name: blocks[id(m)] for name, m in model.named_modules() if id(m) in blocks}  # module -> block
-    if p.module_names:
-        unknown = sorted(set(p.module_names) - set(names.values()))
+    wanted = getattr(p, "module_names", None)
+    if wanted:
+        unknown = sorted(set(wanted) - set(names.values()))
         if unknown:
             raise ValueError(f"methods.{method}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
-        names = {k: v for k, v in names.items() if v in set(p.module_names)}
+        names = {k: v for k, v in names.items() if v in set(wanted)}
     batches = {split: list(iterate_batches(family.encode(frames[split]), batch_size))
                for split in ("train", target_split)}
     start = time.perf_counter()
-    result = ekfac_influence(model, batches["train"], batches[target_split], family.per_sample_loss,
-                             module_names=list(names), damping=p.damping, per_module=True)
+    result = spec.fn(model, batches["train"], batches[target_split], family.per_sample_loss, list(names), p)
     seconds = time.perf_counter() - start
     scores = {names[k]: v for k, v in result.items()}
-    meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            "meta.method": method}
+    meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
     save_scores(out, scores, meta)
 

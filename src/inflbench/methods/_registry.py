@@ -180,6 +180,10 @@ def register(
     float64 per-sample squared norms) and a ``params`` instance; it returns a mapping block ->
     ``(n_train, n_test)`` scores (or ``{"total": ...}`` if ``couples_blocks``),
     optionally an :class:`InfluenceResult` carrying ``meta``.
+
+    With ``needs_model=True`` the signature is instead ``fn(model, train_batches, test_batches,
+    per_sample_loss, module_names, params)`` returning full module name -> ``(n_train, n_test)``
+    (positive = harmful); the workflow's ``model_scores`` stage calls it.
     """
     if not (dataclasses.is_dataclass(params) and issubclass(params, MethodParams)):
         raise TypeError("params must be a MethodParams dataclass")

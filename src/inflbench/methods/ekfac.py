@@ -97,8 +97,10 @@ class EkfacParams(MethodParams):
     summary="EK-FAC (kronfluence) on the model: block-diagonal per module, Kronecker-factored eigenbasis",
     requires=lambda: None if kronfluence_available() else _INSTALL_HINT,
 )
-def _ekfac_from_gradients(data, p):  # pragma: no cover - compute_influence refuses needs_model methods
-    raise ValueError("ekfac needs the model and data; call inflbench.methods.ekfac.ekfac_influence")
+def _ekfac_on_model(model, train_batches, test_batches, per_sample_loss, module_names, p: EkfacParams):
+    """Model-level entry of the registry (``needs_model``): per-module scores of the given modules."""
+    return ekfac_influence(model, train_batches, test_batches, per_sample_loss, module_names=module_names,
+                           damping=p.damping, per_module=True)
 
 
 def ekfac_influence(
