@@ -89,5 +89,12 @@ def vote_k_for(n_train: int, fraction: float) -> int:
 def group_scores(scores: Mapping[str, np.ndarray], blocks: list[str], how: str, correct: np.ndarray,
                  vote_k: int | None = None) -> np.ndarray:
     """Aggregate one group: ``mean`` over all validation samples, ``rank``/``vote`` over correctly predicted ones."""
+    return stacked_scores([(scores, blocks)], how, correct, vote_k)
+
+
+def stacked_scores(parts: list[tuple[Mapping[str, np.ndarray], list[str]]], how: str, correct: np.ndarray,
+                   vote_k: int | None = None) -> np.ndarray:
+    """As :func:`group_scores` over the concatenated columns of several (scores, blocks) parts (an ensemble
+    of methods x groups; one part = one group)."""
     mask = None if how == "mean" else np.asarray(correct, bool)
-    return aggregate(stack_columns(scores, blocks, mask), how, vote_k)
+    return aggregate(np.concatenate([stack_columns(sc, bl, mask) for sc, bl in parts], axis=1), how, vote_k)

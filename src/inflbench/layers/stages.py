@@ -132,36 +132,30 @@ def stage_aggregate(scores_path: str, train_split: str, val_predictions: str, gr
         members[g] = agg_mod.match_blocks(patterns, blocks)
         if not members[g]:
             raise ValueError(f"layers.groups.{g}: {patterns} matches no block of {scores_path}")
-    _aggregate_outputs({g: (scores, m) for g, m in members.items()}, train_split, val_predictions, lay, method,
-                       task, out)
     train = data_mod.read_split(train_split)
+    _aggregate_outputs({g: [(scores, m)] for g, m in members.items()}, train, val_predictions, lay, method,
+                       task, out)
     flipped = train["flipped"].to_numpy(bool)
-    p = lay["filter_fraction"]
-    prov = {"method": method, "task": task, "layers": lay}
     per_block = [{"task": task, "method": method, "block": b, "layer": layer_of(b), "module": module_of(b),
-                  "ndr": lm.ndr_at(scores[b].mean(1), flipped, p)} for b in blocks]
-    write_table(pd.DataFrame(per_block), out["blocks"], prov)
+                  "ndr": lm.ndr_at(scores[b].mean(1), flipped, lay["filter_fraction"])} for b in blocks]
+    write_table(pd.DataFrame(per_block), out["blocks"], {"method": method, "task": task, "layers": lay})
 
 
-def _aggregate_outputs(sources: dict, train_split: str, val_predictions: str, lay: dict, method: str, task: str,
+def _aggregate_outputs(sources: dict, train: pd.DataFrame, val_predictions: str, lay: dict, method: str, task: str,
                        out: dict[str, str]) -> None:
-    """Score table, NDR@p / NDR-AUC, NDR curves and noise deciles; ``sources``: column name -> (scores, blocks)
-    or a list of those (an ensemble: their columns are concatenated before aggregating)."""
+    """Score table, NDR@p / NDR-AUC, NDR curves and noise deciles; ``sources``: column name -> list of
+    (scores, blocks) parts whose columns are aggregated together (one part per group; several for an ensemble)."""
     from inflbench.layers import vote_k
 
-    train = data_mod.read_split(train_split)
     flipped = train["flipped"].to_numpy(bool)
     correct = pd.read_csv(val_predictions)["correct"].to_numpy(bool)
     k = vote_k(lay, len(flipped))
     p = lay["filter_fraction"]
     table = pd.DataFrame({"id": train["id"].to_numpy(), "flipped": flipped})
     rows, curves, hists = [], [], []
-    for g, src in sources.items():
-        parts = src if isinstance(src, list) else [src]
+    for g, parts in sources.items():
         for a in lay["aggregations"]:
-            mask = None if a == "mean" else correct
-            cols = np.concatenate([agg_mod.stack_columns(sc, bl, mask) for sc, bl in parts], axis=1)
-            s = agg_mod.aggregate(cols, a, k)
+            s = agg_mod.stacked_scores(parts, a, correct, k)
             table[f"{g}|{a}"] = s
             rows.append({"task": task, "method": method, "group": g, "agg": a,
                          "n_blocks": sum(len(bl) for _, bl in parts),
@@ -191,7 +185,7 @@ def stage_ensemble(score_paths: dict[str, str], train_split: str, val_prediction
                 if not members:
                     raise ValueError(f"layers.ensembles.{name}: group {g} matches no block of {score_paths[m]}")
                 sources[name].append((scores[m], members))
-    _aggregate_outputs(sources, train_split, val_predictions, lay, ENSEMBLE, task, out)
+    _aggregate_outputs(sources, data_mod.read_split(train_split), val_predictions, lay, ENSEMBLE, task, out)
 
 
 def stage_cancellation(train_grads: str, groups: dict[str, list[str]], extreme: float, task: str, out: str) -> None:
