@@ -309,15 +309,6 @@ def _load_grid(spec: str) -> tuple[str, dict[str, dict], str | None]:
     return str(grid.get("name", path.stem)), settings, grid.get("method")
 
 
-def _profile_run(profiles: Sequence[str]) -> str:
-    import yaml
-
-    run = "default"
-    for profile in profiles:
-        run = (yaml.safe_load(Path(profile).read_text()) or {}).get("run", run)
-    return run
-
-
 def _link(path: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
@@ -396,8 +387,9 @@ def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", c
     if unknown:
         raise ConfigError("--only", f"unknown setting {unknown[0]!r}; the grid has {list(settings)}")
     profiles = [str(Path(p).resolve()) for p in profiles]
-    validate_grid(profiles, {k: v for k, v in settings.items() if not only or k in only})
-    base_run = _profile_run(profiles)
+    base = merged_profiles(profiles)
+    validate_grid(base, {k: v for k, v in settings.items() if not only or k in only})
+    base_run = str(base.get("run", "default"))
     tag = base_run if base_run == name else f"{base_run}-{name}"
     results = Path(results_dir).resolve()
     out_dir = results / "grids" / tag
@@ -405,6 +397,8 @@ def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", c
     if share is None:
         share = all(set(overlay) <= SCORE_ONLY_KEYS for overlay in settings.values())
     changed = {m for overlay in settings.values() for m in (overlay.get("methods") or {})}
+    # scores a sharing grid leaves unchanged (none when it changes the evaluation)
+    keep = () if any("evaluate" in o for o in settings.values()) else set(base.get("methods") or {}) - changed
     tables, first = [], None
     for setting, overlay in settings.items():
         if only and setting not in only:
@@ -413,7 +407,6 @@ def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", c
         overlay_path = out_dir / f"{setting}.yaml"
         overlay_path.write_text(yaml.safe_dump({**overlay, "run": run}, sort_keys=False))
         if share and first is not None and not dry_run:
-            keep = () if any("evaluate" in o for o in settings.values()) else _profile_methods(profiles) - changed
             share_upstream(results / first, results / run, keep)
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or root / "Snakefile"), TARGET,
                "--cores", str(cores), *(["--dry-run"] if dry_run else []), *snakemake_args,
@@ -443,31 +436,27 @@ def _merge(base: dict, overlay: dict) -> dict:
     return out
 
 
-def validate_grid(profiles: Sequence[str], settings: dict[str, dict]) -> None:
-    """Every setting's merged config is valid, checked before the first run (the error names the setting)."""
-    from inflbench.config import load_config_file, validate_config
+def merged_profiles(profiles: Sequence[str]) -> dict:
+    """config.yaml with the profiles merged on top, as Snakemake's ``--configfile`` does."""
+    from inflbench.config import load_config_file
+
+    base: dict = {}
+    for path in [Path(__file__).resolve().parents[2] / "config.yaml", *profiles]:
+        base = _merge(base, load_config_file(path))
+    return base
+
+
+def validate_grid(base: dict, settings: dict[str, dict]) -> None:
+    """Every setting's config (``base`` + overlay) is valid, checked before the first run (the error names
+    the setting)."""
+    from inflbench.config import validate_config
     from inflbench.errors import InputError
 
-    root = Path(__file__).resolve().parents[2]
-    base: dict = {}
-    for path in [root / "config.yaml", *profiles]:
-        base = _merge(base, load_config_file(path))
     for setting, overlay in settings.items():
         try:
             validate_config(copy.deepcopy(_merge(base, overlay)))
         except InputError as exc:
             raise InputError(f"grid setting {setting!r}: {exc}") from None
-
-
-def _profile_methods(profiles: Sequence[str]) -> set[str]:
-    """Method names of config.yaml plus the profiles (the methods a grid run scores)."""
-    import yaml
-
-    root = Path(__file__).resolve().parents[2]
-    names: set[str] = set()
-    for path in [root / "config.yaml", *profiles]:
-        names |= set((yaml.safe_load(Path(path).read_text()) or {}).get("methods") or {})
-    return names
 
 
 def main(argv: list[str] | None = None) -> None:
