@@ -1,12 +1,16 @@
 import sys
 
+from inflbench.checks import check_config_files, dry_run_requested
 from inflbench.config import validate_config
 from inflbench.errors import InputError
 from inflbench.methods import get as get_method
 from inflbench.paths import Layout
 
 try:
-    CFG = validate_config(config)
+    # the files as written (Snakemake's reader keeps the last of duplicate keys), base first
+    check_config_files([f for f in workflow.configfiles if f not in workflow.overwrite_configfiles]
+                       + list(workflow.overwrite_configfiles))
+    CFG = validate_config(config, planning_only=dry_run_requested(sys.argv))
 except InputError as exc:
     sys.exit(f"inflbench: invalid input: {exc}")
 config.update(CFG)  # later rules see schema defaults too

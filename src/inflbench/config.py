@@ -54,13 +54,20 @@ def validate_schema(cfg: dict, schema: dict, prefix: str = "") -> dict:
     return cfg
 
 
-def validate_config(raw: dict) -> dict:
-    """Full validation of a workflow config; returns the resolved config (defaults filled)."""
-    from inflbench import methods
+def validate_config(raw: dict, *, planning_only: bool = False) -> dict:
+    """Full validation of a workflow config; returns the resolved config (defaults filled).
+
+    ``planning_only`` (a dry run): checks of the machine the jobs will run on only warn.
+    """
+    from inflbench import checks, methods
     from inflbench.data import check_sources
     from inflbench.models import FAMILIES
 
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError("<root>", f"the config must be a mapping of keys, not a {type(raw).__name__}")
+    checks.check_finite(raw or {})
     cfg = validate_schema(raw or {}, _load_schema("config.schema.yaml"))
+    checks.check_device(cfg, planning_only)
     if cfg["model"]["family"] not in FAMILIES:
         raise ConfigError("model.family", f"unknown family {cfg['model']['family']!r}; choose one of {list(FAMILIES)}")
     for name, params in cfg["methods"].items():
@@ -73,6 +80,7 @@ def validate_config(raw: dict) -> dict:
             raise ConfigError(f"methods.{name}", missing)
     if cfg["data"]["sizes"]["train"] < 2:
         raise ConfigError("data.sizes.train", "need at least 2 training samples")
+    checks.check_label_noise(cfg)
     check_sources(cfg["data"])
     if cfg.get("synthetic"):
         from inflbench.synthetic import validate_config as validate_synthetic
@@ -83,6 +91,7 @@ def validate_config(raw: dict) -> dict:
     from inflbench.models import get_family
 
     family = get_family(cfg["model"])
+    checks.check_model_path(cfg["model"]["name_or_path"])
     family_check = getattr(family, "check", None)
     if family_check is not None:
         family_check(cfg)
@@ -96,14 +105,16 @@ def validate_config(raw: dict) -> dict:
 
     cfg["layers"] = validate_layers(cfg)
     # --- end issue #5
+    from inflbench.layers import model_block_names
+
+    if any(isinstance((p or {}).get("damping"), dict) for p in cfg["methods"].values()):
+        we = bool(cfg["gradients"].get("word_embeddings"))
+        checks.check_damping_blocks(cfg, model_block_names(cfg["model"], we))
     return cfg
 
 
 def load_config_file(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError("--configfile", f"{path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("--configfile", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    """One config file (a mapping; duplicate keys refused); errors name the file."""
+    from inflbench.checks import load_yaml_strict
+
+    return load_yaml_strict(path)

@@ -54,13 +54,28 @@ def stage_finetune(model_cfg: dict, train_cfg: dict, seed: int, device: str, spl
     provenance = {"model": model_cfg, "train": train_cfg, "seed": seed}
     Path(out_adapter).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, out_adapter,
-              metadata={"inflbench": json.dumps(provenance), "best_epoch": str(int(curve.loc[curve["best"], "epoch"].iloc[0]))})
+              metadata={"inflbench": json.dumps(provenance), **checkpoint_choice(curve)})
     write_table(curve, out_curve, provenance)
     load_trainable(model, state)
     model.to(dev)
     preds = predictions(family, model, {k: v.to(dev) for k, v in encoded["val"].items()}, args.eval_batch_size)
     preds.insert(0, "id", frames["val"]["id"].to_numpy())
     write_table(preds, out_predictions, provenance)
+
+
+def checkpoint_choice(curve: pd.DataFrame) -> dict[str, str]:
+    """The kept epoch and why; travels adapter -> gradients -> scores -> tables."""
+    from inflbench.training import selection_reason
+
+    return {"best_epoch": str(int(curve.loc[curve["best"], "epoch"].iloc[0])), "selection": selection_reason(curve)}
+
+
+def adapter_choice(adapter: str) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(adapter, framework="pt") as handle:
+        meta = handle.metadata() or {}
+    return {k: meta[k] for k in ("best_epoch", "selection") if k in meta}
 
 
 def load_finetuned(model_cfg: dict, seed: int, adapter: str, split_paths: dict[str, str], device: str):
@@ -86,7 +101,7 @@ def stage_gradients(model_cfg: dict, grad_cfg: dict, seed: int, device: str, ada
                                  dtype=getattr(torch, grad_cfg["dtype"]), word_embeddings=tokens)
     seconds = time.perf_counter() - start
     log.info("%d blocks, %d samples, %.2fs", len(grads), len(frames[split]), seconds)
-    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed, **extra,
+    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed, **extra, **adapter_choice(adapter),
             "fingerprint": fingerprint({"model": model_cfg, "seed": seed, "adapter": Path(adapter).stat().st_size})}
     save_gradients(out, grads, frames[split]["id"].tolist(), meta)
 
@@ -104,9 +119,17 @@ def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, o
     result = compute_influence(method, train, test, **params)
     seconds = time.perf_counter() - start
     meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
+            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}, **_gradient_choice(train_grads)}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(result))
     save_scores(out, dict(result), meta)
+
+
+def _gradient_choice(path: str) -> dict:
+    from inflbench.gradients import index_path
+
+    index = index_path(path)
+    meta = json.loads(index.read_text()) if index.is_file() else {}
+    return {k: meta[k] for k in ("best_epoch", "selection") if k in meta}
 
 
 def stage_model_scores(method: str, params: dict, model_cfg: dict, seed: int, device: str, adapter: str,
@@ -138,7 +161,8 @@ def stage_model_scores(method: str, params: dict, model_cfg: dict, seed: int, de
     result = spec.fn(model, batches["train"], batches[target_split], family.per_sample_loss, list(names), p)
     seconds = time.perf_counter() - start
     scores = {names[k]: v for k, v in result.items()}
-    meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+    meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+            **adapter_choice(adapter)}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
     save_scores(out, scores, meta)
 
@@ -182,13 +206,34 @@ def stage_detection(scores_path: str, train_split: str, points: int, out_curve: 
                "curve_area": float(np.trapezoid(curve["fraction_detected"], curve["fraction_inspected"])),
                "seconds": meta.get("seconds"), "peak_rss_mb": meta.get("peak_rss_mb"),
                "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(scores),
-               "n_flipped": int(flipped.sum())}
+               "n_flipped": int(flipped.sum()), **health_columns(meta)}
     Path(out_summary).write_text(json.dumps(summary, indent=1))
+
+
+def health_columns(meta: dict) -> dict:
+    """Convergence of the method and the fine-tune's kept epoch, as table columns (from a scores file's meta)."""
+    converged = bool(meta.get("meta.converged", True)) and not meta.get("meta.diverged", False)
+    return {"converged": converged, "convergence": meta.get("meta.convergence", ""),
+            "best_epoch": int(meta["best_epoch"]) if "best_epoch" in meta else None,
+            "selection": meta.get("selection", "")}
+
+
+def health_note(row) -> str:
+    """Why a table row's ranking is not to be trusted (empty when it is)."""
+    notes = []
+    if not row.get("converged", True):
+        notes.append(f"ranked on a flagged result: {row.get('convergence') or 'did not converge'}")
+    if row.get("best_epoch") == 0:
+        notes.append("scores of the untrained model (no epoch improved the validation loss)")
+    return "; ".join(notes)
 
 
 def stage_detection_table(summaries: list[str], out: str, provenance: dict) -> pd.DataFrame:
     frame = pd.DataFrame([json.loads(Path(p).read_text()) for p in summaries])
     frame = frame.sort_values(["task", "auc"], ascending=[True, False])
+    frame["note"] = [health_note(r) for r in frame.to_dict("records")]
+    for _, row in frame[frame["note"] != ""].iterrows():
+        log.warning("%s %s: %s", row["task"], row["method"], row["note"])
     write_table(frame, out, provenance)
     return frame
 

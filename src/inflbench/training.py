@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from inflbench.errors import ConfigError
 from inflbench.models import Batch, ModelFamily, iterate_batches, trainable_state
+
+
+class TrainingDiverged(ConfigError):
+    """A non-finite loss during fine-tuning; names the config key most likely at fault."""
 
 
 @dataclass(frozen=True)
@@ -82,20 +87,44 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
         return row
 
     curve = [record(0, math.nan, 0.0)]
+    _check_finite(curve[0]["val_loss"], "validation loss of the initial model", "model")
     best_loss, best_state = curve[0]["val_loss"], trainable_state(model)
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         model.train()
         total = 0.0
-        for batch in iterate_batches(train, args.batch_size, torch.randperm(n, generator=generator)):
+        for step, batch in enumerate(iterate_batches(train, args.batch_size, torch.randperm(n, generator=generator))):
             loss = family.per_sample_loss(model, on_device(batch)).mean()
+            value = loss.item()
+            _check_finite(value, f"training loss at epoch {epoch}, batch {step + 1}")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += loss.item() * next(iter(batch.values())).shape[0]
+            total += value * next(iter(batch.values())).shape[0]
         curve.append(record(epoch, total / n, time.perf_counter() - start))
+        _check_finite(curve[-1]["val_loss"], f"validation loss after epoch {epoch}")
         if curve[-1]["val_loss"] < best_loss:
             best_loss, best_state = curve[-1]["val_loss"], trainable_state(model)
     frame = pd.DataFrame(curve)
     frame["best"] = frame["val_loss"] == best_loss
+    frame["selection"] = ""
+    frame.loc[frame["best"].idxmax(), "selection"] = selection_reason(frame)
+    if int(frame.loc[frame["best"], "epoch"].iloc[0]) == 0:
+        log(f"WARNING: {selection_reason(frame)}")
     return best_state, frame
+
+
+def selection_reason(curve: pd.DataFrame) -> str:
+    """Why the kept checkpoint is the one it is (written to the curve, the adapter and the tables)."""
+    best = int(curve.loc[curve["best"], "epoch"].iloc[0])
+    last = int(curve["epoch"].max())
+    if best == 0:
+        return (f"epoch 0 of {last}: no fine-tuning epoch lowered the validation loss, so the untrained "
+                "model is kept")
+    return f"epoch {best} of {last}: lowest validation loss"
+
+
+def _check_finite(value: float, what: str, key: str = "train.lr") -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(key, f"the {what} is {value}; the fine-tune stopped (no checkpoint is written) -- "
+                               "lower the learning rate or check the data")

@@ -60,8 +60,11 @@ class GlueSource(DataSource):
             if self.local:
                 if not data_cfg.get("glue_dir"):
                     raise ConfigError("data.glue_dir", "must be set when data.source is 'glue_dir'")
-                for path in glue_files(data_cfg["glue_dir"], task).values():
-                    read_glue_tsv(path, task)  # parses every row: a malformed one fails here, before any job
+                sizes = data_cfg["sizes"]
+                need = {"train": sizes["train"] + sizes["val"], "dev": sizes["test"]}
+                for split, path in glue_files(data_cfg["glue_dir"], task).items():
+                    records = read_glue_tsv(path, task)  # parses every row: a malformed one fails here
+                    check_pool(np.array([r["label"] for r in records]), need[split], str(path))
 
     def load_pools(self, data_cfg, task, seed):
         raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
@@ -97,6 +100,16 @@ def check_sources(data_cfg: dict) -> None:
 
 def load_pools(data_cfg: dict, task: str, seed: int) -> tuple[list[dict], list[dict]]:
     return get_source(data_cfg["source"]).load_pools(data_cfg, task, seed)
+
+
+def check_pool(labels: np.ndarray, need: int, what: str) -> None:
+    """A pool to draw ``need`` samples from: large enough, and more than one class (else label flips and
+    detection scores are meaningless)."""
+    if need > len(labels):
+        raise DataError(f"{what}: asked for {need} samples but only {len(labels)} are available")
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise DataError(f"{what}: every row has label {classes[0]}; a classification task needs at least 2 classes")
 
 
 def _stratified_take(labels: np.ndarray, k: int, rng: np.random.Generator, what: str) -> np.ndarray:
@@ -148,6 +161,9 @@ def prepare_splits(data_cfg: dict, task: str, seed: int) -> dict[str, pd.DataFra
             "clean_label": np.array([r["label"] for r in records], dtype=np.int64),
         })
         frame["label"] = frame["clean_label"]
+        if data_cfg["noise_fraction"] > 0 and frame["clean_label"].nunique() < 2:
+            raise DataError(f"{task} {split} split: all {len(frame)} samples have label {frame['clean_label'].iloc[0]}; "
+                            "flipped labels need at least 2 classes per split (larger sizes or a balanced source)")
         if split == "train" and data_cfg["noise_fraction"] > 0:
             frame["label"] = flip_labels(frame["clean_label"].to_numpy(), data_cfg["noise_fraction"], num_classes, rng)
         frame["flipped"] = frame["label"] != frame["clean_label"]

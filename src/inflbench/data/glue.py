@@ -92,8 +92,22 @@ def read_glue_tsv(path: str | Path, task: str) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the official GLUE layout <glue_dir>/{task}/)")
+    try:
+        return _read_glue_rows(path, task, layout)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start:exc.end]!r}); "
+                            "save the file as UTF-8") from None
+        raise
+
+
+def _read_glue_rows(path: Path, task: str, layout: GlueLayout) -> list[dict]:
     records = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: a byte-order mark is not a header character
         rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         if layout.header:
             header = next(rows, None)

@@ -74,12 +74,19 @@ def sq_norms(x: Tensor) -> Tensor:
 
 
 def compute_dtype(choice: str, data: GradData) -> torch.dtype:
-    """``"auto"``: float64 if any input is float64, else float32."""
-    if choice == "float32":
-        return torch.float32
+    """``"auto"``: float64 if any input is float64 or float32 would under/overflow, else float32."""
+    from ._health import float32_unsafe_block
+
     if choice == "float64":
         return torch.float64
-    return data.input_dtype()
+    unsafe = float32_unsafe_block(data.train_sq, data.test_sq)
+    if choice == "float32":
+        if unsafe:
+            raise ValueError(f"parameter 'dtype': float32 cannot hold the products of block '{unsafe[0]}' (mean "
+                             f"squared gradient norm {unsafe[1]:.2g}); use dtype 'auto' or 'float64'")
+        return torch.float32
+    dt = data.input_dtype()
+    return torch.float64 if unsafe and dt == torch.float32 else dt
 
 
 def _rule(mean_sq: float, d: int) -> float:

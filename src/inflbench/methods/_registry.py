@@ -294,6 +294,9 @@ def compute_influence(method: str, train: Mapping[str, Tensor], test: Mapping[st
     n = next(iter(tr.values())).shape[0]
     m = next(iter(te.values())).shape[0]
     res = InfluenceResult(meta={"method": method, **p.as_meta(), **meta})
+    if res.meta.get("diverged"):
+        res.meta["converged"] = False
+        res.meta["convergence"] = res.meta.get("convergence") or f"diverged in {res.meta.get('diverged_blocks') or 'some blocks'}"
     for k, v in out.items():
         if tuple(v.shape) != (n, m):
             raise RuntimeError(f"method '{method}' returned shape {tuple(v.shape)} for '{k}', expected {(n, m)}")

@@ -48,7 +48,7 @@ class HyperInfParams(DampedParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check_int("iterations", self.iterations, 0)
+        check_int("iterations", self.iterations, 1)
         if not (isinstance(self.x0, str) and self.x0 == "safe"):
             check_pos_float("x0", self.x0)
         check_pos_float("tol", self.tol, allow_none=True)

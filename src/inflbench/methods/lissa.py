@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._common import GradData, block_damping, compute_dtype, damping_meta, groups
+from ._health import LISSA_TOL, LastChange, convergence_meta
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_int, check_pos_float, register
 from ..solvers import lissa_solve, sym_gram
 
@@ -45,7 +46,7 @@ class LissaParams(DampedParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check_int("depth", self.depth, 0)
+        check_int("depth", self.depth, 1)
         check_pos_float("scale", self.scale, allow_none=True)
         check_choice("variant", self.variant, ("correct", "published"))
         check_choice("dtype", self.dtype, DTYPES)
@@ -78,6 +79,7 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
     n, m = data.n, data.m
     out = InfluenceResult(meta=damping_meta(lams))
     diverged: list[str] = []
+    changes: dict[str, float] = {}  # relative change of the estimate in the last step
     scales: list[float] = []
     pending: dict[int, list] = {}  # side -> [(name, gram, rhs, nspace)]
     itemsize = torch.finfo(dt).bits // 8
@@ -93,6 +95,7 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
         fro = torch.linalg.matrix_norm(G, ord="fro")
         sc = torch.full_like(lam, p.scale) if p.scale is not None else fro + lam
         scales.extend(sc.tolist())
+        track = LastChange(p.depth, V / sc[:, None, None] if p.variant == "correct" else V, batch_dims=1)
         est, div = lissa_solve(
             lambda x: torch.bmm(G, x),
             V,
@@ -101,7 +104,9 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
             depth=p.depth,
             variant=p.variant,
             batch_dims=1,
+            callback=track,
         )
+        changes.update(zip(names, track.per_problem(len(names))))
         for i, (k, _, _, nspace) in enumerate(items):
             if bool(div[i]):
                 diverged.append(k)
@@ -118,9 +123,12 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
                 lam = lams[k]
                 s = float(p.scale)
                 scales.append(s)
+                track = LastChange(p.depth, te[i].T / s if p.variant == "correct" else te[i].T)
                 est, div = lissa_solve(
-                    lambda x: X.T @ (X @ x) / n, te[i].T, damping=lam, scale=s, depth=p.depth, variant=p.variant
+                    lambda x: X.T @ (X @ x) / n, te[i].T, damping=lam, scale=s, depth=p.depth, variant=p.variant,
+                    callback=track,
                 )
+                changes[k] = track.per_problem(1)[0]
                 if div:
                     diverged.append(k)
                 out[k] = (X @ est).neg()
@@ -143,4 +151,6 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
     out.meta["diverged_blocks"] = ",".join(k for k in data.names if k in set(diverged))
     out.meta["scale_min"] = min(scales)
     out.meta["scale_max"] = max(scales)
+    out.meta.update(convergence_meta({k: changes[k] for k in data.names}, LISSA_TOL, "last step change",
+                                     "raise depth (or check scale)"))
     return InfluenceResult({k: out[k] for k in data.names}, meta=out.meta)

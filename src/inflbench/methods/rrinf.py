@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._common import GradData, compute_dtype, damping_meta, joint_damping
+from ._health import RIDGE_TOL, convergence_meta, ridge_residual
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
 from ..solvers import rrinf_sgd
 
@@ -57,7 +58,7 @@ class RRInfParams(DampedParams):
     def __post_init__(self):
         check_damping(self.damping, allow_mapping=False)
         check_choice("sampling", self.sampling, SAMPLING)
-        check_int("iterations", self.iterations, 0)
+        check_int("iterations", self.iterations, 1)
         check_pos_float("lr", self.lr, upper=1.0)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)
@@ -95,4 +96,7 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
+    if p.variant == "correct":  # the published update has no fixed point at the ridge solution
+        residual = ridge_residual([data.train[k] for k in names], [data.test[k] for k in names], omega, float(lam))
+        out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "ridge residual", "raise iterations"))
     return out

@@ -34,6 +34,9 @@ def resolve_pretrained(name_or_path: str) -> str:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ConfigError("model.name_or_path", f"package {module_name!r} is not installed") from exc
+        if not callable(getattr(module, "get_model_path", None)):
+            raise ConfigError("model.name_or_path", f"package {module_name!r} is not a model package "
+                                                    "(it has no get_model_path())")
         return str(module.get_model_path())
     return name_or_path
 
