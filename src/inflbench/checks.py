@@ -132,8 +132,8 @@ def check_damping_blocks(cfg: dict, blocks: list[str] | None) -> None:
         if isinstance(damping, dict):
             unknown, missing = sorted(set(damping) - set(blocks)), sorted(set(blocks) - set(damping))
             if unknown or missing:
-                raise ConfigError(f"methods.{name}.damping", f"must cover exactly the model's blocks; unknown "
-                                  f"{unknown[:3]}, missing {missing[:3]} (blocks look like {blocks[:2]})")
+                raise ConfigError(f"methods.{name}.damping", f"must give exactly the model's {len(blocks)} blocks; "
+                                  f"unknown {unknown[:3]}, {len(missing)} missing (blocks look like {blocks[0]!r})")
 
 
 def dry_run_requested(argv: list[str]) -> bool:

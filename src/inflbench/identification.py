@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from inflbench.errors import ConfigError, DataError
+from inflbench.health import health_columns, health_note
 
 # --------------------------------------------------------------------------- metrics
 
@@ -132,7 +133,8 @@ def stage_identification(scores_path: str, train_split: str, test_split: str, ou
     summary = {"task": task, "method": method, "model": model_cfg.get("name_or_path"),
                "lora_r": model_cfg.get("lora", {}).get("r"), **summarise(points),
                "seconds": meta.get("seconds"), "peak_rss_mb": meta.get("peak_rss_mb"),
-               "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(train), "n_test": len(test),
+               "diverged": bool(meta.get("meta.diverged", False)), **health_columns(meta),
+               "n_train": len(train), "n_test": len(test),
                "n_classes": int(counts.size),
                "train_per_class": int(counts.iloc[0]) if counts.nunique() == 1 else None}
     Path(out_summary).parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +144,7 @@ def stage_identification(scores_path: str, train_split: str, test_split: str, ou
 
 TABLE_COLUMNS = ["task", "model", "method", "auc", "recall", "seconds", "auc_mean", "auc_std", "recall_mean",
                  "recall_std", "n_train", "n_test", "n_test_scored", "n_classes", "train_per_class", "lora_r",
-                 "peak_rss_mb", "diverged"]
+                 "peak_rss_mb", "diverged", "converged", "convergence", "note"]
 
 
 def identification_table(summaries: Iterable[dict]) -> pd.DataFrame:
@@ -151,6 +153,7 @@ def identification_table(summaries: Iterable[dict]) -> pd.DataFrame:
     frame["auc"] = [pct(m, s) for m, s in zip(frame["auc_mean"], frame["auc_std"])]
     frame["recall"] = [pct(m, s) for m, s in zip(frame["recall_mean"], frame["recall_std"])]
     order = {m: k for k, m in enumerate(dict.fromkeys(frame["method"]))}  # keep the config's method order
+    frame["note"] = [health_note(r) for r in frame.to_dict("records")]
     frame = frame.assign(_o=frame["method"].map(order)).sort_values(["task", "_o"], kind="stable").drop(columns="_o")
     return frame[[c for c in TABLE_COLUMNS if c in frame] + [c for c in frame if c not in TABLE_COLUMNS]]
 

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inflbench import data as data_mod
+from inflbench.health import health_columns, health_note
 from inflbench.gradients import (fingerprint, input_embedding, load_gradients, per_sample_gradients, present_tokens,
                                  save_gradients)
 from inflbench.metrics import detection_auc, detection_curve, detection_rate_at
@@ -208,24 +209,6 @@ def stage_detection(scores_path: str, train_split: str, points: int, out_curve: 
                "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(scores),
                "n_flipped": int(flipped.sum()), **health_columns(meta)}
     Path(out_summary).write_text(json.dumps(summary, indent=1))
-
-
-def health_columns(meta: dict) -> dict:
-    """Convergence of the method and the fine-tune's kept epoch, as table columns (from a scores file's meta)."""
-    converged = bool(meta.get("meta.converged", True)) and not meta.get("meta.diverged", False)
-    return {"converged": converged, "convergence": meta.get("meta.convergence", ""),
-            "best_epoch": int(meta["best_epoch"]) if "best_epoch" in meta else None,
-            "selection": meta.get("selection", "")}
-
-
-def health_note(row) -> str:
-    """Why a table row's ranking is not to be trusted (empty when it is)."""
-    notes = []
-    if not row.get("converged", True):
-        notes.append(f"ranked on a flagged result: {row.get('convergence') or 'did not converge'}")
-    if row.get("best_epoch") == 0:
-        notes.append("scores of the untrained model (no epoch improved the validation loss)")
-    return "; ".join(notes)
 
 
 def stage_detection_table(summaries: list[str], out: str, provenance: dict) -> pd.DataFrame:

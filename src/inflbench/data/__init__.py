@@ -60,15 +60,19 @@ class GlueSource(DataSource):
             if self.local:
                 if not data_cfg.get("glue_dir"):
                     raise ConfigError("data.glue_dir", "must be set when data.source is 'glue_dir'")
-                sizes = data_cfg["sizes"]
-                need = {"train": sizes["train"] + sizes["val"], "dev": sizes["test"]}
-                for split, path in glue_files(data_cfg["glue_dir"], task).items():
-                    records = read_glue_tsv(path, task)  # parses every row: a malformed one fails here
-                    check_pool(np.array([r["label"] for r in records]), need[split], str(path))
+                self._pools(data_cfg, task)  # parses every row: a malformed one fails here, before any job
+
+    def _pools(self, data_cfg, task):
+        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
+        sizes = data_cfg["sizes"]
+        need = {"train": sizes["train"] + sizes["val"], "dev": sizes["test"]}
+        where = glue_files(data_cfg["glue_dir"], task) if self.local else {k: f"GLUE {task} {k} (hub)" for k in need}
+        for split, records in raw.items():
+            check_pool(np.array([r["label"] for r in records]), need[split], str(where[split]))
+        return raw["train"], raw["dev"]
 
     def load_pools(self, data_cfg, task, seed):
-        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
-        return raw["train"], raw["dev"]
+        return self._pools(data_cfg, task)
 
 
 from inflbench.data.digits import DigitsSource, DreamBoothSource, StyleSource  # noqa: E402  (identification, #6)
