@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inflbench.identification import class_detection, identification_table, pct, roc_auc, summarise
+from inflbench.studies.identification.grid import class_detection, identification_table, pct, roc_auc, summarise
 
 
 def test_hand_computed_example():

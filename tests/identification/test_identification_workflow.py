@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from idtools import ROOT, needs_diffusers, profile
-from inflbench import pipeline
+from inflbench import stages
 from inflbench.config import validate_config
 from inflbench.errors import ConfigError
-from inflbench.identification import GRIDS, load_grid, share_upstream, stage_identification, \
+from inflbench.studies.identification.grid import GRIDS, load_grid, share_upstream, stage_identification, \
     stage_identification_figure, stage_identification_table
 from inflbench.paths import Layout
 
@@ -115,7 +115,7 @@ def test_grid_files_and_sharing(tmp_path):
 
 
 def test_grid_table_layout(tmp_path):
-    from inflbench.identification import grid_figure, grid_table
+    from inflbench.studies.identification.grid import grid_figure, grid_table
 
     rows = [{"setting": s, "task": "digits", "method": m, "auc": "x", "recall": "y", "seconds": 1.0, "auc_mean": a,
              "auc_std": 0.1, "recall_mean": a - 0.2, "recall_std": 0.05, "model": "tiny:unet"}
@@ -130,7 +130,7 @@ def test_grid_table_layout(tmp_path):
 
 def test_grid_bad_setting_fails_before_any_run(tmp_path):
     from inflbench.errors import InputError
-    from inflbench.identification import run_grid
+    from inflbench.studies.identification.grid import run_grid
 
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"method": "rrinf", "settings": {
         "ok": {"methods": {"rrinf": {"sampling": "minibatch", "batch_size": 8}}},
@@ -168,7 +168,7 @@ def test_snakemake_end_to_end(tmp_path, name):
 @pytest.mark.skipif(not WIRED, reason="the Snakefile does not include rules/identification.smk yet")
 def test_grid_driver_dry_run(tmp_path):
     needs_diffusers()
-    from inflbench.identification import run_grid
+    from inflbench.studies.identification.grid import run_grid
 
     run_grid([str(ROOT / "configs" / "ablation-rrinf-sampling.yaml")], "ablation-rrinf-sampling", str(tmp_path),
              only=["layer", "mb64"], dry_run=True, snakemake_args=["--directory", str(tmp_path), "-q"])

@@ -10,8 +10,8 @@ import torch
 from common import ROOT
 from inflbench.config import load_config_file, validate_config
 from inflbench.errors import ConfigError
-from inflbench.layers.stages import keep_mask, selectors, stage_ensemble, stage_mask
-from inflbench.pipeline import save_scores
+from inflbench.studies.layer_choice.stages import keep_mask, selectors, stage_ensemble, stage_mask
+from inflbench.stages import save_scores
 
 BLOCKS = ["bert.encoder.layer.0.attention.self.query.lora_A", "bert.encoder.layer.1.attention.self.value.lora_B",
           "classifier"]

@@ -12,7 +12,7 @@ from common import MINILM, randomize_lora_b
 from inflbench.methods import compute_influence
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.models import get_family, trainable_state
-from inflbench.pipeline import read_scores_meta, stage_gradients, stage_model_scores
+from inflbench.stages import read_scores_meta, stage_gradients, stage_model_scores
 from tolerances import TOL
 
 pytestmark = [

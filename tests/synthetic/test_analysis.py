@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inflbench.synthetic import analysis
-from inflbench.synthetic.config import validate_config
-from inflbench.synthetic.runner import COLUMNS
+from inflbench.studies.synthetic import analysis
+from inflbench.studies.synthetic.config import validate_config
+from inflbench.studies.synthetic.runner import COLUMNS
 
 CFG = validate_config({"dims": [64, 128], "n_samples": [20, 400], "distributions": ["normal_0_1"], "seeds": [0, 1],
                        "iterations": 10, "table": {"iteration": 5},

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from inflbench.errors import ConfigError
-from inflbench.synthetic.config import DEFAULTS, cell_params, is_known_solver, sor_omega, validate_config
+from inflbench.studies.synthetic.config import DEFAULTS, cell_params, is_known_solver, sor_omega, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

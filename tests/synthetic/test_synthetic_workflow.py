@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from inflbench.synthetic import paths
-from inflbench.synthetic.config import CLOSED_FORM_SOLVERS, validate_config
-from inflbench.synthetic.runner import COLUMNS
+from inflbench.studies.synthetic import paths
+from inflbench.studies.synthetic.config import CLOSED_FORM_SOLVERS, validate_config
+from inflbench.studies.synthetic.runner import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = ROOT / "tests" / "synthetic" / "Snakefile.standalone"
