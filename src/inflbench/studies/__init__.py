@@ -51,23 +51,24 @@ EXPERIMENTS = {"mislabeled_detection": "detection", "influential_data": "identif
 
 @section_check("studies")
 def resolve_switches(cfg: dict) -> None:
-    """Resolve ``detection.enabled`` / ``identification.enabled`` (null = from the older ``experiment`` key)
-    and set ``experiment`` to the enabled one. The two score against different splits (val vs test), so one
-    run enables at most one of them."""
-    det, ide = cfg["detection"]["enabled"], cfg["identification"]["enabled"]
-    if det is None and ide is None:
-        det = EXPERIMENTS[cfg["experiment"]] == "detection"
-        ide = not det
-    elif det is None:
-        det = not ide
-    elif ide is None:
-        ide = not det
+    """Resolve ``detection.enabled`` / ``identification.enabled``: null = from the older ``experiment`` key;
+    without it identification is off and detection on unless identification is enabled. The two score
+    against different splits (val vs test), so one run enables at most one of them. Afterwards
+    ``experiment`` names the enabled one (``mislabeled_detection`` when neither is)."""
+    det, ide, exp = cfg["detection"]["enabled"], cfg["identification"]["enabled"], cfg["experiment"]
+    if exp is not None:
+        named = EXPERIMENTS[exp]
+        if (named == "detection" and det is False) or (named == "identification" and ide is False):
+            raise ConfigError(f"{named}.enabled", f"false, but experiment: {exp} asks for this study")
+        det = (named == "detection") if det is None else det
+        ide = (named == "identification") if ide is None else ide
+    ide = bool(ide)
+    det = (not ide) if det is None else det
     if det and ide:
         raise ConfigError("identification.enabled", "detection and identification score against different "
                           "splits (validation vs test); enable one of them per run")
     cfg["detection"]["enabled"], cfg["identification"]["enabled"] = bool(det), bool(ide)
-    if det or ide:
-        cfg["experiment"] = "mislabeled_detection" if det else "influential_data"
+    cfg["experiment"] = "influential_data" if ide else "mislabeled_detection"
 
 
 def enabled_studies(cfg: dict) -> list[str]:
