@@ -65,7 +65,7 @@ CONFIGS: list[tuple[str, str, dict]] = [
     ("exact_joint", "exact_joint", {}),
 ]
 
-# targets of issue #3 at n_train=900 / n_test=100 (seconds)
+# speed targets at n_train=900 / n_test=100 (seconds)
 TARGETS = {
     "tracin": 0.1,
     "datainf": 0.7,
