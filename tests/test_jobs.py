@@ -61,9 +61,8 @@ def test_bad_input_is_one_line_and_outputs_are_removed(tmp_path):
     assert "stdout line 7" in text and "Traceback" in text and "ConfigError" in text
 
 
-@pytest.mark.parametrize("kind", ["bug"])
-def test_other_errors_name_the_type_and_the_log(tmp_path, kind):
-    proc, out, log = _run(tmp_path, kind)
+def test_other_errors_name_the_type_and_the_log(tmp_path):
+    proc, out, log = _run(tmp_path, "bug")
     assert proc.returncode == 1 and "after the call" not in proc.stdout
     assert proc.stderr.splitlines() == [f"inflbench: KeyError: 'missing' (see {log})"]
     assert not out.exists()
