@@ -123,8 +123,13 @@ def check_device(cfg: dict, planning_only: bool = False) -> None:
         raise ConfigError("device", f"cuda, but {why}; use device: auto or cpu here")
 
 
-def check_damping_blocks(cfg: dict, blocks: list[str] | None) -> None:
+def check_damping_blocks(cfg: dict) -> None:
     """A per-block damping mapping must name exactly the model's blocks (found out now, not in the job)."""
+    if not any(isinstance((p or {}).get("damping"), dict) for p in cfg["methods"].values()):
+        return
+    from inflbench.studies.layer_choice import model_block_names
+
+    blocks = model_block_names(cfg["model"], bool(cfg["gradients"].get("word_embeddings")))
     if blocks is None:
         return
     for name, params in cfg["methods"].items():

@@ -56,17 +56,24 @@ def test_byte_order_mark_is_read(tmp_path):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_data_stage_refuses_with_one_line_and_writes_nothing(tmp_path, case):
-    from inflbench.pipeline import stage_prepare_data
+def test_data_stage_job_refuses_with_one_line_and_writes_nothing(tmp_path, capfd, case):
+    """Through the job entry point: the traceback goes to the job's log, one line to the terminal."""
+    from inflbench.jobs import call
+    from inflbench.stages import stage_prepare_data
 
     train, dev, fragments = CASES[case]
     outputs = {s: str(tmp_path / "out" / f"{s}.csv") for s in ("train", "val", "test")}
-    with pytest.raises(DataError) as info:
-        stage_prepare_data(_overlay(_glue(tmp_path, train, dev))["data"], "SST-2", 0, outputs)
-    assert "\n" not in str(info.value)
+    params = {"data": _overlay(_glue(tmp_path, train, dev))["data"], "task": "SST-2", "seed": 0}
+    log = tmp_path / "logs" / "prepare_data.log"
+    with pytest.raises(SystemExit) as info:
+        call(stage_prepare_data, {}, outputs, params, log)
+    assert info.value.code == 1
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("inflbench: invalid input: "), lines
     for fragment in fragments:
-        assert fragment in str(info.value)
-    assert not (tmp_path / "out").exists()
+        assert fragment in lines[0]
+    assert "Traceback" in log.read_text() and "DataError" in log.read_text()
+    assert not any((tmp_path / "out").glob("*"))
 
 
 def test_a_split_drawn_with_one_class_is_refused_by_the_data_stage(tmp_path):

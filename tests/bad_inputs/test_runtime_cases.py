@@ -135,3 +135,21 @@ def test_flags_reach_the_table_note():
     assert note.startswith("ranked on a flagged result: not converged: final residual 5.66")
     assert "untrained model" in note
     assert health_note(health_columns({"meta.converged": True, "best_epoch": "3"})) == ""
+
+
+def test_diverging_fine_tune_job_leaves_one_line_a_logged_traceback_and_no_outputs(tmp_path, capfd):
+    """Through the job entry point, as the finetune rule runs it."""
+    from inflbench.jobs import call
+
+    def stage(inputs, outputs, params):
+        (tmp_path / "adapter.safetensors").write_text("partial")  # as if a previous write had happened
+        _train(params["lr"])
+
+    log = tmp_path / "logs" / "finetune.log"
+    with pytest.raises(SystemExit):
+        call(stage, {}, {"adapter": str(tmp_path / "adapter.safetensors")}, {"lr": 3e37}, log)
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("inflbench: invalid input: config key 'train.lr': the training "
+                                                   "loss at epoch"), lines
+    assert "Traceback" in log.read_text() and "TrainingDiverged" in log.read_text()
+    assert not (tmp_path / "adapter.safetensors").exists()
