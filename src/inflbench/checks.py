@@ -145,32 +145,3 @@ def dry_run_requested(argv: list[str]) -> bool:
     """Whether the Snakemake command line asks for a dry run (``-n``, ``-np``, ``--dry-run``, ``--dryrun``)."""
     return any(a in ("--dry-run", "--dryrun") or (a.startswith("-") and not a.startswith("--") and a[1:].isalpha()
                                                     and "n" in a[1:]) for a in argv[1:])
-
-
-def check_model_path(name_or_path: str) -> None:
-    """A local model folder must exist and hold a config; hub ids are left to the family check."""
-    from inflbench.models import resolve_pretrained
-
-    if name_or_path.startswith("tiny:"):
-        return
-    path = Path(resolve_pretrained(name_or_path)).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError("model.name_or_path", f"{path} is not a folder")
-        if not any((path / f).is_file() for f in ("config.json", "model_index.json", "unet/config.json")):
-            raise ConfigError("model.name_or_path", f"{path} holds no config.json (not a model folder)")
-        return
-    if _looks_local(str(path)) or name_or_path.startswith("pkg:"):
-        raise ConfigError("model.name_or_path", f"folder {path} does not exist")
-
-
-def _looks_local(name: str) -> bool:
-    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
-        return True
-    try:
-        from huggingface_hub.utils import validate_repo_id
-
-        validate_repo_id(name)
-    except ValueError:
-        return True
-    return False

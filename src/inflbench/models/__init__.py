@@ -12,8 +12,8 @@ import importlib
 
 from inflbench.errors import ConfigError
 from inflbench.schemas import section_check
-from inflbench.models.base import (Batch, ModelFamily, iterate_batches, load_trainable, pick_device,
-                                   resolve_pretrained, trainable_state)
+from inflbench.models.base import (Batch, ModelFamily, check_model_path, iterate_batches, load_trainable,
+                                   pick_device, resolve_pretrained, trainable_state)
 
 # family name -> "module:Class"; modules are imported lazily so optional dependencies stay optional
 FAMILIES: dict[str, str] = {
@@ -41,7 +41,6 @@ def check_model(cfg: dict) -> None:
     """The ``model`` section: a registered family, the family's own checks (``ModelFamily.check``), and no
     model-based method (kronfluence scores model rows) for a family with several rows per sample."""
     from inflbench import methods
-    from inflbench.checks import check_model_path
 
     family = get_family(cfg["model"])
     check_model_path(cfg["model"]["name_or_path"])
