@@ -70,31 +70,12 @@ def split_paths(paths: dict) -> dict[str, str]:
 # ---------------------------------------------------------------- adapters
 
 
-def save_adapter(path: str | Path, state: dict, provenance: dict, best_epoch: int, selection: str = "") -> None:
-    """Trainable parameters of the kept checkpoint; metadata: provenance, the kept epoch and why."""
+def save_adapter(path: str | Path, state: dict, provenance: dict, best_epoch: int) -> None:
     from safetensors.torch import save_file
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path),
-              metadata={"inflbench": json.dumps(provenance), "best_epoch": str(int(best_epoch)),
-                        "selection": selection})
-
-
-#: metadata keys that travel adapter -> gradient index -> scores -> tables (which checkpoint, and why)
-CHECKPOINT_KEYS = ("best_epoch", "selection")
-
-
-def checkpoint_choice(path: str | Path) -> dict[str, str]:
-    """The kept epoch and its reason, from an adapter or a gradient file (via its index)."""
-    from safetensors import safe_open
-
-    index = gradient_index_path(path)
-    if index.is_file():
-        meta = json.loads(index.read_text())
-    else:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-    return {k: meta[k] for k in CHECKPOINT_KEYS if k in meta}
+              metadata={"inflbench": json.dumps(provenance), "best_epoch": str(int(best_epoch))})
 
 
 def load_adapter(path: str | Path) -> dict:

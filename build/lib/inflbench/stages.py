@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 
 from inflbench import data as data_mod
-from inflbench.artifacts import (checkpoint_choice, load_adapter, load_gradients, read_split, save_adapter, save_gradients, save_scores,
+from inflbench.artifacts import (load_adapter, load_gradients, read_split, save_adapter, save_gradients, save_scores,
                                  split_paths, write_table)
 from inflbench.gradients import fingerprint, input_embedding, per_sample_gradients, present_tokens
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
-from inflbench.training import TrainArgs, finetune, predictions, selection_reason
+from inflbench.training import TrainArgs, finetune, predictions
 
 log = logging.getLogger("inflbench")
 
@@ -55,8 +55,7 @@ def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
     state, curve = finetune(family, model, encoded["train"], encoded["val"], args, dev,
                             test=encoded.get("test"), log=log.info)
     provenance = {"model": model_cfg, "train": train_cfg, "seed": seed}
-    save_adapter(outputs["adapter"], state, provenance, curve.loc[curve["best"], "epoch"].iloc[0],
-                 selection_reason(curve))
+    save_adapter(outputs["adapter"], state, provenance, curve.loc[curve["best"], "epoch"].iloc[0])
     write_table(curve, outputs["curve"], provenance)
     load_trainable(model, state)
     model.to(dev)
@@ -91,7 +90,7 @@ def stage_gradients(inputs: dict, outputs: dict, params: dict) -> None:
                                  dtype=getattr(torch, grad_cfg["dtype"]), word_embeddings=tokens)
     seconds = time.perf_counter() - start
     log.info("%d blocks, %d samples, %.2fs", len(grads), len(frames[split]), seconds)
-    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed, **extra, **checkpoint_choice(adapter),
+    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed, **extra,
             "fingerprint": fingerprint({"model": model_cfg, "seed": seed, "adapter": Path(adapter).stat().st_size})}
     save_gradients(outputs["grads"], grads, frames[split]["id"].tolist(), meta)
 
@@ -111,7 +110,7 @@ def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:
     result = compute_influence(method, train, test, **method_params)
     seconds = time.perf_counter() - start
     meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}, **checkpoint_choice(inputs["train"])}
+            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(result))
     save_scores(outputs["scores"], dict(result), meta)
 
@@ -150,7 +149,6 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     result = spec.fn(model, batches["train"], batches[target_split], family.per_sample_loss, list(names), p)
     seconds = time.perf_counter() - start
     scores = {names[k]: v for k, v in result.items()}
-    meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            **checkpoint_choice(inputs["adapter"])}
+    meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
     save_scores(outputs["scores"], scores, meta)

@@ -1,7 +1,7 @@
 """GLUE readers: the official TSV layout (`glue_dir`) and the Hugging Face hub (`hub`).
 
 Every task is reduced to records ``{"text_a", "text_b", "label"}`` with integer labels.
-MNLI keeps only entailment (0) and neutral (1); STS-B scores are thresholded at 3 (layer-choice paper, App. A).
+MNLI keeps only entailment (0) and neutral (1); STS-B scores are thresholded at 3 (seed 003, App. A).
 """
 
 from __future__ import annotations
@@ -93,22 +93,8 @@ def read_glue_tsv(path: str | Path, task: str) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the official GLUE layout <glue_dir>/{task}/)")
-    try:
-        return _read_glue_rows(path, task, layout)
-    except UnicodeDecodeError:
-        raw = path.read_bytes()
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw.count(b"\n", 0, exc.start) + 1
-            raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start:exc.end]!r}); "
-                            "save the file as UTF-8") from None
-        raise
-
-
-def _read_glue_rows(path: Path, task: str, layout: GlueLayout) -> list[dict]:
     records = []
-    with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: a byte-order mark is not a header character
+    with path.open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         if layout.header:
             header = next(rows, None)
@@ -187,21 +173,12 @@ class GlueSource(DataSource):
             if self.local:
                 if not data_cfg.get("glue_dir"):
                     raise ConfigError("data.glue_dir", "must be set when data.source is 'glue_dir'")
-                self._pools(data_cfg, task)  # parses every row: a malformed one fails here, before any job
-
-    def _pools(self, data_cfg, task):
-        from inflbench.data.splits import check_pool
-
-        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
-        sizes = data_cfg["sizes"]
-        need = {"train": sizes["train"] + sizes["val"], "dev": sizes["test"]}
-        where = glue_files(data_cfg["glue_dir"], task) if self.local else {k: f"GLUE {task} {k} (hub)" for k in need}
-        for split, records in raw.items():
-            check_pool([r["label"] for r in records], need[split], str(where[split]))
-        return raw["train"], raw["dev"]
+                for path in glue_files(data_cfg["glue_dir"], task).values():
+                    read_glue_tsv(path, task)  # parses every row: a malformed one fails here, before any job
 
     def load_pools(self, data_cfg, task, seed):
-        return self._pools(data_cfg, task)
+        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
+        return raw["train"], raw["dev"]
 
 
 register_source("glue_dir", local=True)(GlueSource)

@@ -13,16 +13,6 @@ from inflbench.data.base import load_pools
 from inflbench.errors import DataError
 
 
-def check_pool(labels, need: int, what: str) -> None:
-    """A pool to draw ``need`` samples from: large enough, and more than one class (else label flips and
-    detection scores are meaningless)."""
-    if need > len(labels):
-        raise DataError(f"{what}: asked for {need} samples but only {len(labels)} are available")
-    classes = np.unique(np.asarray(labels))
-    if len(classes) < 2:
-        raise DataError(f"{what}: every row has label {classes[0]}; a classification task needs at least 2 classes")
-
-
 def _stratified_take(labels: np.ndarray, k: int, rng: np.random.Generator, what: str) -> np.ndarray:
     """Indices of ``k`` items with class proportions as in ``labels`` (largest remainder)."""
     if k > len(labels):
@@ -72,9 +62,6 @@ def prepare_splits(data_cfg: dict, task: str, seed: int) -> dict[str, pd.DataFra
             "clean_label": np.array([r["label"] for r in records], dtype=np.int64),
         })
         frame["label"] = frame["clean_label"]
-        if data_cfg["noise_fraction"] > 0 and frame["clean_label"].nunique() < 2:
-            raise DataError(f"{task} {split} split: all {len(frame)} samples have label {frame['clean_label'].iloc[0]}; "
-                            "flipped labels need at least 2 classes per split (larger sizes or a balanced source)")
         if split == "train" and data_cfg["noise_fraction"] > 0:
             frame["label"] = flip_labels(frame["clean_label"].to_numpy(), data_cfg["noise_fraction"], num_classes, rng)
         frame["flipped"] = frame["label"] != frame["clean_label"]

@@ -52,10 +52,7 @@ def schulz_solve(G: Tensor, lam: Tensor, V: Tensor, *, iterations: int, x0, tol:
 
 
 def meta_from(resids: list[Tensor], names: list[list[str]], done: list[int]) -> dict:
-    """Diverged = final residual non-finite or larger than the initial one (cannot happen with a safe X0);
-    not converged = the final residual bound still above ``SCHULZ_TOL`` (e.g. a tiny X0 that never moves)."""
-    from ._health import SCHULZ_TOL, convergence_meta
-
+    """Diverged = final residual non-finite or larger than the initial one (cannot happen with a safe X0)."""
     allr = torch.cat([x.reshape(-1, 3).to(torch.float64) for x in resids])
     r0, last, r = allr[:, 0], allr[:, 1], allr[:, 2]
     flat = [k for ks in names for k in ks]
@@ -66,6 +63,4 @@ def meta_from(resids: list[Tensor], names: list[list[str]], done: list[int]) -> 
         "schulz_iterations_run": float(max(done)) if done else 0.0,
         "diverged": bool(bad),
         "diverged_blocks": ",".join(bad),
-        **convergence_meta(dict(zip(flat, r.tolist())), SCHULZ_TOL, "final residual",
-                           "raise iterations or use x0: safe"),
     }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 import torch
 from torch import nn
@@ -11,9 +9,6 @@ from torch.nn import functional as F
 
 from inflbench.errors import ConfigError
 from inflbench.models.base import Batch, ModelFamily, resolve_pretrained
-
-
-log = logging.getLogger("inflbench")
 
 
 class SequenceClassification(ModelFamily):
@@ -25,23 +20,6 @@ class SequenceClassification(ModelFamily):
         if not hasattr(self, "_tok"):
             self._tok = AutoTokenizer.from_pretrained(resolve_pretrained(self.cfg["name_or_path"]))
         return self._tok
-
-    def check(self, cfg: dict) -> None:
-        """Pre-run: the LoRA targets exist, read from the model's config on the meta device (no weights)."""
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
-        from inflbench.models.causal_lm import check_lora_targets
-
-        name = cfg["model"]["name_or_path"]
-        try:
-            config = AutoConfig.from_pretrained(resolve_pretrained(name), num_labels=2)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot fetch the config of %s (%s); LoRA targets are checked when the model is built",
-                        name, str(exc).splitlines()[0])
-            return
-        with torch.device("meta"):
-            skeleton = AutoModelForSequenceClassification.from_config(config)
-        check_lora_targets(skeleton, list(cfg["model"]["lora"]["target_modules"]), name)
 
     def build(self, seed: int) -> nn.Module:
         from peft import LoraConfig, TaskType, get_peft_model

@@ -6,17 +6,13 @@ Stages: ``stage_detection`` (curve + summary of one method), ``stage_detection_t
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from inflbench.artifacts import read_json, read_scores_meta, read_split, train_sample_scores, write_json, write_table
-from inflbench.health import health_columns, health_note
 from inflbench.metrics import detection_auc, detection_curve, detection_rate_at
-
-log = logging.getLogger("inflbench")
 
 
 def stage_detection(inputs: dict, outputs: dict, params: dict) -> None:
@@ -34,7 +30,7 @@ def stage_detection(inputs: dict, outputs: dict, params: dict) -> None:
                "curve_area": float(np.trapezoid(curve["fraction_detected"], curve["fraction_inspected"])),
                "seconds": meta.get("seconds"), "peak_rss_mb": meta.get("peak_rss_mb"),
                "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(scores),
-               "n_flipped": int(flipped.sum()), **health_columns(meta)}
+               "n_flipped": int(flipped.sum())}
     write_json(summary, outputs["summary"])
 
 
@@ -42,9 +38,6 @@ def stage_detection_table(inputs: dict, outputs: dict, params: dict) -> pd.DataF
     """inputs summaries; params config (provenance) -> outputs table."""
     frame = pd.DataFrame([read_json(p) for p in inputs["summaries"]])
     frame = frame.sort_values(["task", "auc"], ascending=[True, False])
-    frame["note"] = [health_note(r) for r in frame.to_dict("records")]
-    for row in frame[frame["note"] != ""].to_dict("records"):
-        log.warning("%s %s: %s", row["task"], row["method"], row["note"])
     write_table(frame, outputs["table"], dict(params["config"]))
     return frame
 
