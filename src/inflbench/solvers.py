@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -57,10 +57,14 @@ PUBLISHED_HYPERINF_X0 = 5e-5
 _SMALL_OP_FLOPS = 2e7
 
 
+#: ... unless they stream at least this many bytes (memory-bound products gain from every core).
+_SMALL_OP_BYTES = 2 << 20
+
+
 @contextmanager
-def _threads_for(flops_per_op: float) -> Iterator[None]:
+def _threads_for(flops_per_op: float, bytes_per_op: float = 0.0) -> Iterator[None]:
     """Temporarily use one intra-op thread for loops of small operations."""
-    if flops_per_op >= _SMALL_OP_FLOPS or torch.get_num_threads() == 1:
+    if flops_per_op >= _SMALL_OP_FLOPS or bytes_per_op >= _SMALL_OP_BYTES or torch.get_num_threads() == 1:
         yield
         return
     prev = torch.get_num_threads()
@@ -446,6 +450,7 @@ def rrinf_sgd(
     target_scale: float = 1.0,
     callback: Callable[[int, Tensor], None] | None = None,
     stats: dict | None = None,
+    grams: Mapping[int, Callable[[], Tensor]] | None = None,
 ) -> Tensor:
     """RRInf normalised SGD (eq. (5), Remark 2) on the multi-target ridge problem.
 
@@ -491,25 +496,31 @@ def rrinf_sgd(
     from the rows directly. ``target_scale`` multiplies the targets on the fly
     (pass test gradients and ``-n`` to avoid a scaled copy). callback(k, Omega_k)
     after each step. If ``stats`` is a dict it receives ``touched_fraction``
-    (share of parameter rows used by at least one step). Returns ``Omega``
-    (n, C) in ``dtype``.
+    (share of parameter rows used by at least one step). ``grams``: block index ->
+    loader of a known ``Phi_b^T Phi_b`` (n x n); used by the correct variant's layer / full
+    modes at no formation cost. Returns ``Omega`` (n, C) in ``dtype``.
     """
+    C0 = max(1, target_blocks[0].shape[0] if target_blocks else 1)
+    n0 = train_blocks[0].shape[0] if train_blocks else 1
+    per_bytes = 0.0
     if sampling in ("neuron", "minibatch"):
-        per_op = 4.0 * batch_size * (train_blocks[0].shape[0] if train_blocks else 1) * max(1, target_blocks[0].shape[0] if target_blocks else 1)
+        per_op = 4.0 * batch_size * n0 * C0
     else:
-        n0 = train_blocks[0].shape[0] if train_blocks else 1
-        per_op = 2.0 * n0 * n0 * max(1, target_blocks[0].shape[0] if target_blocks else 1)
-    with _threads_for(per_op):
+        per_op = 2.0 * n0 * n0 * C0
+        # a step streams a cached n x n Gram or (uncached) the block itself twice
+        d0 = min((t[0].numel() for t in train_blocks), default=1)
+        per_bytes = 4.0 * n0 * min(n0, 2 * d0)
+    with _threads_for(per_op, per_bytes):
         return _rrinf_sgd_impl(
             train_blocks, target_blocks, damping=damping, iterations=iterations, lr=lr, sampling=sampling,
             batch_size=batch_size, seed=seed, variant=variant, dtype=dtype, gram_cache_bytes=gram_cache_bytes,
-            target_scale=target_scale, callback=callback, stats=stats,
+            target_scale=target_scale, callback=callback, stats=stats, grams=grams,
         )
 
 
 def _rrinf_sgd_impl(
     train_blocks, target_blocks, *, damping, iterations, lr, sampling, batch_size, seed, variant, dtype,
-    gram_cache_bytes, target_scale, callback, stats,
+    gram_cache_bytes, target_scale, callback, stats, grams=None,
 ) -> Tensor:
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
@@ -600,12 +611,14 @@ def _rrinf_sgd_impl(
     cache_used = 0
     gram_bytes = n * n * torch.finfo(dtype).bits // 8
 
+    known = dict(grams) if grams is not None and variant == "correct" else {}
     # cache a block's Gram only when its expected visits make it cheaper than row-wise steps
+    # (a known Gram costs nothing to form)
     if sampling == "layer":
         p_visit = (src.block_sq / src.block_sq.sum()).tolist() if variant == "correct" else [1.0 / nb] * nb
         worth = [
             iterations * p_visit[b] * (4.0 * n * src.sizes[b] * C - 2.0 * n * n * C)
-            > 1.25 * n * n * src.sizes[b] + 2.0 * n * src.sizes[b] * C
+            > (0.0 if b in known else 1.25 * n * n * src.sizes[b]) + 2.0 * n * src.sizes[b] * C
             for b in range(nb)
         ]
     else:
@@ -626,7 +639,8 @@ def _rrinf_sgd_impl(
             Xs = X * w.sqrt()
             terms = (sym_gram(Xs), ((X * w) @ Yb.T) * src.tscale)
         else:
-            terms = (sym_gram(X), (X @ Yb.T) * src.tscale)
+            K = known[b]().to(dtype) if b in known else sym_gram(X)
+            terms = (K, (X @ Yb.T) * src.tscale)
         cache[b] = terms
         cache_used += gram_bytes
         return terms
@@ -665,7 +679,7 @@ def _rrinf_sgd_impl(
     # full gradient descent: sum over all blocks; cache the summed Gram when it pays off
     K_all = None
     direct_cost = iterations * 4 * n * d * C
-    gram_cost = n * n * d + 2 * n * C * (d + n * iterations)
+    gram_cost = n * n * (d - sum(src.sizes[b] for b in known)) + 2 * n * C * (d + n * iterations)
     if iterations > 0 and gram_cost < direct_cost:
         K_all = torch.zeros(n, n, dtype=dtype)
         PY_all = torch.zeros(n, C, dtype=dtype)
@@ -678,7 +692,10 @@ def _rrinf_sgd_impl(
                 Xw = X * w
             else:
                 Xw = X
-            K_all += sym_gram(X * w.sqrt()) if variant == "published" else sym_gram(X)
+            if variant == "published":
+                K_all += sym_gram(X * w.sqrt())
+            else:
+                K_all += known[b]().to(dtype) if b in known else sym_gram(X)
             PY_all += (Xw @ Yb.T) * src.tscale
     norm = src.fro_sq if variant == "correct" else d
     for k in range(1, iterations + 1):

@@ -51,6 +51,19 @@ def schulz_solve(G: Tensor, lam: Tensor, V: Tensor, *, iterations: int, x0, tol:
     return X @ V, torch.stack([r0, resid, resid], -1), iterations
 
 
+def gfim_solve(G: Tensor, lam: Tensor, V: Tensor, solver: str, **schulz) -> tuple[Tensor, Tensor, int]:
+    """:func:`schulz_solve`, or with ``solver="direct"`` the inverse it converges to: a float64
+    Cholesky solve of ``(G + lam I) W = V`` (residuals reported as 0, no iterations)."""
+    if solver != "direct":
+        return schulz_solve(G, lam, V, **schulz)
+    from ._exact import _chol_solve
+
+    A = G.to(torch.float64, copy=True)
+    A.diagonal(dim1=-2, dim2=-1).add_(lam.to(torch.float64).reshape(-1, 1))
+    W = _chol_solve(A, V.to(torch.float64)).to(G.dtype)
+    return W, torch.zeros(G.shape[0], 3, dtype=torch.float64), 0
+
+
 def meta_from(resids: list[Tensor], names: list[list[str]], done: list[int]) -> dict:
     """Diverged = final residual non-finite or larger than the initial one (cannot happen with a safe X0)."""
     allr = torch.cat([x.reshape(-1, 3).to(torch.float64) for x in resids])
