@@ -96,12 +96,26 @@ def _peak_rss_mb() -> float:
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, out: str) -> None:
+def stage_block_stats(train_grads: str, out: str) -> None:
+    """Grams and per-sample norms of every train block, once per store (shared by the curvature methods)."""
+    from inflbench.methods._stats import block_stats, save_block_stats
+
+    start = time.perf_counter()
+    stats = block_stats(load_gradients(train_grads))
+    meta = {"source": str(train_grads), "seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}
+    log.info("block statistics: %d blocks, %.3fs", len(stats.shapes), meta["seconds"])
+    save_block_stats(out, stats, meta)
+
+
+def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, out: str,
+                 block_stats: str | None = None) -> None:
     from inflbench.methods import compute_influence
+    from inflbench.methods._stats import load_block_stats
 
     train, test = load_gradients(train_grads), load_gradients(test_grads)
+    stats = load_block_stats(block_stats) if block_stats else None
     start = time.perf_counter()
-    result = compute_influence(method, train, test, **params)
+    result = compute_influence(method, train, test, block_stats=stats, **params)
     seconds = time.perf_counter() - start
     meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
             **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
