@@ -396,7 +396,8 @@ class _RowSource:
     by a global index, mapped to (block, column) through cumulative sizes.
     """
 
-    def __init__(self, train_blocks: Sequence[Tensor], target_blocks: Sequence[Tensor], dtype, target_scale: float = 1.0):
+    def __init__(self, train_blocks: Sequence[Tensor], target_blocks: Sequence[Tensor], dtype, target_scale: float = 1.0,
+                 block_sq: Sequence[float] | None = None):
         if len(train_blocks) != len(target_blocks) or not train_blocks:
             raise ValueError("train_blocks and target_blocks must be non-empty and of equal length")
         self.X = [t.reshape(t.shape[0], -1) for t in train_blocks]
@@ -410,14 +411,23 @@ class _RowSource:
         self.sizes = [x.shape[1] for x in self.X]
         self.offsets = torch.tensor([0] + self.sizes).cumsum(0)
         self.d = int(self.offsets[-1])
-        # squared row norms ||phi_iota||^2 per block (float64 for the sums)
-        # norms in the input precision (no input-sized temporaries), squared in float64
-        self.row_sq = [
-            torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
-            for x in self.X
-        ]
-        self.block_sq = torch.stack([r.sum() for r in self.row_sq])
+        self._row_sq: list[Tensor] | None = None
+        # ||Phi_b||_F^2: given (e.g. summed per-sample norms), else from the row norms
+        self.block_sq = (torch.tensor([float(v) for v in block_sq], dtype=torch.float64) if block_sq is not None
+                         else torch.stack([r.sum() for r in self.row_sq]))
         self.fro_sq = float(self.block_sq.sum())
+
+    @property
+    def row_sq(self) -> list[Tensor]:
+        """Squared row norms ``||phi_iota||^2`` per block (float64), computed on first use (a strided
+        pass over the store that the correct variant's layer / full modes never need)."""
+        if self._row_sq is None:
+            # norms in the input precision (no input-sized temporaries), squared in float64
+            self._row_sq = [
+                torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
+                for x in self.X
+            ]
+        return self._row_sq
 
     def gather(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Rows ``idx`` (global, any order) -> (Phi_rows (n, B), Y_rows (C, B), row_sq (B,)) in that order."""
@@ -451,6 +461,7 @@ def rrinf_sgd(
     callback: Callable[[int, Tensor], None] | None = None,
     stats: dict | None = None,
     grams: Mapping[int, Callable[[], Tensor]] | None = None,
+    block_sq: Sequence[float] | None = None,
 ) -> Tensor:
     """RRInf normalised SGD (eq. (5), Remark 2) on the multi-target ridge problem.
 
@@ -498,7 +509,7 @@ def rrinf_sgd(
     after each step. If ``stats`` is a dict it receives ``touched_fraction``
     (share of parameter rows used by at least one step). ``grams``: block index ->
     loader of a known ``Phi_b^T Phi_b`` (n x n); used by the correct variant's layer / full
-    modes at no formation cost. Returns ``Omega`` (n, C) in ``dtype``.
+    modes at no formation cost. ``block_sq``: known ``||Phi_b||_F^2`` per block. Returns ``Omega`` (n, C) in ``dtype``.
     """
     C0 = max(1, target_blocks[0].shape[0] if target_blocks else 1)
     n0 = train_blocks[0].shape[0] if train_blocks else 1
@@ -514,13 +525,13 @@ def rrinf_sgd(
         return _rrinf_sgd_impl(
             train_blocks, target_blocks, damping=damping, iterations=iterations, lr=lr, sampling=sampling,
             batch_size=batch_size, seed=seed, variant=variant, dtype=dtype, gram_cache_bytes=gram_cache_bytes,
-            target_scale=target_scale, callback=callback, stats=stats, grams=grams,
+            target_scale=target_scale, callback=callback, stats=stats, grams=grams, block_sq=block_sq,
         )
 
 
 def _rrinf_sgd_impl(
     train_blocks, target_blocks, *, damping, iterations, lr, sampling, batch_size, seed, variant, dtype,
-    gram_cache_bytes, target_scale, callback, stats, grams=None,
+    gram_cache_bytes, target_scale, callback, stats, grams=None, block_sq=None,
 ) -> Tensor:
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
@@ -534,7 +545,7 @@ def _rrinf_sgd_impl(
         raise ValueError(f"lr must be positive and finite, got {lr}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    src = _RowSource(train_blocks, target_blocks, dtype, target_scale)
+    src = _RowSource(train_blocks, target_blocks, dtype, target_scale, block_sq)
     n, C, d = src.n, src.C, src.d
     if src.fro_sq <= 0:
         raise ValueError("all training gradients are zero")

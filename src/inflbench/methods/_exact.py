@@ -21,9 +21,6 @@ def use_woodbury(n: int, d: int, m: int) -> bool:
     cost_dd = n * d * d + d**3 / 3 + 2 * d * d * m + 2 * n * m * d
     return cost_nn <= cost_dd
 
-
-from ..solvers import sym_gram as gram  # noqa: E402  (X X^T via BLAS syrk)
-
 GRAM_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -20,12 +20,13 @@ import torch
 from torch import Tensor
 
 from ..solvers import sym_gram
+from ._common import sq_norms
 
-#: Max bytes of one float64 chunk cast from the (float32) gradients.
+#: Max bytes of one float64 chunk cast from the (float32) gradients for a Gram product.
 CHUNK_BYTES = 64 << 20
 
-GRAM_DTYPES = ("float64", "float32")
-
+#: ... for a product with few right-hand sides (kept cache-sized: the cast costs more than the product).
+THIN_CHUNK_BYTES = 4 << 20
 
 def side_of(n: int, d: int) -> str:
     """The smaller side of an (n, d) block: ``"n"`` (Gram ``X Xᵀ``) when ``n <= d``, else ``"d"``."""
@@ -60,7 +61,7 @@ def chunked_gram(X: Tensor, side: str, dtype: torch.dtype = torch.float64, chunk
     return out
 
 
-def chunked_cross(X: Tensor, T: Tensor, dtype: torch.dtype = torch.float64, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+def chunked_cross(X: Tensor, T: Tensor, dtype: torch.dtype = torch.float64, chunk_bytes: int = THIN_CHUNK_BYTES) -> Tensor:
     """``X Tᵀ`` (n x m) in ``dtype`` from column chunks (no whole-block cast)."""
     if X.dtype == dtype and T.dtype == dtype:
         return X @ T.T
@@ -73,7 +74,7 @@ def chunked_cross(X: Tensor, T: Tensor, dtype: torch.dtype = torch.float64, chun
     return out
 
 
-def chunked_apply(X: Tensor, W: Tensor, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+def chunked_apply(X: Tensor, W: Tensor, chunk_bytes: int = THIN_CHUNK_BYTES) -> Tensor:
     """``X W`` (n x m) in ``W.dtype`` from row chunks of ``X`` (no whole-block cast)."""
     if X.dtype == W.dtype:
         return X @ W
@@ -94,7 +95,6 @@ class BlockStats:
     shapes: dict[str, tuple]
     train_sq: dict[str, Tensor]
     get: Callable[[str], Tensor]
-    _cache: dict = field(default_factory=dict, repr=False)
 
     def side(self, k: str) -> str:
         return side_of(self.n, math.prod(self.shapes[k]))
@@ -122,14 +122,8 @@ def block_stats(train: Mapping[str, Tensor], *, chunk_bytes: int = CHUNK_BYTES) 
         X = flat(v)
         G = chunked_gram(X, side_of(n, X.shape[1]), chunk_bytes=chunk_bytes)
         grams[k] = G
-        sq[k] = G.diagonal().clone() if side_of(n, X.shape[1]) == "n" else _sq_norms(X)
+        sq[k] = G.diagonal().clone() if side_of(n, X.shape[1]) == "n" else sq_norms(X)
     return BlockStats(n, {k: tuple(v.shape[1:]) for k, v in train.items()}, sq, grams.__getitem__)
-
-
-def _sq_norms(X: Tensor) -> Tensor:
-    from ._common import sq_norms
-
-    return sq_norms(X)
 
 
 def save_block_stats(path: str | Path, stats: BlockStats, meta: Mapping | None = None) -> None:
@@ -176,11 +170,15 @@ def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64) -> Tens
 #: Max bytes of Gram matrices stacked for one batched iteration.
 BATCH_BYTES = 256 << 20
 
+#: Grams this large are big enough for full-speed unbatched products.
+ALONE_BYTES = 1 << 20
+
 
 def stacked_grams(data, items: Iterable[tuple[str, str]], dtype: torch.dtype, max_bytes: int = BATCH_BYTES):
     """For ``(block, side)`` pairs yield ``(names, sides, G, V)`` batches of equal-size blocks:
     ``G`` (B, s, s) the Gram on that side divided by n (``K_b/n`` or the Fisher ``G_b``), ``V`` (B, s, m)
-    the right-hand side ``X_b T_bᵀ`` (side n) or ``T_bᵀ`` (side d). Batches hold at most ``max_bytes``."""
+    the right-hand side ``X_b T_bᵀ`` (side n) or ``T_bᵀ`` (side d). Batches hold at most ``max_bytes``;
+    a Gram of at least ``ALONE_BYTES`` comes alone (a view, no stacking copy)."""
     n, m = data.n, data.m
     itemsize = torch.finfo(dtype).bits // 8
     pending: dict[int, list] = {}
@@ -194,6 +192,9 @@ def stacked_grams(data, items: Iterable[tuple[str, str]], dtype: torch.dtype, ma
         X, T = flat(data.train[k]).to(dtype), flat(data.test[k]).to(dtype)
         G = gram_of(data, k, side, dtype).div_(n)
         V = X @ T.T if side == "n" else T.T
+        if G.numel() * itemsize >= ALONE_BYTES:
+            yield [k], [side], G.unsqueeze(0), V.unsqueeze(0)
+            continue
         batch = pending.setdefault(G.shape[-1], [])
         batch.append((k, side, G, V))
         if len(batch) * G.shape[-1] * (G.shape[-1] + m) * itemsize > max_bytes:

@@ -102,6 +102,7 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
         target_scale=-float(data.n),
         stats=stats,
         grams=_shared_grams(data),
+        block_sq=[float(data.train_sq[k].sum()) for k in names],  # the norms the damping rule used
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
