@@ -14,7 +14,9 @@ timed in the ``block_stats`` row) instead of rebuilding their Grams.
 Each row has the minimal floating-point work (``flops32``, ``flops64``) and memory traffic (``bytes``)
 of the method as run (formulas in docs/methods.md, "Cost model"), and ``roofline`` = the bound
 ``max(flops32/gemm_f32 + flops64/gemm_f64, bytes/read_bw)`` divided by the wall time, from a GEMM and
-read-bandwidth probe of the same run (``gemm_f32_gflops``, ``gemm_f64_gflops``, ``read_gbs``).
+read-bandwidth probe of the same run (``gemm_f32_gflops``, ``gemm_f64_gflops``, ``read_gbs``). With
+``--threads 1`` both the probe and the roofline use process CPU time instead of wall time, so the share
+of the cores that other jobs take on a shared machine cancels out.
 
 Synthetic gradients use RoBERTa-large LoRA shapes (24 layers x query/value x
 A (4x1024) and B (1024x4), d = 393,216) with realistic structure (latent
@@ -127,9 +129,12 @@ def probe() -> dict:
 
 
 def _timed(f) -> float:
-    t0 = time.perf_counter()
+    """Seconds of ``f``: wall time, or with one thread the process CPU time (which the share of the
+    cores other jobs take does not inflate; the roofline then compares CPU times on both sides)."""
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    t0 = clock()
     f()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 # --------------------------------------------------------------------------- cost model (docs/methods.md)
@@ -362,7 +367,7 @@ def main(argv=None) -> int:
         print("probe", probes[-1], flush=True)
     best = {k: max(p[k] for p in probes) for k in probes[0]}
     for r in rows:
-        r["roofline"], r["bound"] = roofline(r, best, r["wall_s"])
+        r["roofline"], r["bound"] = roofline(r, best, r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"])
         r.update({"source": source, "n_train": n, "n_test": test[next(iter(test))].shape[0], "d": d,
                   "threads": torch.get_num_threads(), **best,
                   "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}"})

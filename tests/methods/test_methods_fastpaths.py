@@ -185,3 +185,24 @@ def test_tracin_reads_no_train_norms(monkeypatch):
     bad["l1.B"][3, 0, 1] = float("nan")
     with pytest.raises(ValueError, match="non-finite values .* train gradients of block 'l1.B'"):
         compute_influence("tracin", bad, te)
+
+
+@pytest.mark.parametrize("s", [7, 300, 700])
+def test_blocked_cholesky_solve_equals_lapack(s):
+    from inflbench.methods import _exact
+
+    g = torch.Generator().manual_seed(s)
+    X = torch.randn(2, s, s + 5, generator=g, dtype=torch.float64)
+    M = X @ X.mT + 0.1 * torch.eye(s, dtype=torch.float64)
+    L, ok = _exact.cholesky(M)
+    assert ok and torch.equal(L.triu(1), torch.zeros_like(L))
+    assert_close(L, torch.linalg.cholesky(M), "float64_reference")
+    for k in (1, 40):  # triangular solves and cholesky_solve
+        R = torch.randn(2, s, k, generator=g, dtype=torch.float64)
+        ref = torch.stack([torch.linalg.solve(M[i], R[i]) for i in range(2)])
+        assert_close(_exact._chol_solve(M, R), ref, "float64_reference")
+    bad = M.clone()
+    bad[0, -1, -1] = -1.0  # not positive definite: falls back to LU
+    R = torch.randn(2, s, 1, generator=g, dtype=torch.float64)
+    ref = torch.stack([torch.linalg.solve(bad[i], R[i]) for i in range(2)])
+    assert_close(_exact._chol_solve(bad, R), ref, "float64_reference")
