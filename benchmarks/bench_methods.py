@@ -21,7 +21,7 @@ of the cores that other jobs take on a shared machine cancels out.
 Synthetic gradients use RoBERTa-large LoRA shapes (24 layers x query/value x
 A (4x1024) and B (1024x4), d = 393,216) with realistic structure (latent
 class structure seen through a decaying spectrum, isotropic noise floor,
-log-normal per-sample norms); see ``inflbench.methods._synthetic``.
+log-normal per-sample norms); see ``tests/methods/synthetic_grads.py``.
 
 Agreement columns compare each method's scores with ``exact_block`` and
 ``exact_joint`` of the same setting: ``spearman_*`` is the Spearman rank
@@ -51,9 +51,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests" / "methods"))  # synthetic_grads
 
 from inflbench.methods import compute_influence  # noqa: E402
-from inflbench.methods._synthetic import roberta_lora_shapes, synthetic_grads  # noqa: E402
+from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
 # (label, method, params, shared block statistics?). Defaults first, then fast paths and published options.
 CONFIGS: list[tuple[str, str, dict, bool]] = [

@@ -1,7 +1,5 @@
-"""Snakemake adapter: rule block_stats (Grams and norms shared by the curvature methods)."""
-from inflbench.pipeline import stage_block_stats
-from inflbench.workflow import rule_logging, set_threads
+"""Snakemake adapter of rule block_stats."""
+from inflbench.jobs import run
+from inflbench.stages import stage_block_stats
 
-with rule_logging(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    stage_block_stats(snakemake.input[0], snakemake.output[0])
+run(snakemake, stage_block_stats, torch_threads=True)  # noqa: F821 (snakemake is injected)

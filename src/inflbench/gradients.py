@@ -6,7 +6,7 @@ Per-sample gradients come from module hooks: for a linear map y = W a applied at
 gradient of sample b's loss is sum_t g[b,t] a[b,t]^T, where g is the gradient of the summed batch loss
 with respect to y (samples do not interact, so row b of g only carries sample b's loss).
 
-Optionally the frozen word-embedding matrix is a block too (seed 003's WE), compressed to the rows of the
+Optionally the frozen word-embedding matrix is a block too (the layer-choice paper's WE), compressed to the rows of the
 tokens present in the task data: sample b's gradient of row r (token ``token_ids[r]``) is the sum of g[b,t]
 over the positions t holding that token, where g is the gradient with respect to the embedding output.
 """
@@ -16,12 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
@@ -208,30 +205,3 @@ def per_sample_gradients_loop(model: nn.Module, samples: Iterable[dict], loss_fn
 def fingerprint(obj) -> str:
     """Short stable hash of a JSON-able object (configs, model ids)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def index_path(path: str | Path) -> Path:
-    return Path(path).with_suffix(".json")
-
-
-def save_gradients(path: str | Path, grads: dict[str, torch.Tensor], sample_ids: list[int], meta: dict) -> None:
-    """Safetensors file (one tensor per block) + JSON index beside it (blocks, shapes, ids, provenance)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: g.contiguous() for name, g in grads.items()}
-    save_file(tensors, str(path), metadata={"inflbench": json.dumps({"fingerprint": meta.get("fingerprint", "")})})
-    index = {
-        "blocks": {name: {"shape": list(g.shape[1:]), "dtype": str(g.dtype).replace("torch.", "")}
-                   for name, g in tensors.items()},
-        "n": len(sample_ids),
-        "sample_ids": [int(i) for i in sample_ids],
-        **meta,
-    }
-    index_path(path).write_text(json.dumps(index, indent=1))
-
-
-def load_gradients(path: str | Path, blocks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-    """Block name -> per-sample gradients; ``blocks`` loads only those (lazily, from the file)."""
-    with safe_open(str(path), framework="pt") as handle:
-        names = list(handle.keys()) if blocks is None else list(blocks)
-        return {name: handle.get_tensor(name) for name in names}

@@ -9,8 +9,8 @@ from tolerances import assert_close
 
 from inflbench import methods
 from inflbench.methods import _common, compute_influence
-from inflbench.methods._stats import (block_stats, chunked_apply, chunked_cross, chunked_gram, load_block_stats,
-                                      save_block_stats)
+from inflbench.artifacts import load_block_stats, save_block_stats
+from inflbench.methods._stats import block_stats, chunked_apply, chunked_cross, chunked_gram
 
 STATS_METHODS = [m for m in GRADIENT_METHODS if methods.get(m).block_stats]
 # (method, params) configurations whose Gram use differs with and without shared statistics
@@ -72,21 +72,22 @@ def test_shared_block_stats_float32_gradients(tmp_path):
 def test_block_stats_file_round_trip_and_stage(tmp_path):
     from safetensors.torch import save_file
 
-    from inflbench.pipeline import stage_block_stats, stage_scores
+    from inflbench.stages import stage_block_stats, stage_scores
 
     tr, te = make_grads(n=9, m=4)
     save_file({k: v.contiguous() for k, v in tr.items()}, str(tmp_path / "train.safetensors"))
     save_file({k: v.contiguous() for k, v in te.items()}, str(tmp_path / "val.safetensors"))
-    stage_block_stats(str(tmp_path / "train.safetensors"), str(tmp_path / "stats.safetensors"))
+    stage_block_stats({"train": str(tmp_path / "train.safetensors")}, {"stats": str(tmp_path / "stats.safetensors")}, {})
     mem, disk = block_stats(tr), load_block_stats(tmp_path / "stats.safetensors")
     assert disk.n == 9 and disk.shapes == mem.shapes
     for k in tr:
         assert torch.equal(disk.gram(k), mem.gram(k)) and torch.equal(disk.train_sq[k], mem.train_sq[k])
     from safetensors.torch import load_file
 
-    args = [str(tmp_path / "train.safetensors"), str(tmp_path / "val.safetensors")]
-    stage_scores("exact_block", {}, *args, str(tmp_path / "a.safetensors"))
-    stage_scores("exact_block", {}, *args, str(tmp_path / "b.safetensors"), str(tmp_path / "stats.safetensors"))
+    grads = {"train": str(tmp_path / "train.safetensors"), "target": str(tmp_path / "val.safetensors")}
+    params = {"method": "exact_block", "method_params": {}}
+    stage_scores({**grads, "stats": []}, {"scores": str(tmp_path / "a.safetensors")}, params)
+    stage_scores({**grads, "stats": str(tmp_path / "stats.safetensors")}, {"scores": str(tmp_path / "b.safetensors")}, params)
     a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     for k in a:
         assert_close(b[k], a[k], "float64_reference", k)
@@ -189,7 +190,7 @@ def test_tracin_reads_no_train_norms(monkeypatch):
 
 @pytest.mark.parametrize("s", [7, 300, 700])
 def test_blocked_cholesky_solve_equals_lapack(s):
-    from inflbench.methods import _exact
+    from inflbench.solvers import direct as _exact
 
     g = torch.Generator().manual_seed(s)
     X = torch.randn(2, s, s + 5, generator=g, dtype=torch.float64)
@@ -200,9 +201,9 @@ def test_blocked_cholesky_solve_equals_lapack(s):
     for k in (1, 40):  # triangular solves and cholesky_solve
         R = torch.randn(2, s, k, generator=g, dtype=torch.float64)
         ref = torch.stack([torch.linalg.solve(M[i], R[i]) for i in range(2)])
-        assert_close(_exact._chol_solve(M, R), ref, "float64_reference")
+        assert_close(_exact.cholesky_solve(M, R), ref, "float64_reference")
     bad = M.clone()
     bad[0, -1, -1] = -1.0  # not positive definite: falls back to LU
     R = torch.randn(2, s, 1, generator=g, dtype=torch.float64)
     ref = torch.stack([torch.linalg.solve(bad[i], R[i]) for i in range(2)])
-    assert_close(_exact._chol_solve(bad, R), ref, "float64_reference")
+    assert_close(_exact.cholesky_solve(bad, R), ref, "float64_reference")

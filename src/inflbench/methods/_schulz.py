@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..solvers import _schulz_apply_impl, schulz_inverse
+from ..solvers import cholesky_solve, schulz_apply_tracked, schulz_inverse
 
 #: HyperINF's published code adds this absolute constant to the damping.
 PUBLISHED_DAMPING_OFFSET = 1e-3
@@ -42,7 +42,7 @@ def schulz_solve(G: Tensor, lam: Tensor, V: Tensor, *, iterations: int, x0, tol:
         c0 = torch.full((B,), float(x0), dtype=G.dtype)
     k = V.shape[-1]
     if 2 * k < L:
-        W, done, (r0, r_last) = _schulz_apply_impl(A, V, iterations=iterations, x0=c0, tol=tol)
+        W, done, (r0, r_last) = schulz_apply_tracked(A, V, iterations=iterations, x0=c0, tol=tol)
         return W, torch.stack([r0, r_last, r_last**2], -1), done
     X = schulz_inverse(A, iterations=iterations, x0=c0)
     eye = torch.eye(L, dtype=G.dtype)
@@ -56,11 +56,9 @@ def gfim_solve(G: Tensor, lam: Tensor, V: Tensor, solver: str, **schulz) -> tupl
     Cholesky solve of ``(G + lam I) W = V`` (residuals reported as 0, no iterations)."""
     if solver != "direct":
         return schulz_solve(G, lam, V, **schulz)
-    from ._exact import _chol_solve
-
     A = G.to(torch.float64, copy=True)
     A.diagonal(dim1=-2, dim2=-1).add_(lam.to(torch.float64).reshape(-1, 1))
-    W = _chol_solve(A, V.to(torch.float64)).to(G.dtype)
+    W = cholesky_solve(A, V.to(torch.float64)).to(G.dtype)
     return W, torch.zeros(G.shape[0], 3, dtype=torch.float64), 0
 
 

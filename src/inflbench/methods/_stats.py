@@ -10,10 +10,8 @@ Float64 products are accumulated from float32 chunks (columns for side n, rows f
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import torch
@@ -124,38 +122,6 @@ def block_stats(train: Mapping[str, Tensor], *, chunk_bytes: int = CHUNK_BYTES) 
         grams[k] = G
         sq[k] = G.diagonal().clone() if side_of(n, X.shape[1]) == "n" else sq_norms(X)
     return BlockStats(n, {k: tuple(v.shape[1:]) for k, v in train.items()}, sq, grams.__getitem__)
-
-
-def save_block_stats(path: str | Path, stats: BlockStats, meta: Mapping | None = None) -> None:
-    """One safetensors file: ``gram.<block>`` and ``sq.<block>`` tensors, shapes and n in the metadata."""
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for k in stats.shapes:
-        tensors[f"gram.{k}"] = stats.gram(k).contiguous()
-        tensors[f"sq.{k}"] = stats.train_sq[k].contiguous()
-    info = {"n": stats.n, "shapes": {k: list(s) for k, s in stats.shapes.items()}, **dict(meta or {})}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"inflbench_block_stats": json.dumps(info, default=str)})
-
-
-def load_block_stats(path: str | Path) -> BlockStats:
-    """Read the metadata and norms now; each Gram is read from the file when a method asks for it."""
-    from safetensors import safe_open
-
-    path = str(path)
-    with safe_open(path, framework="pt") as h:
-        raw = (h.metadata() or {}).get("inflbench_block_stats")
-        if raw is None:
-            raise ValueError(f"{path}: not a block statistics file (no 'inflbench_block_stats' metadata)")
-        info = json.loads(raw)
-        sq = {k: h.get_tensor(f"sq.{k}") for k in info["shapes"]}
-
-    def get(k: str) -> Tensor:
-        with safe_open(path, framework="pt") as h:
-            return h.get_tensor(f"gram.{k}")
-
-    return BlockStats(int(info["n"]), {k: tuple(s) for k, s in info["shapes"].items()}, sq, get)
 
 
 def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64) -> Tensor:

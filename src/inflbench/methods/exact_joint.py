@@ -19,7 +19,8 @@ from typing import Mapping
 import torch
 
 from ._common import GradData, damping_meta, joint_damping
-from ._exact import _chol_solve, use_woodbury, GRAM_DTYPES
+from ._exact import GRAM_DTYPES, use_woodbury
+from ..solvers import cholesky_solve
 from ._registry import InfluenceResult, register
 from ._stats import chunked_cross, flat, gram_of
 from .exact_block import ExactBlockParams
@@ -48,7 +49,7 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
         te = torch.cat([data.test[k].reshape(m, -1).to(torch.float64) for k in data.names], 1)
         diag = torch.cat([torch.full((data.dim(k),), lam_of(k), dtype=torch.float64) for k in data.names])
         G = tr.T @ tr / n + torch.diag(diag)
-        out["total"] = -(tr @ _chol_solve(G, te.T))
+        out["total"] = -(tr @ cholesky_solve(G, te.T))
         return out
     K = torch.zeros(n, n, dtype=torch.float64)
     C = torch.zeros(n, m, dtype=torch.float64)
@@ -57,5 +58,5 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
         K.add_(gram_of(data, k, "n", GRAM_DTYPES[p.gram_dtype]).to(torch.float64), alpha=w)
         C.add_(chunked_cross(flat(data.train[k]), flat(data.test[k])), alpha=w)
     K.diagonal().add_(n)
-    out["total"] = _chol_solve(K, C).mul_(-n)
+    out["total"] = cholesky_solve(K, C).mul_(-n)
     return out
