@@ -79,11 +79,30 @@ rule gradients:
         "../scripts/gradients.py"
 
 
+rule block_stats:
+    """Grams and norms of the train gradients, computed once and shared by the curvature methods."""
+    input:
+        train=P.gradients(task="{task}", split="train"),
+    output:
+        stats=P.block_stats(task="{task}"),
+    log:
+        P.log(stage="block_stats", name="{task}"),
+    threads: MAX_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/block_stats.py"
+
+
 rule scores:
     """Influence of every training sample on every target sample (val or test), per block, for one method."""
     input:
         train=P.gradients(task="{task}", split="train"),
         target=P.gradients(task="{task}", split=TARGET_SPLIT),
+        stats=lambda w: P.block_stats(task=w.task) if get_method(w.method).block_stats else [],
     output:
         scores=P.scores(task="{task}", method="{method}"),
     params:
