@@ -91,12 +91,24 @@ def validate_config(raw: dict) -> dict:
             raise ConfigError(f"methods.{name}", f"not available for model family {cfg['model']['family']!r}, "
                                                  f"which uses {family.rows_per_sample} model rows per sample")
     # --- end issue #6
+    check_gradient_blocks(cfg)
     # --- issue #5 (layer study): semantic checks of the layers section (group regexes vs model blocks ...)
     from inflbench.layers import validate_config as validate_layers
 
     cfg["layers"] = validate_layers(cfg)
     # --- end issue #5
     return cfg
+
+
+def check_gradient_blocks(cfg: dict) -> None:
+    """``gradients.blocks`` against the model's blocks where they can be derived without weights (else the
+    gradients stage checks them before computing anything)."""
+    from inflbench.layers import model_block_names
+    from inflbench.store import select_blocks
+
+    spec = cfg["gradients"]["blocks"]
+    names = model_block_names(cfg["model"]) if spec.get("include") or spec.get("exclude") else None
+    select_blocks(names or [], spec, check=names is not None)
 
 
 def load_config_file(path: str | Path) -> dict:

@@ -17,12 +17,12 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
+
+from inflbench.store import StoreWriter, TensorStore
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
@@ -144,37 +144,85 @@ class _EmbeddingHook:
     take = _BlockHook.take
 
 
-def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
-                         rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
-                         word_embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Block name -> ``(n, out, in[+1])`` per-sample gradients over all ``batches``.
+def iter_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
+                          rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
+                          word_embeddings: torch.Tensor | None = None,
+                          blocks: Iterable[str] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Per batch: block name -> ``(batch samples, out, in[+1])`` per-sample gradients on the CPU in ``dtype``.
 
-    ``loss_fn(model, batch)`` returns one loss per model row; with ``rows_per_sample`` = k, k
-    consecutive rows belong to one sample and their gradients are summed. The model should be in
-    eval mode (no dropout), so a sample's gradient does not depend on the batch it is in.
-    ``word_embeddings``: token ids; adds the input embedding as a block ``(n, len(ids), hidden)``.
-    """
-    blocks = trainable_blocks(model)
-    hooks = {name: _BlockHook(module) for name, module in blocks.items()}
+    ``blocks``: names of the trainable blocks to hook (default all); see :func:`per_sample_gradients`."""
+    modules = trainable_blocks(model)
+    if blocks is not None:
+        wanted = set(blocks)
+        modules = {k: m for k, m in modules.items() if k in wanted}
+    hooks = {name: _BlockHook(module) for name, module in modules.items()}
     if word_embeddings is not None:
         we_name, we_module = input_embedding(model)
         hooks[we_name] = _EmbeddingHook(we_module, word_embeddings)
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in hooks}
     try:
         for batch in batches:
             model.zero_grad(set_to_none=True)
             losses = loss_fn(model, batch)
             losses.sum().backward()
+            out = {}
             for name, hook in hooks.items():
                 g = hook.take()
                 if rows_per_sample > 1:
                     g = g.reshape(-1, rows_per_sample, *g.shape[1:]).sum(1)
-                out[name].append(g.to("cpu", dtype))
+                out[name] = g.to("cpu", dtype)
+            yield out
     finally:
         for hook in hooks.values():
             hook.handle.remove()
         model.zero_grad(set_to_none=True)
+
+
+def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
+                         rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
+                         word_embeddings: torch.Tensor | None = None,
+                         blocks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Block name -> ``(n, out, in[+1])`` per-sample gradients over all ``batches`` (held in memory;
+    :func:`stream_gradients` writes them to a store batch by batch instead).
+
+    ``loss_fn(model, batch)`` returns one loss per model row; with ``rows_per_sample`` = k, k
+    consecutive rows belong to one sample and their gradients are summed. The model should be in
+    eval mode (no dropout), so a sample's gradient does not depend on the batch it is in.
+    ``word_embeddings``: token ids; adds the input embedding as a block ``(n, len(ids), hidden)``.
+    ``blocks``: trainable block names to keep (default all).
+    """
+    out: dict[str, list[torch.Tensor]] = {}
+    for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks):
+        for name, g in part.items():
+            out.setdefault(name, []).append(g)
     return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def stream_gradients(path: str | Path, model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
+                     sample_ids: list[int], meta: dict, rows_per_sample: int = 1,
+                     dtype: torch.dtype = torch.float32, word_embeddings: torch.Tensor | None = None,
+                     blocks: Iterable[str] | None = None) -> int:
+    """Like :func:`per_sample_gradients` + :func:`save_gradients`, writing each batch into the preallocated
+    store as it is computed (peak memory: the model plus one batch). Returns the number of blocks."""
+    n = len(sample_ids)
+    writer, start = None, 0
+    try:
+        for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks):
+            if writer is None:
+                specs = {k: ((n, *g.shape[1:]), g.dtype) for k, g in part.items()}
+                writer = StoreWriter(path, specs, _file_metadata(meta))
+            rows = next(iter(part.values())).shape[0]
+            for name, g in part.items():
+                writer.write(name, start, g)
+            start += rows
+        if writer is None or start != n:
+            raise ValueError(f"{path}: got gradients of {start} samples, expected {n}")
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    writer.close()
+    write_index(path, {k: (s[1:], d) for k, (s, d) in specs.items()}, sample_ids, meta)
+    return len(specs)
 
 
 def per_sample_gradients_loop(model: nn.Module, samples: Iterable[dict], loss_fn: LossFn,
@@ -214,15 +262,15 @@ def index_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def save_gradients(path: str | Path, grads: dict[str, torch.Tensor], sample_ids: list[int], meta: dict) -> None:
-    """Safetensors file (one tensor per block) + JSON index beside it (blocks, shapes, ids, provenance)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: g.contiguous() for name, g in grads.items()}
-    save_file(tensors, str(path), metadata={"inflbench": json.dumps({"fingerprint": meta.get("fingerprint", "")})})
+def _file_metadata(meta: dict) -> dict[str, str]:
+    return {"inflbench": json.dumps({"fingerprint": meta.get("fingerprint", "")})}
+
+
+def write_index(path: str | Path, blocks: dict[str, tuple], sample_ids: list[int], meta: dict) -> None:
+    """The JSON index beside a gradient store: blocks (per-sample shape, dtype), n, sample ids, provenance."""
     index = {
-        "blocks": {name: {"shape": list(g.shape[1:]), "dtype": str(g.dtype).replace("torch.", "")}
-                   for name, g in tensors.items()},
+        "blocks": {name: {"shape": list(shape), "dtype": str(dtype).replace("torch.", "")}
+                   for name, (shape, dtype) in blocks.items()},
         "n": len(sample_ids),
         "sample_ids": [int(i) for i in sample_ids],
         **meta,
@@ -230,8 +278,41 @@ def save_gradients(path: str | Path, grads: dict[str, torch.Tensor], sample_ids:
     index_path(path).write_text(json.dumps(index, indent=1))
 
 
+def read_index(path: str | Path) -> dict:
+    return json.loads(index_path(path).read_text())
+
+
+def save_gradients(path: str | Path, grads: dict[str, torch.Tensor], sample_ids: list[int], meta: dict) -> None:
+    """Safetensors file (one ``(n, ...)`` tensor per block) + JSON index beside it (blocks, shapes, ids,
+    provenance); the same layout :func:`stream_gradients` writes batch by batch."""
+    with StoreWriter(path, {k: (g.shape, g.dtype) for k, g in grads.items()}, _file_metadata(meta)) as writer:
+        for name, g in grads.items():
+            writer.write(name, 0, g)
+    write_index(path, {k: (g.shape[1:], g.dtype) for k, g in grads.items()}, sample_ids, meta)
+
+
+def merge_stores(parts: list[str | Path], out: str | Path, meta_update: dict | None = None,
+                 max_bytes: int = 64 << 20) -> None:
+    """One store from sample-chunk stores (rows concatenated in ``parts`` order), copied chunk by chunk."""
+    indexes = [read_index(p) for p in parts]
+    readers = [TensorStore(p) for p in parts]
+    first = indexes[0]
+    ids = [i for ix in indexes for i in ix["sample_ids"]]
+    specs = {k: ((len(ids), *b["shape"]), getattr(torch, b["dtype"])) for k, b in first["blocks"].items()}
+    meta = {k: v for k, v in first.items() if k not in ("blocks", "n", "sample_ids")}
+    meta.update(meta_update or {})
+    with StoreWriter(out, specs, _file_metadata(meta)) as writer:
+        for name in specs:
+            start = 0
+            for reader in readers:
+                for offset, rows in reader.row_chunks(name, max_bytes):
+                    writer.write(name, start + offset, rows)
+                start += reader.shape(name)[0]
+    write_index(out, {k: (s[1:], d) for k, (s, d) in specs.items()}, ids, meta)
+
+
 def load_gradients(path: str | Path, blocks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-    """Block name -> per-sample gradients; ``blocks`` loads only those (lazily, from the file)."""
-    with safe_open(str(path), framework="pt") as handle:
-        names = list(handle.keys()) if blocks is None else list(blocks)
-        return {name: handle.get_tensor(name) for name in names}
+    """Block name -> per-sample gradients; ``blocks`` loads only those (lazily, from the file).
+    :class:`inflbench.store.TensorStore` reads one block or one row range at a time."""
+    store = TensorStore(path)
+    return {name: store.read(name) for name in (store.names if blocks is None else list(blocks))}

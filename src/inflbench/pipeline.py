@@ -15,8 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inflbench import data as data_mod
-from inflbench.gradients import (fingerprint, input_embedding, load_gradients, per_sample_gradients, present_tokens,
-                                 save_gradients)
+from inflbench.gradients import fingerprint, index_path, input_embedding, merge_stores, present_tokens, read_index
 from inflbench.metrics import detection_auc, detection_curve, detection_rate_at
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
 from inflbench.training import TrainArgs, finetune, predictions
@@ -72,23 +71,42 @@ def load_finetuned(model_cfg: dict, seed: int, adapter: str, split_paths: dict[s
 
 
 def stage_gradients(model_cfg: dict, grad_cfg: dict, seed: int, device: str, adapter: str,
-                    split_paths: dict[str, str], split: str, out: str) -> None:
+                    split_paths: dict[str, str], split: str, out: str, chunk: tuple[int, int] = (0, 1)) -> None:
+    """Per-sample gradients of the selected blocks (``gradients.blocks``), streamed batch by batch into the
+    store; ``chunk`` = (i, k): only the i-th of k contiguous sample ranges (merged by :func:`stage_merge_gradients`)."""
+    from inflbench.gradients import stream_gradients, trainable_blocks
+    from inflbench.store import select_blocks
+
     family, model, frames = load_finetuned(model_cfg, seed, adapter, split_paths, device)
+    blocks = select_blocks(trainable_blocks(model), grad_cfg.get("blocks"))
     dev = next(model.parameters()).device
-    encoded = family.encode(frames[split])
+    frame = frames[split]
+    i, k = chunk
+    rows = np.array_split(np.arange(len(frame)), k)[i]
+    frame = frame.iloc[rows[0]:rows[-1] + 1] if len(rows) else frame.iloc[:0]
+    encoded = family.encode(frame)
     batches = ({k: v.to(dev) for k, v in b.items()} for b in iterate_batches(encoded, grad_cfg["batch_size"]))
     tokens, extra = None, {}
     if grad_cfg.get("word_embeddings"):  # WE block over the tokens of all task splits (seed 003)
         tokens = present_tokens(family.encode(f) for f in frames.values())
         extra = {"word_embeddings": {"block": input_embedding(model)[0], "token_ids": tokens.tolist()}}
-    start = time.perf_counter()
-    grads = per_sample_gradients(model, batches, family.per_sample_loss, family.rows_per_sample,
-                                 dtype=getattr(torch, grad_cfg["dtype"]), word_embeddings=tokens)
-    seconds = time.perf_counter() - start
-    log.info("%d blocks, %d samples, %.2fs", len(grads), len(frames[split]), seconds)
-    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed, **extra,
+    meta = {"split": split, "model": model_cfg, "seed": seed, **extra,
             "fingerprint": fingerprint({"model": model_cfg, "seed": seed, "adapter": Path(adapter).stat().st_size})}
-    save_gradients(out, grads, frames[split]["id"].tolist(), meta)
+    start = time.perf_counter()
+    n_blocks = stream_gradients(out, model, batches, family.per_sample_loss, frame["id"].tolist(), meta,
+                                family.rows_per_sample, dtype=getattr(torch, grad_cfg["dtype"]),
+                                word_embeddings=tokens, blocks=blocks)
+    seconds = time.perf_counter() - start
+    index = read_index(out)
+    index.update(seconds=seconds, peak_rss_mb=_peak_rss_mb())
+    index_path(out).write_text(json.dumps(index, indent=1))
+    log.info("%d blocks, %d samples, %.2fs", n_blocks, len(frame), seconds)
+
+
+def stage_merge_gradients(parts: list[str], out: str) -> None:
+    """One gradient store from the sample-chunk stores of ``gradients.chunks`` jobs."""
+    seconds = sum(read_index(p).get("seconds", 0.0) for p in parts)
+    merge_stores(parts, out, {"seconds": seconds, "chunks": len(parts)})
 
 
 def _peak_rss_mb() -> float:
@@ -96,17 +114,13 @@ def _peak_rss_mb() -> float:
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, out: str) -> None:
-    from inflbench.methods import compute_influence
+def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, out: str,
+                 scores_cfg: dict | None = None, shard: tuple[int, int] = (0, 1)) -> None:
+    """Scores of a gradient-based method, streamed group of blocks by group (``inflbench.scoring``);
+    ``shard`` = (i, k) scores only the i-th of k block ranges (joined by ``scoring.merge_score_files``)."""
+    from inflbench.scoring import score_stores
 
-    train, test = load_gradients(train_grads), load_gradients(test_grads)
-    start = time.perf_counter()
-    result = compute_influence(method, train, test, **params)
-    seconds = time.perf_counter() - start
-    meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
-    log.info("%s: %.3fs, blocks=%d", method, seconds, len(result))
-    save_scores(out, dict(result), meta)
+    score_stores(method, params, train_grads, test_grads, out, scores_cfg or {}, shard)
 
 
 def stage_model_scores(method: str, params: dict, model_cfg: dict, seed: int, device: str, adapter: str,
@@ -140,17 +154,20 @@ def stage_model_scores(method: str, params: dict, model_cfg: dict, seed: int, de
     scores = {names[k]: v for k, v in result.items()}
     meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
-    save_scores(out, scores, meta)
+    save_scores(out, scores, meta, {"train": frames["train"]["id"].tolist(), "target": frames[target_split]["id"].tolist()})
 
 
-def save_scores(path: str, scores: dict[str, torch.Tensor], meta: dict) -> None:
-    """Per-block (n_train, n_test) scores plus ``total``; the metadata travels inside the file."""
-    scores = {k: v.detach().to(torch.float64).contiguous() for k, v in scores.items()}
-    if "total" not in scores:
-        scores["total"] = torch.stack(list(scores.values())).sum(0)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(scores, path, metadata={"inflbench": json.dumps(meta, default=str)})
-    write_provenance(path, meta)
+def save_scores(path: str, scores: dict[str, torch.Tensor], meta: dict, ids: dict | None = None) -> None:
+    """Per-block (n_train, n_test) scores plus the float64 ``total`` (the sum of the blocks unless given),
+    written block by block; the metadata travels inside the file."""
+    from inflbench.scoring import ScoreWriter
+
+    blocks = [k for k in scores if k != "total"]
+    n, m = next(iter(scores.values())).shape
+    writer = ScoreWriter(path, blocks, n, m, {}, ids or {})
+    for k, v in scores.items():
+        writer.add(k, v.detach(), count="total" not in scores)
+    writer.close(meta)
 
 
 def read_scores_meta(path: str) -> dict:

@@ -114,6 +114,11 @@ def validate_config(cfg_full: dict) -> dict:
     groups = resolved_groups(lay)
     we = bool((cfg_full.get("gradients") or {}).get("word_embeddings"))
     blocks = model_block_names(cfg_full["model"], we)
+    if blocks is not None:  # the blocks the gradient store holds (gradients.blocks; the WE block comes last)
+        from inflbench.store import select_blocks
+
+        base = model_block_names(cfg_full["model"])
+        blocks = select_blocks(base, (cfg_full.get("gradients") or {}).get("blocks"), check=False) + blocks[len(base):]
     for name, patterns in groups.items():
         if not NAME.match(name):
             raise ConfigError(f"layers.groups.{name}", "group names may hold only letters, digits, '_' and '-'")

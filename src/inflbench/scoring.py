@@ -1,0 +1,220 @@
+"""Scoring that streams: gradient stores read a group of blocks at a time, score files written block by block.
+
+A method is *block-separable* when a block's scores depend only on that block's gradients (and per-block
+parameters): it can be handed any subset of the blocks, so its work is split into bounded groups (peak memory:
+one group plus the score matrices being written) and, with ``scores.shards: K``, into K jobs over block ranges
+whose files a merge job joins. Methods that couple blocks (``couples_blocks``: exact_joint, rrinf) and cosine
+(normalised by whole-model norms) see all blocks at once, in one job.
+
+Score file: a safetensors file with one ``(n_train, n_target)`` tensor per block (float32 or float64,
+``scores.block_dtype``) and ``total`` in float64, accumulated block by block; metadata ``inflbench`` (run
+facts) and ``inflbench_ids`` (train and target sample ids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from typing import Iterable, Iterator, Mapping
+
+import torch
+
+from inflbench.store import StoreWriter, TensorStore, block_groups, shard_blocks
+
+log = logging.getLogger("inflbench")
+
+#: Header bytes reserved for the run facts written when scoring ends.
+META_BYTES = 1 << 16
+
+#: Not block-coupled, but normalised by norms over all blocks: scored with every block at once.
+WHOLE_MODEL = frozenset({"cosine"})
+
+
+def separable(method: str) -> bool:
+    from inflbench.methods import get
+
+    spec = get(method)
+    return not (spec.couples_blocks or spec.needs_model or method in WHOLE_MODEL)
+
+
+def store_sizes(store: TensorStore, dtype_bytes: int = 4) -> dict[str, int]:
+    """Block -> bytes of the whole block at ``dtype_bytes`` per value, in file order."""
+    return {k: math.prod(store.shape(k)) * dtype_bytes for k in store.names}
+
+
+def _subset_params(params: dict, names: list[str]) -> dict:
+    damping = params.get("damping")
+    if isinstance(damping, Mapping):
+        return {**params, "damping": {k: damping[k] for k in names if k in damping}}
+    return params
+
+
+def _merge_meta(metas: list[dict]) -> dict:
+    """One meta from the per-group metas: min of *_min, max of *_max, any of booleans, joined block lists."""
+    out: dict = {}
+    for meta in metas:
+        for k, v in meta.items():
+            if k not in out:
+                out[k] = v
+            elif isinstance(v, bool):
+                out[k] = out[k] or v
+            elif k.endswith("_min") and isinstance(v, (int, float)):
+                out[k] = min(out[k], v)
+            elif k.endswith("_max") and isinstance(v, (int, float)):
+                out[k] = max(out[k], v)
+            elif k.endswith("_blocks") and v:
+                out[k] = ",".join(x for x in (out[k], v) if x)
+    return out
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def _compute(method: str, params: dict, train: dict, test: dict, dev: torch.device):
+    from inflbench.methods import compute_influence
+
+    if dev.type == "cpu":
+        return compute_influence(method, train, test, **params)
+    with dev:  # tensors a method creates land on the device too
+        res = compute_influence(method, {k: v.to(dev) for k, v in train.items()},
+                                {k: v.to(dev) for k, v in test.items()}, **params)
+    return type(res)({k: v.cpu() for k, v in res.items()}, meta=res.meta)
+
+
+def iter_block_scores(method: str, params: dict, train: TensorStore, test: TensorStore, blocks: list[str],
+                      group_bytes: int, device: str = "cpu") -> Iterator[tuple[dict[str, torch.Tensor], dict]]:
+    """``(block -> scores, meta)`` per group of blocks (all blocks at once unless the method is separable).
+    Half-precision stores are upcast to float32 group by group."""
+    dev = _pick_device(device)
+    sizes = {k: v for k, v in store_sizes(train).items() if k in set(blocks)}
+    grouped = block_groups(sizes, group_bytes) if separable(method) else [list(sizes)]
+
+    def read(store: TensorStore, name: str) -> torch.Tensor:
+        t = store.read(name)
+        return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+    for names in grouped:
+        tr = {k: read(train, k) for k in names}
+        te = {k: read(test, k) for k in names}
+        res = _compute(method, _subset_params(params, names), tr, te, dev)
+        del tr, te
+        yield dict(res), dict(res.meta)
+
+
+class ScoreWriter:
+    """Score file written block by block: per-block scores (``block_dtype``) and a running float64 total."""
+
+    def __init__(self, path: str, blocks: list[str], n: int, m: int, meta: dict, ids: dict,
+                 block_dtype: torch.dtype = torch.float64):
+        specs = {k: ((n, m), block_dtype) for k in blocks if k != "total"}
+        specs["total"] = ((n, m), torch.float64)
+        self.path, self.meta = path, dict(meta)
+        self.ids = ids
+        self.writer = StoreWriter(path, specs, {"inflbench_ids": json.dumps(ids)}, reserve=META_BYTES)
+        self.total = torch.zeros(n, m, dtype=torch.float64)
+        self.pending = set(specs)
+
+    def add(self, name: str, scores: torch.Tensor, count: bool = True) -> None:
+        """Write a block's scores (``count``: also add them to the total) or, for ``total``, add to the total."""
+        if name == "total" or count:
+            self.total += scores.to(torch.float64)
+        if name != "total":
+            self.writer.write(name, 0, scores)
+        self.pending.discard(name)
+
+    def close(self, meta: dict) -> None:
+        """Write the total and the metadata (the header is rewritten in place: same length by padding)."""
+        from inflbench.workflow import write_provenance
+
+        self.pending.discard("total")
+        if self.pending:
+            self.writer.abort()
+            raise RuntimeError(f"{self.path}: no scores for blocks {sorted(self.pending)[:3]}")
+        self.writer.write("total", 0, self.total)
+        self.meta.update(meta)
+        self.writer.set_metadata({"inflbench": json.dumps(self.meta, default=str),
+                                  "inflbench_ids": json.dumps(self.ids)})
+        self.writer.close()
+        write_provenance(self.path, self.meta)
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def read_score_ids(path: str) -> dict:
+    """``{"train": [...], "target": [...]}`` sample ids of a score file ({} for files without them)."""
+    return json.loads(TensorStore(path).metadata.get("inflbench_ids", "{}"))
+
+
+def _ids(path: str) -> list[int]:
+    from inflbench.gradients import read_index
+
+    return [int(i) for i in read_index(path)["sample_ids"]]
+
+
+def score_stores(method: str, params: dict, train_path: str, test_path: str, out: str, scores_cfg: dict,
+                 shard: tuple[int, int] = (0, 1), base_meta: dict | None = None) -> dict:
+    """Scores of one method (or of shard ``(i, k)`` of its blocks) from two gradient stores, streamed into
+    ``out``. Returns the run meta."""
+    from inflbench.pipeline import _peak_rss_mb
+
+    train, test = TensorStore(train_path), TensorStore(test_path)
+    if train.names != test.names:
+        raise ValueError(f"{train_path} and {test_path} hold different blocks")
+    sizes = store_sizes(train)
+    i, k = shard
+    blocks = shard_blocks(sizes, k, i) if k > 1 else list(sizes)
+    n, m = train.shape(train.names[0])[0], test.shape(test.names[0])[0]
+    coupled = not separable(method)
+    dtype = getattr(torch, scores_cfg.get("block_dtype", "float64"))
+    ids = {"train": _ids(train_path), "target": _ids(test_path)}
+    writer = ScoreWriter(out, [] if coupled else blocks, n, m, base_meta or {}, ids, dtype)
+    start, metas = time.perf_counter(), []
+    try:
+        for scores, meta in iter_block_scores(method, params, train, test, blocks,
+                                              scores_cfg.get("group_mb", 256) << 20, scores_cfg.get("device", "cpu")):
+            for name, s in scores.items():
+                writer.add(name, s)
+            metas.append(meta)
+        seconds = time.perf_counter() - start
+        meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+                "blocks": len(blocks), "shard": f"{i}/{k}",
+                **{f"meta.{key}": v for key, v in _merge_meta(metas).items()}}
+        writer.close(meta)
+    except BaseException:
+        writer.abort()
+        raise
+    log.info("%s: %.3fs, %d blocks, shard %d/%d", method, seconds, len(blocks), i, k)
+    return meta
+
+
+def merge_score_files(parts: Iterable[str], out: str) -> dict:
+    """One score file from the shard files of a method (blocks in shard order, totals summed in float64)."""
+    parts = list(parts)
+    stores = [TensorStore(p) for p in parts]
+    metas = [json.loads(s.metadata["inflbench"]) for s in stores]
+    blocks = [b for s in stores for b in s.names if b != "total"]
+    n, m = stores[0].shape("total")
+    dtype = stores[0].read(blocks[0], 0, 1).dtype if blocks else torch.float64
+    meta = {k: v for k, v in metas[0].items() if not k.startswith("meta.")}
+    meta.update(seconds=sum(x["seconds"] for x in metas), peak_rss_mb=max(x["peak_rss_mb"] for x in metas),
+                blocks=len(blocks), shard=f"merged {len(parts)}")
+    meta.update({f"meta.{k}": v for k, v in _merge_meta(
+        [{k[5:]: v for k, v in x.items() if k.startswith("meta.")} for x in metas]).items()})
+    writer = ScoreWriter(out, blocks, n, m, {}, read_score_ids(parts[0]), dtype)
+    try:
+        for s in stores:  # the total is the float64 sum of the shard totals, not of rounded blocks
+            writer.add("total", s.read("total"))
+            for b in s.names:
+                if b != "total":
+                    writer.add(b, s.read(b), count=False)
+        writer.close(meta)
+    except BaseException:
+        writer.abort()
+        raise
+    return meta

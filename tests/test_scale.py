@@ -1,0 +1,104 @@
+"""Paper-scale plumbing: streamed gradient stores, block selection, streamed and sharded score files."""
+
+import json
+
+import pytest
+import torch
+
+from inflbench.errors import ConfigError
+from inflbench.gradients import (load_gradients, merge_stores, per_sample_gradients, read_index, save_gradients,
+                                 stream_gradients, trainable_blocks)
+from inflbench.models import iterate_batches
+from inflbench.store import StoreWriter, TensorStore, select_blocks, shard_blocks
+
+ROBERTA_HEAD = ["roberta.encoder.layer.0.attention.self.query.lora_A",
+                "roberta.encoder.layer.0.attention.self.query.lora_B",
+                "roberta.encoder.layer.23.attention.self.value.lora_B", "classifier.dense", "classifier.out_proj"]
+
+
+def test_streamed_store_equals_in_memory_bit_for_bit(minilm, tmp_path):
+    family, model, encoded = minilm
+    train = encoded["train"]
+    n = len(train["labels"])
+    ids = list(range(100, 100 + n))
+    memory = per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss)
+    save_gradients(tmp_path / "mem.safetensors", memory, ids, {"split": "train"})
+    stream_gradients(tmp_path / "stream.safetensors", model, iterate_batches(train, 10), family.per_sample_loss,
+                     ids, {"split": "train"})
+    a, b = load_gradients(tmp_path / "mem.safetensors"), load_gradients(tmp_path / "stream.safetensors")
+    assert list(a) == list(b) == list(memory)  # file order = model order
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], memory[k]) for k in a)
+    assert read_index(tmp_path / "stream.safetensors")["sample_ids"] == ids
+    # row ranges of one block come straight from the file
+    store = TensorStore(tmp_path / "stream.safetensors")
+    k = "bert.encoder.layer.2.attention.self.value.lora_B"
+    assert torch.equal(store.read(k, 5, 9), memory[k][5:9])
+    # sample-chunk stores (same batches) merge into the same store
+    parts = []
+    for i, (lo, hi) in enumerate([(0, 10), (10, 20), (20, n)]):
+        chunk = {key: v[lo:hi] for key, v in train.items()}
+        parts.append(tmp_path / f"part{i}.safetensors")
+        stream_gradients(parts[-1], model, iterate_batches(chunk, 10), family.per_sample_loss, ids[lo:hi], {})
+    merge_stores(parts, tmp_path / "merged.safetensors", max_bytes=1000)  # forces several row chunks
+    c = load_gradients(tmp_path / "merged.safetensors")
+    assert all(torch.equal(c[k], memory[k]) for k in memory)
+    assert read_index(tmp_path / "merged.safetensors")["sample_ids"] == ids
+
+
+def test_half_precision_store_and_block_subset(minilm, tmp_path):
+    family, model, encoded = minilm
+    train = encoded["train"]
+    full = per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss)
+    keep = select_blocks(trainable_blocks(model), {"include": ["value"], "exclude": ["layer\\.5\\."]})
+    assert len(keep) == 10 and all("value" in k and "layer.5." not in k for k in keep)
+    path = tmp_path / "bf16.safetensors"
+    stream_gradients(path, model, iterate_batches(train, 10), family.per_sample_loss,
+                     list(range(len(train["labels"]))), {}, dtype=torch.bfloat16, blocks=keep)
+    half = load_gradients(path)
+    assert list(half) == keep and all(v.dtype == torch.bfloat16 for v in half.values())
+    assert all(torch.equal(half[k], full[k].to(torch.bfloat16)) for k in keep)
+    assert json.loads(path.with_suffix(".json").read_text())["blocks"][keep[0]]["dtype"] == "bfloat16"
+
+
+def test_block_selection_defaults_and_patterns():
+    minilm = ["bert.encoder.layer.0.attention.self.query.lora_A", "bert.encoder.layer.0.attention.self.query.lora_B",
+              "classifier"]
+    assert select_blocks(minilm, None) == minilm
+    assert select_blocks(ROBERTA_HEAD, {}) == [b for b in ROBERTA_HEAD if b != "classifier.dense"]
+    assert select_blocks(ROBERTA_HEAD, {"include": ["default", "classifier\\.dense"]}) == ROBERTA_HEAD
+    assert select_blocks(["model.layers.0.self_attn.q_proj.lora_A", "score"], {}) == \
+        ["model.layers.0.self_attn.q_proj.lora_A", "score"]
+    with pytest.raises(ConfigError, match=r"gradients.blocks.include.*'pooler' matches no block"):
+        select_blocks(ROBERTA_HEAD, {"include": ["lora_", "pooler"]})
+    with pytest.raises(ConfigError, match=r"gradients.blocks.exclude.*invalid regex"):
+        select_blocks(ROBERTA_HEAD, {"exclude": ["("]})
+    with pytest.raises(ConfigError, match=r"'gradients.blocks': selects no block"):
+        select_blocks(ROBERTA_HEAD, {"exclude": ["."]})
+
+
+def test_bad_block_pattern_is_a_config_error():
+    import yaml
+
+    from common import ROOT
+    from inflbench.config import validate_config
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["gradients"]["blocks"] = {"include": ["lora_", "no_such_block"]}
+    with pytest.raises(ConfigError, match=r"^config key 'gradients.blocks.include': 'no_such_block' matches no "):
+        validate_config(cfg)
+
+
+def test_shards_cover_blocks_once_with_balanced_sizes():
+    sizes = {f"b{i}": s for i, s in enumerate([5, 1, 1, 8, 2, 2, 1, 4])}
+    shards = [shard_blocks(sizes, 3, i) for i in range(3)]
+    assert sum(shards, []) == list(sizes)  # contiguous, ordered, disjoint, complete
+    assert max(sum(sizes[b] for b in s) for s in shards) <= 10
+    assert shard_blocks(sizes, 20, 19) == [] or len(sum([shard_blocks(sizes, 20, i) for i in range(20)], [])) == 8
+
+
+def test_writer_rejects_rows_that_do_not_fit_and_leaves_no_file(tmp_path):
+    path = tmp_path / "x.safetensors"
+    with pytest.raises(ValueError, match="do not fit"):
+        with StoreWriter(path, {"a": ((3, 2), torch.float32)}) as w:
+            w.write("a", 2, torch.zeros(2, 2))
+    assert not path.exists() and not list(tmp_path.iterdir())
