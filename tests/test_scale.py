@@ -102,3 +102,63 @@ def test_writer_rejects_rows_that_do_not_fit_and_leaves_no_file(tmp_path):
         with StoreWriter(path, {"a": ((3, 2), torch.float32)}) as w:
             w.write("a", 2, torch.zeros(2, 2))
     assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def _random_stores(tmp_path, n=30, m=7, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"l0.q.lora_A": (4, 16), "l0.q.lora_B": (16, 4), "l1.q.lora_A": (4, 16), "l1.q.lora_B": (16, 4),
+              "head.big": (3, 40), "classifier": (2, 17)}
+    paths = {}
+    for split, rows in (("train", n), ("val", m)):
+        grads = {k: torch.randn(rows, *s, generator=gen).to(dtype) for k, s in shapes.items()}
+        paths[split] = tmp_path / f"{split}.safetensors"
+        save_gradients(paths[split], grads, list(range(1000 * (split == "val"), 1000 * (split == "val") + rows)), {})
+    return paths
+
+
+@pytest.mark.parametrize("method,params", [("exact_block", {}), ("datainf", {"damping": 0.3}), ("tracin", {}),
+                                           ("lissa", {})])
+def test_sharded_and_grouped_scores_equal_unsharded(tmp_path, method, params):
+    from inflbench.methods import compute_influence
+    from inflbench.scoring import merge_score_files, read_score_ids, score_stores
+
+    paths = _random_stores(tmp_path)
+    reference = compute_influence(method, load_gradients(paths["train"]), load_gradients(paths["val"]), **params)
+    whole = tmp_path / "whole.safetensors"
+    score_stores(method, params, str(paths["train"]), str(paths["val"]), str(whole), {"group_mb": 0.01})
+    shards = []
+    for i in range(3):
+        shards.append(str(tmp_path / f"shard{i}.safetensors"))
+        score_stores(method, params, str(paths["train"]), str(paths["val"]), shards[-1], {"group_mb": 0.01}, (i, 3))
+    merged = tmp_path / "merged.safetensors"
+    merge_score_files(shards, str(merged))
+    a, b = load_gradients(whole), load_gradients(merged)
+    assert list(a) == list(b) == list(load_gradients(paths["train"])) + ["total"]  # store order
+    total = reference.total()
+    for k in reference:
+        torch.testing.assert_close(a[k], reference[k], rtol=1e-12, atol=0)
+    torch.testing.assert_close(a["total"], total, rtol=1e-12, atol=1e-14)
+    rel = float((b["total"] - a["total"]).abs().max() / a["total"].abs().max())
+    assert rel < 1e-6 and all(torch.equal(a[k], b[k]) for k in reference)
+    assert read_score_ids(str(merged)) == {"train": list(range(30)), "target": list(range(1000, 1007))}
+    assert json.loads(TensorStore(merged).metadata["inflbench"])["blocks"] == len(reference)
+
+
+def test_score_file_float32_blocks_float64_total_and_coupled_methods(tmp_path):
+    from inflbench.methods import compute_influence
+    from inflbench.scoring import score_stores, separable
+
+    paths = _random_stores(tmp_path, dtype=torch.bfloat16)
+    out = tmp_path / "s.safetensors"
+    score_stores("datainf", {}, str(paths["train"]), str(paths["val"]), str(out), {"block_dtype": "float32"})
+    got = load_gradients(out)
+    ref = compute_influence("datainf", {k: v.float() for k, v in load_gradients(paths["train"]).items()},
+                            {k: v.float() for k, v in load_gradients(paths["val"]).items()})
+    assert got["total"].dtype == torch.float64 and got["classifier"].dtype == torch.float32
+    torch.testing.assert_close(got["total"], ref.total(), rtol=1e-12, atol=0)  # total from the float64 blocks
+    assert not separable("exact_joint") and not separable("rrinf") and not separable("cosine")
+    score_stores("cosine", {}, str(paths["train"]), str(paths["val"]), str(out), {"group_mb": 0.01})
+    cos = load_gradients(out)
+    ref = compute_influence("cosine", {k: v.float() for k, v in load_gradients(paths["train"]).items()},
+                            {k: v.float() for k, v in load_gradients(paths["val"]).items()})
+    torch.testing.assert_close(cos["total"], ref.total(), rtol=1e-12, atol=1e-15)

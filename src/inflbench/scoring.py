@@ -170,14 +170,16 @@ def score_stores(method: str, params: dict, train_path: str, test_path: str, out
     i, k = shard
     blocks = shard_blocks(sizes, k, i) if k > 1 else list(sizes)
     n, m = train.shape(train.names[0])[0], test.shape(test.names[0])[0]
-    coupled = not separable(method)
+    from inflbench.methods import get
+
+    coupled = get(method).couples_blocks  # one "total" only
     dtype = getattr(torch, scores_cfg.get("block_dtype", "float64"))
     ids = {"train": _ids(train_path), "target": _ids(test_path)}
     writer = ScoreWriter(out, [] if coupled else blocks, n, m, base_meta or {}, ids, dtype)
     start, metas = time.perf_counter(), []
     try:
         for scores, meta in iter_block_scores(method, params, train, test, blocks,
-                                              scores_cfg.get("group_mb", 256) << 20, scores_cfg.get("device", "cpu")):
+                                              int(scores_cfg.get("group_mb", 256) * 2**20), scores_cfg.get("device", "cpu")):
             for name, s in scores.items():
                 writer.add(name, s)
             metas.append(meta)
