@@ -1,10 +1,15 @@
 import sys
 
-from inflbench.config import validate_config
+from inflbench.config import profile_config, validate_config
 from inflbench.errors import InputError
 from inflbench.methods import get as get_method
 from inflbench.paths import Layout
 
+_MERGED = dict(config)
+_RUN_CONFIG = profile_config(_MERGED, workflow.config_settings.overwrite_config)
+if _RUN_CONFIG is not _MERGED:  # standalone profile: config.yaml does not apply
+    config.clear()
+    config.update(_RUN_CONFIG)
 try:
     CFG = validate_config(config)
 except InputError as exc:
@@ -39,3 +44,35 @@ else:
 
 def split_inputs(task):
     return {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
+
+
+# ---- resources that follow the data (inflbench.resources; docs/scale.md)
+from inflbench import resources as RES
+from inflbench.scoring import separable as _separable
+
+N_TRAIN = CFG["data"]["sizes"]["train"]
+N_TARGET = CFG["data"]["sizes"][TARGET_SPLIT]
+SCORES_DEVICE = CFG["scores"].get("device") or CFG["device"]
+SCORES_GPU = int(SCORES_DEVICE == "cuda")
+_SHAPE = {}
+
+
+def grad_shape():
+    """Per-sample gradient size of the stored blocks (built once, from the model's config on the meta device)."""
+    if not _SHAPE:
+        from inflbench.shapes import gradient_shape
+
+        _SHAPE.update(gradient_shape(CFG["model"], CFG["gradients"]["blocks"]) or RES.FALLBACK)
+    return _SHAPE
+
+
+def scaled_mb(mb):
+    return int(mb * CFG["resources"]["mem_factor"])
+
+
+def scaled_min(m):
+    return int(m * CFG["resources"]["runtime_factor"])
+
+
+def split_size(split):
+    return CFG["data"]["sizes"][split]

@@ -20,8 +20,9 @@ rule finetune:
         P.log(stage="finetune", name="{task}"),
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=lambda w: scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])),
+        runtime=lambda w: scaled_min(RES.train_runtime(grad_shape(), sum(CFG["data"]["sizes"].values()),
+                                                    CFG["train"]["epochs"], CFG["device"], MAX_THREADS)),
         gpu=GPU,
     conda:
         ENV

@@ -111,6 +111,12 @@ def check_gradient_blocks(cfg: dict) -> None:
     select_blocks(names or [], spec, check=names is not None)
 
 
+def profile_config(merged: dict, overlays: dict) -> dict:
+    """The run config: Snakemake's merge of config.yaml and the overlays (--configfile, --config), or the
+    overlays alone when they say ``standalone: true`` (a profile that names everything it runs)."""
+    return copy.deepcopy(dict(overlays)) if (overlays or {}).get("standalone") else merged
+
+
 def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:

@@ -35,12 +35,13 @@ def _block_names_cached(family: str, name_or_path: str, targets: tuple[str, ...]
     try:
         import torch
         from peft import LoraConfig, TaskType, get_peft_model
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
         from inflbench.gradients import trainable_blocks
-        from inflbench.models import resolve_pretrained
 
-        config = AutoConfig.from_pretrained(resolve_pretrained(name_or_path), num_labels=2)
+        from inflbench.shapes import transformers_config
+
+        config = transformers_config(name_or_path)  # paper models from their written-out configs, offline
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = AutoModelForSequenceClassification.from_config(config)
