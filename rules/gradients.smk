@@ -50,6 +50,8 @@ rule gradients:
         adapter=P.adapter(task="{task}") if GRAD_CHUNKS == 1 else [],
         chunks=lambda w: [] if GRAD_CHUNKS == 1 else
             [P.gradient_chunk(task=w.task, split=w.split, chunk=i) for i in range(GRAD_CHUNKS)],
+        chunk_indexes=lambda w: [] if GRAD_CHUNKS == 1 else
+            [P.gradient_chunk_index(task=w.task, split=w.split, chunk=i) for i in range(GRAD_CHUNKS)],
     output:
         grads=P.gradients(task="{task}", split="{split}"),
         index=P.gradient_index(task="{task}", split="{split}"),

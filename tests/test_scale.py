@@ -162,3 +162,97 @@ def test_score_file_float32_blocks_float64_total_and_coupled_methods(tmp_path):
     ref = compute_influence("cosine", {k: v.float() for k, v in load_gradients(paths["train"]).items()},
                             {k: v.float() for k, v in load_gradients(paths["val"]).items()})
     torch.testing.assert_close(cos["total"], ref.total(), rtol=1e-12, atol=1e-15)
+
+
+def test_streamed_cancellation_equals_whole_array_reference(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from inflbench.layers import metrics as lm
+    from inflbench.layers.stages import block_sums, stage_cancellation
+
+    paths = _random_stores(tmp_path)
+    grads = {k: v.double().numpy() for k, v in load_gradients(paths["train"]).items()}
+    grads["l0.q.lora_A"][:, 0, 0] = 0.0  # a parameter with only zero gradients: C = nan
+    save_gradients(paths["train"], {k: torch.from_numpy(v).float() for k, v in grads.items()}, list(range(30)), {})
+    sums = block_sums(TensorStore(paths["train"]), "head.big", max_bytes=500)  # several row chunks
+    np.testing.assert_allclose(sums["abs"], np.abs(grads["head.big"]).sum(0).ravel(), rtol=1e-12)
+    groups = {"L0": ["^l0\\."], "all": ["."]}
+    out = tmp_path / "canc.csv"
+    stage_cancellation(str(paths["train"]), groups, 1000.0, "t", str(out))
+    table = pd.read_csv(out).set_index("name")
+    for b, g in grads.items():
+        ref = lm.cancellation_summary(lm.cancellation(g), 1000.0)
+        assert table.loc[b, "median"] == pytest.approx(ref["median"], rel=1e-10)
+        assert table.loc[b, "layer_C"] == pytest.approx(lm.layer_cancellation(g), rel=1e-10)
+    joint = np.concatenate([grads[b].reshape(30, -1) for b in grads if b.startswith("l0.")], axis=1)
+    assert table.loc["L0", "layer_C"] == pytest.approx(lm.layer_cancellation(joint), rel=1e-10)
+    assert table.loc["L0", "n_params"] == joint.shape[1] and table.loc["l0.q.lora_A", "share_inf"] == 0
+
+
+def test_resources_follow_the_data():
+    from inflbench import resources as res
+    from inflbench.shapes import gradient_shape
+
+    lora = {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]}
+    roberta = {"family": "sequence_classification", "name_or_path": "roberta-large", "lora": lora}
+    shape = gradient_shape(roberta)
+    with_dense = gradient_shape(roberta, {"include": ["default", "classifier\\.dense"]})
+    assert with_dense["d"] == 1_444_866 and shape["d"] == with_dense["d"] - 1024 * 1025  # counted from the config
+    llama = gradient_shape({"family": "causal_lm", "name_or_path": "meta-llama/Llama-2-13b-chat-hf",
+                            "lora": {"r": 8, "alpha": 32, "target_modules": ["q_proj", "v_proj"]}})
+    assert llama["d"] == 40 * 2 * 8 * (5120 + 5120)
+    # gradients: flat in n (streamed), grows with the batch and d
+    assert res.gradients_mem_mb(shape, roberta, 64) == res.gradients_mem_mb(shape, roberta, 64)
+    assert res.gradients_mem_mb(with_dense, roberta, 64) - res.gradients_mem_mb(shape, roberta, 64) == \
+        pytest.approx(4 * 64 * 4 * (with_dense["d"] - shape["d"]) / 2**20, abs=1)
+    assert res.gradients_runtime(shape, 4000, "cpu", 8) > res.gradients_runtime(shape, 1000, "cpu", 8)
+    # separable scoring is bounded by the block group; whole-model methods grow with n * d
+    small, big = (res.scores_mem_mb("tracin", shape, n, 500) for n in (4500, 45000))
+    assert big - small < 1.1 * 3 * 8 * 45000 * 500 / 2**20  # only the score matrices grow
+    whole = res.scores_mem_mb("exact_joint", shape, 4500, 500, separable=False)
+    assert whole > (4500 + 500) * shape["d"] * 4 * 2 / 2**20
+    assert res.scores_mem_mb("datainf", shape, 4500, 500) - res.scores_mem_mb("tracin", shape, 4500, 500) == \
+        pytest.approx(2 * 8 * 4500**2 / 2**20, abs=2)  # DataInf's n x n Gram
+    assert res.layers_mem_mb("cancellation", shape, 4500, 500) < 2000
+
+
+def test_standalone_profile_does_not_inherit_the_default_config():
+    import yaml
+
+    from common import ROOT
+    from inflbench.config import profile_config
+    from inflbench.identification import merged_profiles
+
+    default = yaml.safe_load((ROOT / "config.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "configs" / "paper-layers.yaml").read_text())
+    merged = {**default, **paper}
+    assert profile_config(merged, paper) == paper and profile_config(merged, {"run": "x"}) is merged
+    cfg = merged_profiles([str(ROOT / "configs" / "paper-glue.yaml")])
+    assert "synthetic" not in cfg and set(cfg["methods"]) == set(yaml.safe_load(
+        (ROOT / "configs" / "paper-glue.yaml").read_text())["methods"])
+
+
+def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from common import ROOT
+
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path), "--profile",
+                           str(ROOT / "profiles" / "slurm"), "--configfile", str(ROOT / "configs" / "paper-glue.yaml")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                                       "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert "synthetic_cell" not in jobs and "layers_retrain" not in jobs  # nothing inherited from config.yaml
+    assert int(jobs["scores_shard"]) == 8 * 5 * 4 and int(jobs["scores_merge"]) == 8 * 5  # 5 separable methods
+    assert int(jobs["scores"]) == 8 * 3  # cosine, exact_joint, rrinf: one job each
+    gpu_jobs = [line for line in proc.stdout.splitlines() if "resources:" in line and "gpu=1" in line]
+    assert len(gpu_jobs) == int(jobs["finetune"]) + int(jobs["gradients"]) + int(jobs["model_scores"]) + \
+        int(jobs["scores"]) + int(jobs["scores_shard"])
+    assert all("slurm_partition=CHANGE_ME_GPU" in line for line in gpu_jobs)
+    mems = {int(m) for m in re.findall(r"mem_mb=(\d+)", proc.stdout)}
+    assert len(mems) > 3  # requests differ by stage and method, not one constant

@@ -188,23 +188,40 @@ def stage_ensemble(score_paths: dict[str, str], train_split: str, val_prediction
     _aggregate_outputs(sources, data_mod.read_split(train_split), val_predictions, lay, ENSEMBLE, task, out)
 
 
-def stage_cancellation(train_grads: str, groups: dict[str, list[str]], extreme: float, task: str, out: str) -> None:
-    """C(W) per parameter summarised per block and per group (seed 003 Table 1) + layer-level C(W)."""
+def block_sums(store, name: str, max_bytes: int = 64 << 20) -> dict[str, np.ndarray]:
+    """Running float64 sums of one block, read row chunk by row chunk: ``abs`` = sum_i |g_i| and ``sum`` =
+    sum_i g_i per parameter, ``sq`` = ||g_i||^2 per sample."""
     import torch
 
-    from inflbench.gradients import load_gradients
+    abs_sum = total = None
+    sq = []
+    for _, rows in store.row_chunks(name, max_bytes):
+        g = rows.reshape(rows.shape[0], -1).to(torch.float64)
+        a, t = g.abs().sum(0), g.sum(0)
+        abs_sum, total = (a, t) if abs_sum is None else (abs_sum + a, total + t)
+        sq.append((g * g).sum(1))
+    return {"abs": abs_sum.numpy(), "sum": total.numpy(), "sq": torch.cat(sq).numpy()}
 
-    grads = {k: v.to(torch.float64).numpy() for k, v in load_gradients(train_grads).items()}
-    per_param = {b: lm.cancellation(g) for b, g in grads.items()}
+
+def stage_cancellation(train_grads: str, groups: dict[str, list[str]], extreme: float, task: str, out: str) -> None:
+    """C(W) per parameter summarised per block and per group (seed 003 Table 1) + layer-level C(W); the store
+    is read one row chunk of one block at a time (running per-parameter sums)."""
+    from inflbench.store import TensorStore
+
+    store = TensorStore(train_grads)
+    sums = {b: block_sums(store, b) for b in store.names}
+    per_param = {b: lm.cancellation_from_sums(s["abs"], s["sum"]) for b, s in sums.items()}
     rows = [{"task": task, "level": "block", "name": b, "layer": layer_of(b), "module": module_of(b),
-             "layer_C": lm.layer_cancellation(grads[b]), **lm.cancellation_summary(c, extreme)}
+             "layer_C": lm.layer_cancellation_from(np.sqrt(sums[b]["sq"]), float(np.linalg.norm(sums[b]["sum"]))),
+             **lm.cancellation_summary(c, extreme)}
             for b, c in per_param.items()]
     for g, patterns in groups.items():
-        members = agg_mod.match_blocks(patterns, list(grads))
+        members = agg_mod.match_blocks(patterns, list(sums))
         c = np.concatenate([per_param[b] for b in members])
-        joint = np.concatenate([grads[b].reshape(len(grads[b]), -1) for b in members], axis=1)
+        norms = np.sqrt(sum(sums[b]["sq"] for b in members))
+        sum_norm = float(np.sqrt(sum(np.dot(sums[b]["sum"], sums[b]["sum"]) for b in members)))
         rows.append({"task": task, "level": "group", "name": g, "layer": None, "module": None,
-                     "layer_C": lm.layer_cancellation(joint), **lm.cancellation_summary(c, extreme)})
+                     "layer_C": lm.layer_cancellation_from(norms, sum_norm), **lm.cancellation_summary(c, extreme)})
     write_table(pd.DataFrame(rows), out, {"task": task, "groups": groups, "extreme": extreme})
 
 
