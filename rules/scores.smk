@@ -27,7 +27,7 @@ rule scores:
         P.scores(task="{task}", method="{method}"),
     params:
         method_params=lambda w: CFG["methods"][w.method],
-        scores=CFG["scores"],
+        scores={**CFG["scores"], "device": SCORES_DEVICE},
     log:
         P.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
@@ -52,7 +52,7 @@ rule scores_shard:
         temp(P.score_shard(task="{task}", method="{method}", shard="{shard}")),
     params:
         method_params=lambda w: CFG["methods"][w.method],
-        scores=CFG["scores"],
+        scores={**CFG["scores"], "device": SCORES_DEVICE},
         shards=SHARDS,
     log:
         P.log(stage="scores", name="{task}_{method}_{shard}"),

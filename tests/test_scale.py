@@ -156,12 +156,15 @@ def test_score_file_float32_blocks_float64_total_and_coupled_methods(tmp_path):
                             {k: v.float() for k, v in load_gradients(paths["val"]).items()})
     assert got["total"].dtype == torch.float64 and got["classifier"].dtype == torch.float32
     torch.testing.assert_close(got["total"], ref.total(), rtol=1e-12, atol=0)  # total from the float64 blocks
-    assert not separable("exact_joint") and not separable("rrinf") and not separable("cosine")
-    score_stores("cosine", {}, str(paths["train"]), str(paths["val"]), str(out), {"group_mb": 0.01})
+    assert not separable("exact_joint") and not separable("rrinf") and separable("cosine")
+    score_stores("cosine", {}, str(paths["train"]), str(paths["val"]), str(out), {"group_mb": 0.01}, (1, 2))
     cos = load_gradients(out)
     ref = compute_influence("cosine", {k: v.float() for k, v in load_gradients(paths["train"]).items()},
                             {k: v.float() for k, v in load_gradients(paths["val"]).items()})
-    torch.testing.assert_close(cos["total"], ref.total(), rtol=1e-12, atol=1e-15)
+    assert 0 < len(cos) - 1 < len(ref)  # the second of two shards; whole-model norms all the same
+    for k in cos:
+        if k != "total":
+            torch.testing.assert_close(cos[k], ref[k], rtol=1e-12, atol=1e-15)
 
 
 def test_streamed_cancellation_equals_whole_array_reference(tmp_path):
@@ -248,8 +251,8 @@ def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
     assert "synthetic_cell" not in jobs and "layers_retrain" not in jobs  # nothing inherited from config.yaml
-    assert int(jobs["scores_shard"]) == 8 * 5 * 4 and int(jobs["scores_merge"]) == 8 * 5  # 5 separable methods
-    assert int(jobs["scores"]) == 8 * 3  # cosine, exact_joint, rrinf: one job each
+    assert int(jobs["scores_shard"]) == 8 * 6 * 4 and int(jobs["scores_merge"]) == 8 * 6  # 6 separable methods
+    assert int(jobs["scores"]) == 8 * 2  # exact_joint, rrinf couple blocks: one job each
     gpu_jobs = [line for line in proc.stdout.splitlines() if "resources:" in line and "gpu=1" in line]
     assert len(gpu_jobs) == int(jobs["finetune"]) + int(jobs["gradients"]) + int(jobs["model_scores"]) + \
         int(jobs["scores"]) + int(jobs["scores_shard"])

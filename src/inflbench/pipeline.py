@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from inflbench.gradients import fingerprint, index_path, input_embedding, merge_
 from inflbench.metrics import detection_auc, detection_curve, detection_rate_at
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
 from inflbench.training import TrainArgs, finetune, predictions
-from inflbench.workflow import write_provenance, write_table
+from inflbench.workflow import peak_rss_mb, write_provenance, write_table
 
 log = logging.getLogger("inflbench")
 
@@ -109,9 +107,7 @@ def stage_merge_gradients(parts: list[str], out: str) -> None:
     merge_stores(parts, out, {"seconds": seconds, "chunks": len(parts)})
 
 
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+_peak_rss_mb = peak_rss_mb
 
 
 def stage_scores(method: str, params: dict, train_grads: str, test_grads: str, out: str,

@@ -3,8 +3,9 @@
 A method is *block-separable* when a block's scores depend only on that block's gradients (and per-block
 parameters): it can be handed any subset of the blocks, so its work is split into bounded groups (peak memory:
 one group plus the score matrices being written) and, with ``scores.shards: K``, into K jobs over block ranges
-whose files a merge job joins. Methods that couple blocks (``couples_blocks``: exact_joint, rrinf) and cosine
-(normalised by whole-model norms) see all blocks at once, in one job.
+whose files a merge job joins. Cosine (normalised by whole-model norms) is TracIn per group rescaled by norms
+streamed over all blocks. Methods that couple blocks (``couples_blocks``: exact_joint, rrinf) see all blocks at
+once, in one job.
 
 Score file: a safetensors file with one ``(n_train, n_target)`` tensor per block (float32 or float64,
 ``scores.block_dtype``) and ``total`` in float64, accumulated block by block; metadata ``inflbench`` (run
@@ -28,15 +29,33 @@ log = logging.getLogger("inflbench")
 #: Header bytes reserved for the run facts written when scoring ends.
 META_BYTES = 1 << 16
 
-#: Not block-coupled, but normalised by norms over all blocks: scored with every block at once.
-WHOLE_MODEL = frozenset({"cosine"})
+#: Methods normalised by whole-model quantities, scored group by group as another method times a rescaling
+#: computed from all blocks: cosine = TracIn / (||g_train|| ||g_test||) with whole-model norms.
+RESCALED = {"cosine": "tracin"}
 
 
 def separable(method: str) -> bool:
     from inflbench.methods import get
 
     spec = get(method)
-    return not (spec.couples_blocks or spec.needs_model or method in WHOLE_MODEL)
+    return method in RESCALED or not (spec.couples_blocks or spec.needs_model)
+
+
+def _read(store: TensorStore, name: str) -> torch.Tensor:
+    t = store.read(name)
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _inverse_norms(store: TensorStore) -> torch.Tensor:
+    """1 / whole-model gradient norm per sample (0 for a zero gradient), read block by block."""
+    from inflbench.methods._common import sq_norms
+
+    total = None
+    for name in store.names:
+        sq = sq_norms(_read(store, name))
+        total = sq if total is None else total + sq
+    norm = total.sqrt()
+    return torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
 
 
 def store_sizes(store: TensorStore, dtype_bytes: int = 4) -> dict[str, int]:
@@ -93,17 +112,16 @@ def iter_block_scores(method: str, params: dict, train: TensorStore, test: Tenso
     dev = _pick_device(device)
     sizes = {k: v for k, v in store_sizes(train).items() if k in set(blocks)}
     grouped = block_groups(sizes, group_bytes) if separable(method) else [list(sizes)]
-
-    def read(store: TensorStore, name: str) -> torch.Tensor:
-        t = store.read(name)
-        return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
+    scale = None
+    if method in RESCALED and grouped:
+        scale = _inverse_norms(train)[:, None] * _inverse_norms(test)[None, :]
     for names in grouped:
-        tr = {k: read(train, k) for k in names}
-        te = {k: read(test, k) for k in names}
-        res = _compute(method, _subset_params(params, names), tr, te, dev)
+        tr = {k: _read(train, k) for k in names}
+        te = {k: _read(test, k) for k in names}
+        res = _compute(RESCALED.get(method, method), _subset_params(params, names), tr, te, dev)
         del tr, te
-        yield dict(res), dict(res.meta)
+        scores = dict(res) if scale is None else {k: v * scale for k, v in res.items()}
+        yield scores, {**res.meta, "method": method}
 
 
 class ScoreWriter:
@@ -161,7 +179,7 @@ def score_stores(method: str, params: dict, train_path: str, test_path: str, out
                  shard: tuple[int, int] = (0, 1), base_meta: dict | None = None) -> dict:
     """Scores of one method (or of shard ``(i, k)`` of its blocks) from two gradient stores, streamed into
     ``out``. Returns the run meta."""
-    from inflbench.pipeline import _peak_rss_mb
+    from inflbench.workflow import peak_rss_mb
 
     train, test = TensorStore(train_path), TensorStore(test_path)
     if train.names != test.names:
@@ -179,12 +197,12 @@ def score_stores(method: str, params: dict, train_path: str, test_path: str, out
     start, metas = time.perf_counter(), []
     try:
         for scores, meta in iter_block_scores(method, params, train, test, blocks,
-                                              int(scores_cfg.get("group_mb", 256) * 2**20), scores_cfg.get("device", "cpu")):
+                                              int(scores_cfg.get("group_mb", 256) * 2**20), scores_cfg.get("device") or "cpu"):
             for name, s in scores.items():
                 writer.add(name, s)
             metas.append(meta)
         seconds = time.perf_counter() - start
-        meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+        meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
                 "blocks": len(blocks), "shard": f"{i}/{k}",
                 **{f"meta.{key}": v for key, v in _merge_meta(metas).items()}}
         writer.close(meta)

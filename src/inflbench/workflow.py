@@ -48,6 +48,14 @@ def named(namedlist) -> dict[str, str]:
     return {k: v for k, v in namedlist.items()}
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
 def set_threads(threads: int) -> None:
     import torch
 

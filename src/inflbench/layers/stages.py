@@ -103,10 +103,26 @@ def keep_mask(spec: dict, scores: np.ndarray | None, flipped: np.ndarray, seed: 
 
 
 # ---------------------------------------------------------------- aggregation and metrics per method
-def _load_scores(path: str) -> dict[str, np.ndarray]:
-    from safetensors.torch import load_file
+class _LazyScores(dict):
+    """Block -> float64 ``(n_train, n_val)`` scores of a score file, each read from disk when accessed
+    (the aggregations go block by block, so a whole file is never in memory)."""
 
-    return {k: v.numpy() for k, v in load_file(path).items()}
+    def __init__(self, path: str):
+        from inflbench.store import TensorStore
+
+        self.store = TensorStore(path)
+        super().__init__({k: None for k in self.store.names})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        import torch
+
+        if name not in self:
+            raise KeyError(name)
+        return self.store.read(name, dtype=torch.float64).numpy()
+
+
+def _load_scores(path: str) -> _LazyScores:
+    return _LazyScores(path)
 
 
 def layer_of(block: str) -> int | None:
