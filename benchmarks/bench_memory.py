@@ -5,7 +5,8 @@ from the model built from its config on the meta device (no download), filled wi
 n_train in --sizes, n_target = 500 (the paper's validation split). Every measurement runs in a fresh process
 (ru_maxrss of that process). Gradients stage: the real hook engine streaming into a store, on RoBERTa-large at
 its real width with --layers encoder layers (random init, short random token sequences), so it runs on a CPU;
-the in-memory path (all batches held, then concatenated) is measured beside it.
+the in-memory path (all batches held, then concatenated) is measured beside it. Half-precision stores: Spearman
+agreement of exact_block scores from bfloat16 / float16 copies of the smallest store with the float32 ones.
 
     python benchmarks/bench_memory.py                       # writes benchmarks/results/memory.csv
     python benchmarks/bench_memory.py --sizes 500 --methods tracin datainf
@@ -100,6 +101,43 @@ def child_gradients(n: int, layers: int, seq: int, mode: str, out: str) -> dict:
             "store_mb": os.path.getsize(out) / 2**20}
 
 
+def half_store_agreement(train: Path, test: Path, work: Path, method: str = "exact_block") -> list[dict]:
+    """Spearman between scores from the float32 store and from a bfloat16 / float16 copy (same values rounded)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from inflbench.gradients import read_index, write_index
+    from inflbench.scoring import score_stores
+    from inflbench.store import StoreWriter, TensorStore
+
+    def copy(src: Path, dtype) -> Path:
+        dst = src.with_name(f"{src.stem}_{str(dtype)[6:]}.safetensors")
+        store, index = TensorStore(src), read_index(src)
+        with StoreWriter(dst, {k: (store.shape(k), dtype) for k in store.names}) as writer:
+            for k in store.names:
+                for start, rows in store.row_chunks(k):
+                    writer.write(k, start, rows.to(dtype))
+        write_index(dst, {k: (store.shape(k)[1:], dtype) for k in store.names}, index["sample_ids"], {})
+        return dst
+
+    def scores(tr: Path, te: Path) -> torch.Tensor:
+        out = work / "agree.safetensors"
+        score_stores(method, {}, str(tr), str(te), str(out), {"block_dtype": "float32"})
+        return TensorStore(out).read("total")
+
+    ref = scores(train, test)
+    rows = []
+    for dtype in (torch.bfloat16, torch.float16):
+        tr, te = copy(train, dtype), copy(test, dtype)
+        got = scores(tr, te)
+        rows.append({"stage": "half_store", "method": f"{method}:{str(dtype)[6:]}", "n_train": ref.shape[0],
+                     "n_target": ref.shape[1], "store_mb": os.path.getsize(tr) / 2**20,
+                     "spearman_all": float(spearmanr(ref.ravel(), got.ravel())[0]),
+                     "spearman_train_mean": float(spearmanr(ref.mean(1), got.mean(1))[0])})
+        tr.unlink(), te.unlink()
+    return rows
+
+
 def run_child(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"})
@@ -118,6 +156,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
     parser.add_argument("--seq", type=int, default=16)
     parser.add_argument("--skip-gradients", action="store_true")
+    parser.add_argument("--skip-half", action="store_true", help="Skip the half-precision store agreement.")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.csv"))
     parser.add_argument("--child", nargs=argparse.REMAINDER)
@@ -158,6 +197,9 @@ def main() -> None:
                          "layers": 24, "d": d, "store_mb": os.path.getsize(train) / 2**20,
                          "whole_store": whole, **res})
             print(rows[-1], flush=True)
+        if n == min(args.sizes) and not args.skip_half:
+            rows += half_store_agreement(train, test, work)
+            print(rows[-2:], flush=True)
         train.unlink()
     frame = pd.DataFrame(rows)
     frame.insert(0, "d_stored", d)

@@ -76,7 +76,10 @@ def stage_gradients(model_cfg: dict, grad_cfg: dict, seed: int, device: str, ada
     from inflbench.store import select_blocks
 
     family, model, frames = load_finetuned(model_cfg, seed, adapter, split_paths, device)
-    blocks = select_blocks(trainable_blocks(model), grad_cfg.get("blocks"))
+    trainable = list(trainable_blocks(model))
+    blocks = select_blocks(trainable, grad_cfg.get("blocks"))
+    log.info("storing %d of %d trainable blocks (gradients.blocks); left out: %s", len(blocks), len(trainable),
+             sorted(set(trainable) - set(blocks))[:5])
     dev = next(model.parameters()).device
     frame = frames[split]
     i, k = chunk
