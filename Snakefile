@@ -1,5 +1,6 @@
-# inflbench: training-data influence estimation benchmark.
-# The config is validated (schema + semantic checks + data files) before any job is scheduled.
+# inflbench: training-data influence estimation benchmark, four studies on one DAG.
+# The config is validated (schema + each section's checks + data files) before any job is scheduled; each
+# study has an `enabled` switch (detection, identification, layers, synthetic) and a rule file.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,14 +10,11 @@ configfile: f"{workflow.basedir}/config.yaml"
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/finetune.smk"
-include: "rules/gradients.smk"
-include: "rules/scores.smk"
-include: "rules/evaluate.smk"
+include: "rules/core.smk"
+include: "rules/detection.smk"
 include: "rules/identification.smk"
+include: "rules/layer_choice.smk"
 include: "rules/synthetic.smk"
-include: "rules/layers.smk"
 
 
 report: "reports/workflow.rst"
@@ -24,6 +22,7 @@ report: "reports/workflow.rst"
 
 rule all:
     input:
-        EXPERIMENT_TARGETS,
+        DETECTION_TARGETS,
+        IDENTIFICATION_TARGETS,
         LAYER_TARGETS,
-        rules.synthetic.input if CFG["synthetic"] else [],
+        SYN_TARGETS,

@@ -53,7 +53,7 @@ def block_shapes() -> dict[str, tuple[int, ...]]:
 def make_store(path: Path, shapes: dict, n: int, seed: int) -> None:
     import torch
 
-    from inflbench.gradients import write_index
+    from inflbench.artifacts import write_gradient_index
     from inflbench.store import StoreWriter
 
     gen = torch.Generator().manual_seed(seed)
@@ -62,7 +62,7 @@ def make_store(path: Path, shapes: dict, n: int, seed: int) -> None:
             for start in range(0, n, 256):
                 rows = min(256, n - start)
                 writer.write(k, start, torch.randn(rows, *s, generator=gen) * 1e-2)
-    write_index(path, {k: (s, torch.float32) for k, s in shapes.items()}, list(range(n)), {})
+    write_gradient_index(path, {k: (s, torch.float32) for k, s in shapes.items()}, list(range(n)), {})
 
 
 def child_scores(method: str, train: str, test: str, out: str) -> dict:
@@ -76,7 +76,8 @@ def child_scores(method: str, train: str, test: str, out: str) -> dict:
 def child_gradients(n: int, layers: int, seq: int, mode: str, out: str) -> dict:
     import torch
 
-    from inflbench.gradients import per_sample_gradients, save_gradients, stream_gradients
+    from inflbench.artifacts import save_gradients
+    from inflbench.gradients import per_sample_gradients, stream_gradients
     from inflbench.shapes import build_lora_model
 
     torch.manual_seed(0)
@@ -106,18 +107,18 @@ def half_store_agreement(train: Path, test: Path, work: Path, method: str = "exa
     import torch
     from scipy.stats import spearmanr
 
-    from inflbench.gradients import read_index, write_index
+    from inflbench.artifacts import read_gradient_index, write_gradient_index
     from inflbench.scoring import score_stores
     from inflbench.store import StoreWriter, TensorStore
 
     def copy(src: Path, dtype) -> Path:
         dst = src.with_name(f"{src.stem}_{str(dtype)[6:]}.safetensors")
-        store, index = TensorStore(src), read_index(src)
+        store, index = TensorStore(src), read_gradient_index(src)
         with StoreWriter(dst, {k: (store.shape(k), dtype) for k in store.names}) as writer:
             for k in store.names:
                 for start, rows in store.row_chunks(k):
                     writer.write(k, start, rows.to(dtype))
-        write_index(dst, {k: (store.shape(k)[1:], dtype) for k in store.names}, index["sample_ids"], {})
+        write_gradient_index(dst, {k: (store.shape(k)[1:], dtype) for k in store.names}, index["sample_ids"], {})
         return dst
 
     def scores(tr: Path, te: Path) -> torch.Tensor:

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from inflbench.methods import compute_influence  # noqa: E402
-from inflbench.methods._synthetic import roberta_lora_shapes, synthetic_grads  # noqa: E402
+from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
 # (label, method, params). Defaults first, then the published-behaviour options.
 CONFIGS: list[tuple[str, str, dict]] = [
@@ -65,7 +65,7 @@ CONFIGS: list[tuple[str, str, dict]] = [
     ("exact_joint", "exact_joint", {}),
 ]
 
-# targets of issue #3 at n_train=900 / n_test=100 (seconds)
+# speed targets at n_train=900 / n_test=100 (seconds)
 TARGETS = {
     "tracin": 0.1,
     "datainf": 0.7,

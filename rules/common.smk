@@ -1,23 +1,20 @@
+# Shared by every study: the validated config (schema defaults filled, section checks run, study switches
+# resolved) as CFG, the run's Layout P, and the constants of the rules. Snakemake's `config` is left as given.
 import sys
 
 from inflbench.config import profile_config, validate_config
 from inflbench.errors import InputError
 from inflbench.methods import get as get_method
 from inflbench.paths import Layout
+from inflbench.studies import STUDIES
 
-_MERGED = dict(config)
-_RUN_CONFIG = profile_config(_MERGED, workflow.config_settings.overwrite_config)
-if _RUN_CONFIG is not _MERGED:  # standalone profile: config.yaml does not apply
-    config.clear()
-    config.update(_RUN_CONFIG)
-try:
-    CFG = validate_config(config)
+try:  # a standalone profile (standalone: true) is not merged over config.yaml
+    CFG = validate_config(profile_config(dict(config), workflow.config_settings.overwrite_config))
 except InputError as exc:
     sys.exit(f"inflbench: invalid input: {exc}")
-config.update(CFG)  # later rules see schema defaults too
 
 P = Layout.from_config(CFG)
-RESULTS = str(P.root)
+ON = {name: study.enabled(CFG) for name, study in STUDIES.items()}  # study -> enabled
 TASKS = list(CFG["data"]["tasks"])
 METHODS = list(CFG["methods"])
 GRADIENT_METHODS = [m for m in METHODS if not get_method(m).needs_model]
@@ -33,13 +30,7 @@ wildcard_constraints:
 
 
 # influence targets: validation samples for mislabeled detection, test samples for identification
-TARGET_SPLIT = "val" if CFG["experiment"] == "mislabeled_detection" else "test"
-if CFG["experiment"] == "mislabeled_detection":
-    EXPERIMENT_TARGETS = [P.detection_table()] + expand(P.detection_figure(task="{task}"), task=TASKS)
-else:
-    EXPERIMENT_TARGETS = [P.identification_table()] + expand(
-        P.identification_figure(task="{task}"), task=TASKS
-    )
+TARGET_SPLIT = "test" if ON["identification"] else "val"
 
 
 def split_inputs(task):

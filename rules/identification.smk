@@ -1,14 +1,20 @@
-# Influential-data identification (RRInf §4.2, Table 2): class-detection AUC and recall of every method's
-# train-vs-test influence scores, per test point, summarised per task and method.
-# The Snakefile includes this file; with experiment: influential_data the scores rule compares train with test.
-# Target `identification`: only this experiment (no synthetic study), e.g.
+# Influential-data identification (identification.enabled; RRInf §4.2, Table 2): class-detection AUC and
+# recall of every method's train-vs-test influence scores, per test point, summarised per task and method.
+# With this study on, the scores rule compares train with test. Target `identification`: only this study
+# (no synthetic study), e.g.
 #   snakemake --cores 2 identification --configfile configs/diffusion.yaml
+
+IDENTIFICATION_TARGETS = (
+    [P.identification_table()] + expand(P.identification_figure(task="{task}"), task=TASKS)
+    if ON["identification"]
+    else []
+)
 
 
 rule identification:
     """Identification table and figures only (the default target also runs the synthetic study)."""
     input:
-        EXPERIMENT_TARGETS if CFG["experiment"] == "influential_data" else [],
+        IDENTIFICATION_TARGETS,
 
 
 rule identification_metrics:
@@ -37,13 +43,13 @@ rule identification_metrics:
 rule identification_table:
     """Mean ± std of AUC and recall over test points, and scoring runtime, per task and method (RRInf Table 2)."""
     input:
-        expand(
+        summaries=expand(
             P.identification_summary(task="{task}", method="{method}"),
             task=TASKS,
             method=METHODS,
         ),
     output:
-        report(
+        table=report(
             P.identification_table(),
             caption="../reports/identification_table.rst",
             category="Influential data",
@@ -68,7 +74,7 @@ rule identification_figure:
     input:
         points=expand(P.identification(task="{{task}}", method="{method}"), method=METHODS),
     output:
-        report(
+        figure=report(
             P.identification_figure(task="{task}"),
             caption="../reports/identification_figure.rst",
             category="Influential data",

@@ -1,35 +1,34 @@
-# Synthetic inverse-HVP convergence and matrix-inversion study (HyperINF §4, App. H–I; RRInf eq. 5).
-# Needs `config` (raw; uses config["synthetic"]) and `RESULTS` (results root of this run) from the Snakefile.
-# One job per (distribution, d, N, seed) cell; the target rule `synthetic` builds CSVs, figures, tables, summary.
-from inflbench.synthetic import paths as SYN_PATHS
-from inflbench.synthetic import resources as SYN_RESOURCES
-from inflbench.synthetic.config import cell_params as syn_cell_params
-from inflbench.synthetic.config import validate_config as syn_validate_config
+# Synthetic inverse-HVP convergence and matrix-inversion study (synthetic.enabled; HyperINF §4, App. H–I;
+# RRInf eq. 5). One job per (distribution, d, N, seed) cell; the target rule `synthetic` builds CSVs,
+# figures, tables, summary. Paths from the run's Layout P, config from CFG["synthetic"] (defaults filled).
+from inflbench.studies.synthetic import resources as SYN_RESOURCES
+from inflbench.studies.synthetic import stages as SYN
+from inflbench.studies.synthetic.config import cell_params as syn_cell_params
 
-SYN_CFG = syn_validate_config(config.get("synthetic") or {})
-SYN_ENV = "../envs/inflbench-cpu.yaml"
+SYN_CFG = CFG["synthetic"]
+SYN_TARGETS = SYN.targets(P, SYN_CFG) if ON["synthetic"] else []
 
 
 rule synthetic:
     """Target: the whole synthetic study (tidy CSV, figures, Table 9/10-layout tables, summary)."""
     input:
-        SYN_PATHS.targets(RESULTS, SYN_CFG),
+        SYN.targets(P, SYN_CFG),
 
 
 rule synthetic_cell:
     """All configured solvers on one cell; per-iteration errors and solver wall time."""
     output:
-        csv=SYN_PATHS.cell_csv(RESULTS),
-        meta=SYN_PATHS.cell_meta(RESULTS),
+        csv=P.synthetic_cell(distribution="{distribution}", d="{d}", n="{n}", seed="{seed}"),
+        meta=P.synthetic_cell_meta(distribution="{distribution}", d="{d}", n="{n}", seed="{seed}"),
     params:
         settings=syn_cell_params(SYN_CFG),
     log:
-        SYN_PATHS.cell_log(RESULTS),
+        P.log(stage="synthetic_cell", name=SYN.cell_name()),
     wildcard_constraints:
         distribution="|".join(SYN_CFG["distributions"]),
-        d=SYN_PATHS.WILDCARD_CONSTRAINTS["d"],
-        n=SYN_PATHS.WILDCARD_CONSTRAINTS["n"],
-        seed=SYN_PATHS.WILDCARD_CONSTRAINTS["seed"],
+        d=SYN.WILDCARD_CONSTRAINTS["d"],
+        n=SYN.WILDCARD_CONSTRAINTS["n"],
+        seed=SYN.WILDCARD_CONSTRAINTS["seed"],
     threads: SYN_CFG["threads"]
     resources:
         mem_mb=lambda wc: SYN_RESOURCES.mem_mb(int(wc.d), int(wc.n)),
@@ -37,7 +36,7 @@ rule synthetic_cell:
             int(wc.d), int(wc.n), SYN_CFG["iterations"], threads
         ),
     conda:
-        SYN_ENV
+        ENV
     script:
         "../scripts/synthetic_cell.py"
 
@@ -45,19 +44,19 @@ rule synthetic_cell:
 rule synthetic_collect:
     """Concatenate the cells into the tidy convergence table and the per-cell table."""
     input:
-        cells=SYN_PATHS.all_cell_csvs(RESULTS, SYN_CFG),
-        metas=SYN_PATHS.all_cell_metas(RESULTS, SYN_CFG),
+        cells=SYN.cell_files(P, SYN_CFG),
+        metas=SYN.cell_files(P, SYN_CFG, "synthetic_cell_meta"),
     output:
-        convergence=SYN_PATHS.convergence_csv(RESULTS),
-        cells=SYN_PATHS.cells_csv(RESULTS),
+        convergence=P.synthetic_convergence(),
+        cells=P.synthetic_cells(),
     log:
-        SYN_PATHS.log(RESULTS, "collect"),
+        P.log(stage="synthetic_collect", name="all"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        SYN_ENV
+        ENV
     script:
         "../scripts/synthetic_collect.py"
 
@@ -65,23 +64,23 @@ rule synthetic_collect:
 rule synthetic_figures:
     """Fig. 1 layout, one Figs. 12–16-layout figure per distribution, and the timing figure."""
     input:
-        convergence=SYN_PATHS.convergence_csv(RESULTS),
+        convergence=P.synthetic_convergence(),
     output:
         fig1=report(
-            SYN_PATHS.figure_fig1(RESULTS),
+            P.synthetic_figure(figure=SYN.FIGURE_FIG1),
             caption="../reports/synthetic_fig1.rst",
             category="Synthetic study",
             subcategory="Figures",
         ),
         timing=report(
-            SYN_PATHS.figure_timing(RESULTS),
+            P.synthetic_figure(figure=SYN.FIGURE_TIMING),
             caption="../reports/synthetic_timing.rst",
             category="Synthetic study",
             subcategory="Figures",
         ),
         distributions=[
             report(
-                SYN_PATHS.figure_distribution(RESULTS, dist),
+                P.synthetic_figure(figure=f"convergence_{dist}"),
                 caption="../reports/synthetic_convergence.rst",
                 category="Synthetic study",
                 subcategory="Figures",
@@ -91,13 +90,13 @@ rule synthetic_figures:
     params:
         cfg=SYN_CFG,
     log:
-        SYN_PATHS.log(RESULTS, "figures"),
+        P.log(stage="synthetic_figures", name="all"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        SYN_ENV
+        ENV
     script:
         "../scripts/synthetic_figures.py"
 
@@ -105,32 +104,32 @@ rule synthetic_figures:
 rule synthetic_tables:
     """Time (Table 10 layout) and error (Table 9 layout) tables, markdown and tidy CSV."""
     input:
-        convergence=SYN_PATHS.convergence_csv(RESULTS),
+        convergence=P.synthetic_convergence(),
     output:
         timing_md=report(
-            SYN_PATHS.table_timing(RESULTS, "md"),
+            P.synthetic_table(table=SYN.TABLE_TIMING, ext="md"),
             caption="../reports/synthetic_tables.rst",
             category="Synthetic study",
             subcategory="Tables",
         ),
-        timing_csv=SYN_PATHS.table_timing(RESULTS, "csv"),
+        timing_csv=P.synthetic_table(table=SYN.TABLE_TIMING, ext="csv"),
         error_md=report(
-            SYN_PATHS.table_error(RESULTS, "md"),
+            P.synthetic_table(table=SYN.TABLE_ERROR, ext="md"),
             caption="../reports/synthetic_tables.rst",
             category="Synthetic study",
             subcategory="Tables",
         ),
-        error_csv=SYN_PATHS.table_error(RESULTS, "csv"),
+        error_csv=P.synthetic_table(table=SYN.TABLE_ERROR, ext="csv"),
     params:
         cfg=SYN_CFG,
     log:
-        SYN_PATHS.log(RESULTS, "tables"),
+        P.log(stage="synthetic_tables", name="all"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        SYN_ENV
+        ENV
     script:
         "../scripts/synthetic_tables.py"
 
@@ -138,13 +137,13 @@ rule synthetic_tables:
 rule synthetic_summary:
     """Generated markdown: where our numbers agree and disagree with HyperINF (and RRInf)."""
     input:
-        convergence=SYN_PATHS.convergence_csv(RESULTS),
-        cells=SYN_PATHS.cells_csv(RESULTS),
-        timing=SYN_PATHS.table_timing(RESULTS, "md"),
-        error=SYN_PATHS.table_error(RESULTS, "md"),
+        convergence=P.synthetic_convergence(),
+        cells=P.synthetic_cells(),
+        timing=P.synthetic_table(table=SYN.TABLE_TIMING, ext="md"),
+        error=P.synthetic_table(table=SYN.TABLE_ERROR, ext="md"),
     output:
         summary=report(
-            SYN_PATHS.summary_md(RESULTS),
+            P.synthetic_summary(),
             caption="../reports/synthetic_summary.rst",
             category="Synthetic study",
             subcategory="Summary",
@@ -152,12 +151,12 @@ rule synthetic_summary:
     params:
         cfg=SYN_CFG,
     log:
-        SYN_PATHS.log(RESULTS, "summary"),
+        P.log(stage="synthetic_summary", name="all"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        SYN_ENV
+        ENV
     script:
         "../scripts/synthetic_summary.py"

@@ -1,7 +1,5 @@
-"""Snakemake adapter: rule detection_figure."""
-from inflbench.pipeline import stage_detection_figure
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule detection_figure."""
+from inflbench.jobs import run
+from inflbench.studies.detection.stages import stage_detection_figure
 
-with rule_logging(snakemake.log[0]):
-    curves = dict(zip(snakemake.params.methods, snakemake.input.curves))
-    stage_detection_figure(curves, snakemake.wildcards.task, snakemake.output[0])
+run(snakemake, stage_detection_figure)  # noqa: F821 (snakemake is injected)

@@ -1,8 +1,5 @@
-"""Snakemake adapter: rule detection_metrics."""
-from inflbench.pipeline import stage_detection
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule detection_metrics."""
+from inflbench.jobs import run
+from inflbench.studies.detection.stages import stage_detection
 
-with rule_logging(snakemake.log[0]):
-    stage_detection(snakemake.input.scores, snakemake.input.train, snakemake.params.points,
-                    snakemake.output.curve, snakemake.output.summary, snakemake.wildcards.method,
-                    snakemake.wildcards.task)
+run(snakemake, stage_detection)  # noqa: F821 (snakemake is injected)

@@ -1,6 +1,5 @@
-"""Snakemake adapter: rule detection_table."""
-from inflbench.pipeline import stage_detection_table
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule detection_table."""
+from inflbench.jobs import run
+from inflbench.studies.detection.stages import stage_detection_table
 
-with rule_logging(snakemake.log[0]):
-    stage_detection_table(list(snakemake.input), snakemake.output[0], dict(snakemake.params.config))
+run(snakemake, stage_detection_table)  # noqa: F821 (snakemake is injected)

@@ -1,7 +1,5 @@
-"""Snakemake adapter: rule identification_figure."""
-from inflbench.identification import stage_identification_figure
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule identification_figure."""
+from inflbench.jobs import run
+from inflbench.studies.identification.stages import stage_identification_figure
 
-with rule_logging(snakemake.log[0]):
-    points = dict(zip(snakemake.params.methods, snakemake.input.points))
-    stage_identification_figure(points, snakemake.wildcards.task, snakemake.output[0])
+run(snakemake, stage_identification_figure)  # noqa: F821 (snakemake is injected)

@@ -8,7 +8,9 @@ Validates every setting first, then writes one run per setting (<results_dir>/<r
 stacked identification tables (<results_dir>/grids/<run>.csv) and the paper layout of the studied
 method (<results_dir>/grids/<run>_rrinf.csv and .png). See docs/identification.md.
 """
-from inflbench.identification import main
+from pathlib import Path
+
+from inflbench.studies.identification.grid import main
 
 if __name__ == "__main__":
-    main()
+    main(workflow_dir=Path(__file__).resolve().parents[1])  # the repository: Snakefile, config.yaml

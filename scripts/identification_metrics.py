@@ -1,8 +1,5 @@
-"""Snakemake adapter: rule identification_metrics."""
-from inflbench.identification import stage_identification
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule identification_metrics."""
+from inflbench.jobs import run
+from inflbench.studies.identification.stages import stage_identification
 
-with rule_logging(snakemake.log[0]):
-    stage_identification(snakemake.input.scores, snakemake.input.train, snakemake.input.test,
-                         snakemake.output.points, snakemake.output.summary, snakemake.wildcards.method,
-                         snakemake.wildcards.task, dict(snakemake.params.model))
+run(snakemake, stage_identification)  # noqa: F821 (snakemake is injected)

@@ -1,6 +1,5 @@
-"""Snakemake adapter: rule identification_table."""
-from inflbench.identification import stage_identification_table
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule identification_table."""
+from inflbench.jobs import run
+from inflbench.studies.identification.stages import stage_identification_table
 
-with rule_logging(snakemake.log[0]):
-    stage_identification_table(list(snakemake.input), snakemake.output[0], dict(snakemake.params.config))
+run(snakemake, stage_identification_table)  # noqa: F821 (snakemake is injected)

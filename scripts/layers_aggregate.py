@@ -1,8 +1,5 @@
-"""Snakemake adapter: rule layers_aggregate."""
-from inflbench.layers.stages import stage_aggregate
-from inflbench.workflow import named, rule_logging
+"""Snakemake adapter of rule layers_aggregate."""
+from inflbench.jobs import run
+from inflbench.studies.layer_choice.stages import stage_aggregate
 
-with rule_logging(snakemake.log[0]):
-    stage_aggregate(snakemake.input.scores, snakemake.input.train, snakemake.input.predictions,
-                    dict(snakemake.params.groups), dict(snakemake.params.layers), snakemake.wildcards.method,
-                    snakemake.wildcards.task, named(snakemake.output))
+run(snakemake, stage_aggregate)  # noqa: F821 (snakemake is injected)

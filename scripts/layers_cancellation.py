@@ -1,7 +1,5 @@
-"""Snakemake adapter: rule layers_cancellation."""
-from inflbench.layers.stages import stage_cancellation
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule layers_cancellation."""
+from inflbench.jobs import run
+from inflbench.studies.layer_choice.stages import stage_cancellation
 
-with rule_logging(snakemake.log[0]):
-    stage_cancellation(snakemake.input.grads, dict(snakemake.params.groups), snakemake.params.extreme,
-                       snakemake.wildcards.task, snakemake.output[0])
+run(snakemake, stage_cancellation)  # noqa: F821 (snakemake is injected)

@@ -1,8 +1,5 @@
-"""Snakemake adapter: rule layers_ensemble."""
-from inflbench.layers.stages import stage_ensemble
-from inflbench.workflow import named, rule_logging
+"""Snakemake adapter of rule layers_ensemble."""
+from inflbench.jobs import run
+from inflbench.studies.layer_choice.stages import stage_ensemble
 
-with rule_logging(snakemake.log[0]):
-    stage_ensemble(dict(zip(snakemake.params.methods, snakemake.input.scores)), snakemake.input.train,
-                   snakemake.input.predictions, dict(snakemake.params.groups), dict(snakemake.params.layers),
-                   snakemake.wildcards.task, named(snakemake.output))
+run(snakemake, stage_ensemble)  # noqa: F821 (snakemake is injected)

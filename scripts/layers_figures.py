@@ -1,10 +1,5 @@
-"""Snakemake adapter: rule layers_figures."""
-from inflbench.layers import report
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule layers_figures."""
+from inflbench.jobs import run
+from inflbench.studies.layer_choice.report import stage_figures
 
-with rule_logging(snakemake.log[0]):
-    out = snakemake.output
-    report.figure_accuracy(snakemake.input.runs, out.accuracy)
-    report.figure_ndr_blocks(list(snakemake.input.blocks), out.ndr_blocks)
-    report.figure_aggregation_change(snakemake.input.runs, out.aggregation_change)
-    report.figure_deciles(list(snakemake.input.deciles), out.noise_deciles)
+run(snakemake, stage_figures)  # noqa: F821 (snakemake is injected)

@@ -1,8 +1,5 @@
-"""Snakemake adapter: rule layers_mask."""
-from inflbench.layers.stages import stage_mask
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule layers_mask."""
+from inflbench.jobs import run
+from inflbench.studies.layer_choice.stages import stage_mask
 
-with rule_logging(snakemake.log[0]):
-    inputs = dict(snakemake.input.items())
-    stage_mask(dict(snakemake.params.spec), inputs.get("scores"), snakemake.input.train,
-               int(snakemake.wildcards.seed), snakemake.output[0])
+run(snakemake, stage_mask)  # noqa: F821 (snakemake is injected)

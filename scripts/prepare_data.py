@@ -1,7 +1,5 @@
-"""Snakemake adapter: rule prepare_data."""
-from inflbench.pipeline import stage_prepare_data
-from inflbench.workflow import named, rule_logging
+"""Snakemake adapter of rule prepare_data."""
+from inflbench.jobs import run
+from inflbench.stages import stage_prepare_data
 
-with rule_logging(snakemake.log[0]):
-    stage_prepare_data(snakemake.params.data, snakemake.wildcards.task, snakemake.params.seed,
-                       named(snakemake.output))
+run(snakemake, stage_prepare_data)  # noqa: F821 (snakemake is injected)

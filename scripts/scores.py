@@ -1,9 +1,5 @@
-"""Snakemake adapter: rules scores and scores_shard (methods that work on stored gradients)."""
-from inflbench.pipeline import stage_scores
-from inflbench.workflow import rule_logging, set_threads
+"""Snakemake adapter of rule scores."""
+from inflbench.jobs import run
+from inflbench.stages import stage_scores
 
-with rule_logging(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    shard = (int(snakemake.wildcards.get("shard", 0)), snakemake.params.get("shards", 1))
-    stage_scores(snakemake.wildcards.method, dict(snakemake.params.method_params), snakemake.input.train,
-                 snakemake.input.test, snakemake.output[0], dict(snakemake.params.scores), shard)
+run(snakemake, stage_scores, torch_threads=True)  # noqa: F821 (snakemake is injected)

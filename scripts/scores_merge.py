@@ -1,6 +1,5 @@
-"""Snakemake adapter: rule scores_merge (the shards of a sharded method's scores)."""
-from inflbench.scoring import merge_score_files
-from inflbench.workflow import rule_logging
+"""Snakemake adapter of rule scores_merge (the shards of a sharded method's scores)."""
+from inflbench.jobs import run
+from inflbench.stages import stage_merge_scores
 
-with rule_logging(snakemake.log[0]):
-    merge_score_files(list(snakemake.input.shards), snakemake.output[0])
+run(snakemake, stage_merge_scores)  # noqa: F821 (snakemake is injected)

@@ -1,13 +1,5 @@
-"""Snakemake adapter: the generated markdown summary (agreement with the papers, from the numbers)."""
-from pathlib import Path
+"""Snakemake adapter of rule synthetic_summary."""
+from inflbench.jobs import run
+from inflbench.studies.synthetic.stages import stage_summary
 
-import pandas as pd
-
-from inflbench.synthetic import analysis
-
-sm = snakemake  # noqa: F821 (injected by Snakemake)
-tables = Path(sm.input.timing).read_text() + "\n" + Path(sm.input.error).read_text()
-text = analysis.summary_markdown(pd.read_csv(sm.input.convergence), pd.read_csv(sm.input.cells), sm.params.cfg, tables)
-Path(sm.output.summary).write_text(text)
-with open(sm.log[0], "w") as log:
-    print(text.split("## Run status")[0], file=log)
+run(snakemake, stage_summary)  # noqa: F821 (snakemake is injected)

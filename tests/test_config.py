@@ -97,3 +97,35 @@ def test_model_method_without_its_dependency_fails_clearly(monkeypatch):
     assert "ekfac" in validate_config(cfg)["methods"]
     with pytest.raises(InputError, match=r"methods.ekfac"):
         validate_config(_with("methods.ekfac", {"damping": -1.0}))
+
+
+@pytest.mark.parametrize("overlay, det, ide, exp", [
+    ({}, True, False, "mislabeled_detection"),
+    ({"experiment": "influential_data"}, False, True, "influential_data"),  # the older spelling keeps its meaning
+    ({"identification": {"enabled": True}}, False, True, "influential_data"),
+    ({"detection": {"enabled": False}}, False, False, "mislabeled_detection"),
+    ({"experiment": "mislabeled_detection", "identification": {"enabled": False}}, True, False,
+     "mislabeled_detection"),
+])
+def test_study_switches(overlay, det, ide, exp):
+    cfg = validate_config({**copy.deepcopy(DEFAULT), **overlay})
+    assert (cfg["detection"]["enabled"], cfg["identification"]["enabled"], cfg["experiment"]) == (det, ide, exp)
+    assert cfg["layers"]["enabled"] is det  # the default layer study needs detection
+    assert cfg["synthetic"]["enabled"] is True
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"detection": {"enabled": True}, "identification": {"enabled": True}}, "identification.enabled"),
+    ({"experiment": "influential_data", "identification": {"enabled": False}}, "identification.enabled': false"),
+    ({"detection": {"enabled": "yes"}}, "detection.enabled"),
+])
+def test_study_switch_conflicts(overlay, message):
+    with pytest.raises(InputError, match=message):
+        validate_config({**copy.deepcopy(DEFAULT), **overlay})
+
+
+def test_synthetic_switch_keeps_the_older_meaning():
+    assert validate_config({})["synthetic"]["enabled"] is False  # no block: off
+    assert validate_config({"synthetic": {"dims": [64]}})["synthetic"]["enabled"] is True  # a block: on
+    off = validate_config({"synthetic": {"enabled": False, "dims": [64]}})["synthetic"]
+    assert off["enabled"] is False and off["dims"] == [64]

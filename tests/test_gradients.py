@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from inflbench.gradients import (block_name, input_embedding, load_gradients, per_sample_gradients,
-                                 per_sample_gradients_loop, present_tokens, save_gradients, trainable_blocks)
+from inflbench.artifacts import load_gradients, save_gradients
+from inflbench.gradients import (block_name, input_embedding, per_sample_gradients, per_sample_gradients_loop,
+                                 present_tokens, trainable_blocks)
 from inflbench.models import iterate_batches
 
 TOL = 1e-5

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from inflbench.gradients import read_index, stream_gradients, trainable_blocks
+from inflbench.artifacts import read_gradient_index
+from inflbench.gradients import stream_gradients, trainable_blocks
 from inflbench.metrics import detection_auc
 from inflbench.methods import available, get
 from inflbench.models import get_family, iterate_batches
@@ -38,7 +39,7 @@ def _run(model, family, train, val, tmp_path, n_blocks):
         n = len(data["input_ids"])
         stream_gradients(paths[split], model, iterate_batches(data, 8), family.per_sample_loss, list(range(n)), {},
                          blocks=keep)
-        assert read_index(paths[split])["n"] == n
+        assert read_gradient_index(paths[split])["n"] == n
     totals = {}
     for method in _methods():
         out = str(tmp_path / f"{method}.safetensors")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from inflbench.errors import ConfigError
-from inflbench.gradients import (load_gradients, merge_stores, per_sample_gradients, read_index, save_gradients,
-                                 stream_gradients, trainable_blocks)
+from inflbench.artifacts import load_gradients, merge_gradient_stores, read_gradient_index, save_gradients
+from inflbench.gradients import per_sample_gradients, stream_gradients, trainable_blocks
 from inflbench.models import iterate_batches
 from inflbench.store import StoreWriter, TensorStore, select_blocks, shard_blocks
 
@@ -28,7 +28,7 @@ def test_streamed_store_equals_in_memory_bit_for_bit(minilm, tmp_path):
     a, b = load_gradients(tmp_path / "mem.safetensors"), load_gradients(tmp_path / "stream.safetensors")
     assert list(a) == list(b) == list(memory)  # file order = model order
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], memory[k]) for k in a)
-    assert read_index(tmp_path / "stream.safetensors")["sample_ids"] == ids
+    assert read_gradient_index(tmp_path / "stream.safetensors")["sample_ids"] == ids
     # row ranges of one block come straight from the file
     store = TensorStore(tmp_path / "stream.safetensors")
     k = "bert.encoder.layer.2.attention.self.value.lora_B"
@@ -39,10 +39,10 @@ def test_streamed_store_equals_in_memory_bit_for_bit(minilm, tmp_path):
         chunk = {key: v[lo:hi] for key, v in train.items()}
         parts.append(tmp_path / f"part{i}.safetensors")
         stream_gradients(parts[-1], model, iterate_batches(chunk, 10), family.per_sample_loss, ids[lo:hi], {})
-    merge_stores(parts, tmp_path / "merged.safetensors", max_bytes=1000)  # forces several row chunks
+    merge_gradient_stores(parts, tmp_path / "merged.safetensors", max_bytes=1000)  # forces several row chunks
     c = load_gradients(tmp_path / "merged.safetensors")
     assert all(torch.equal(c[k], memory[k]) for k in memory)
-    assert read_index(tmp_path / "merged.safetensors")["sample_ids"] == ids
+    assert read_gradient_index(tmp_path / "merged.safetensors")["sample_ids"] == ids
 
 
 def test_half_precision_store_and_block_subset(minilm, tmp_path):
@@ -120,7 +120,8 @@ def _random_stores(tmp_path, n=30, m=7, seed=0, dtype=torch.float32):
                                            ("lissa", {})])
 def test_sharded_and_grouped_scores_equal_unsharded(tmp_path, method, params):
     from inflbench.methods import compute_influence
-    from inflbench.scoring import merge_score_files, read_score_ids, score_stores
+    from inflbench.artifacts import read_score_ids
+    from inflbench.scoring import merge_score_files, score_stores
 
     paths = _random_stores(tmp_path)
     reference = compute_influence(method, load_gradients(paths["train"]), load_gradients(paths["val"]), **params)
@@ -171,8 +172,8 @@ def test_streamed_cancellation_equals_whole_array_reference(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from inflbench.layers import metrics as lm
-    from inflbench.layers.stages import block_sums, stage_cancellation
+    from inflbench.studies.layer_choice import metrics as lm
+    from inflbench.studies.layer_choice.stages import block_sums, stage_cancellation
 
     paths = _random_stores(tmp_path)
     grads = {k: v.double().numpy() for k, v in load_gradients(paths["train"]).items()}
@@ -182,7 +183,8 @@ def test_streamed_cancellation_equals_whole_array_reference(tmp_path):
     np.testing.assert_allclose(sums["abs"], np.abs(grads["head.big"]).sum(0).ravel(), rtol=1e-12)
     groups = {"L0": ["^l0\\."], "all": ["."]}
     out = tmp_path / "canc.csv"
-    stage_cancellation(str(paths["train"]), groups, 1000.0, "t", str(out))
+    stage_cancellation({"grads": str(paths["train"])}, {"cancellation": str(out)},
+                       {"groups": groups, "extreme": 1000.0, "task": "t"})
     table = pd.read_csv(out).set_index("name")
     for b, g in grads.items():
         ref = lm.cancellation_summary(lm.cancellation(g), 1000.0)
@@ -225,13 +227,13 @@ def test_standalone_profile_does_not_inherit_the_default_config():
 
     from common import ROOT
     from inflbench.config import profile_config
-    from inflbench.identification import merged_profiles
+    from inflbench.studies.identification.grid import merged_profiles
 
     default = yaml.safe_load((ROOT / "config.yaml").read_text())
     paper = yaml.safe_load((ROOT / "configs" / "paper-layers.yaml").read_text())
     merged = {**default, **paper}
     assert profile_config(merged, paper) == paper and profile_config(merged, {"run": "x"}) is merged
-    cfg = merged_profiles([str(ROOT / "configs" / "paper-glue.yaml")])
+    cfg = merged_profiles([str(ROOT / "configs" / "paper-glue.yaml")], workflow_dir=ROOT)
     assert "synthetic" not in cfg and set(cfg["methods"]) == set(yaml.safe_load(
         (ROOT / "configs" / "paper-glue.yaml").read_text())["methods"])
 

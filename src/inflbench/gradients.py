@@ -6,7 +6,7 @@ Per-sample gradients come from module hooks: for a linear map y = W a applied at
 gradient of sample b's loss is sum_t g[b,t] a[b,t]^T, where g is the gradient of the summed batch loss
 with respect to y (samples do not interact, so row b of g only carries sample b's loss).
 
-Optionally the frozen word-embedding matrix is a block too (seed 003's WE), compressed to the rows of the
+Optionally the frozen word-embedding matrix is a block too (the layer-choice paper's WE), compressed to the rows of the
 tokens present in the task data: sample b's gradient of row r (token ``token_ids[r]``) is the sum of g[b,t]
 over the positions t holding that token, where g is the gradient with respect to the embedding output.
 """
@@ -21,8 +21,6 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
-
-from inflbench.store import StoreWriter, TensorStore
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
@@ -201,19 +199,20 @@ def stream_gradients(path: str | Path, model: nn.Module, batches: Iterable[dict]
                      sample_ids: list[int], meta: dict, rows_per_sample: int = 1,
                      dtype: torch.dtype = torch.float32, word_embeddings: torch.Tensor | None = None,
                      blocks: Iterable[str] | None = None) -> int:
-    """Like :func:`per_sample_gradients` + :func:`save_gradients`, writing each batch into the preallocated
+    """:func:`per_sample_gradients` + ``artifacts.save_gradients``, each batch written into the preallocated
     store as it is computed (peak memory: the model plus one batch). Returns the number of blocks."""
+    from inflbench.artifacts import gradient_writer, write_gradient_index
+
     n = len(sample_ids)
-    writer, start = None, 0
+    writer, start, specs = None, 0, {}
     try:
         for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks):
             if writer is None:
                 specs = {k: ((n, *g.shape[1:]), g.dtype) for k, g in part.items()}
-                writer = StoreWriter(path, specs, _file_metadata(meta))
-            rows = next(iter(part.values())).shape[0]
+                writer = gradient_writer(path, specs, meta)
             for name, g in part.items():
                 writer.write(name, start, g)
-            start += rows
+            start += next(iter(part.values())).shape[0]
         if writer is None or start != n:
             raise ValueError(f"{path}: got gradients of {start} samples, expected {n}")
     except BaseException:
@@ -221,7 +220,7 @@ def stream_gradients(path: str | Path, model: nn.Module, batches: Iterable[dict]
             writer.abort()
         raise
     writer.close()
-    write_index(path, {k: (s[1:], d) for k, (s, d) in specs.items()}, sample_ids, meta)
+    write_gradient_index(path, {k: (s[1:], d) for k, (s, d) in specs.items()}, sample_ids, meta)
     return len(specs)
 
 
@@ -256,63 +255,3 @@ def per_sample_gradients_loop(model: nn.Module, samples: Iterable[dict], loss_fn
 def fingerprint(obj) -> str:
     """Short stable hash of a JSON-able object (configs, model ids)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def index_path(path: str | Path) -> Path:
-    return Path(path).with_suffix(".json")
-
-
-def _file_metadata(meta: dict) -> dict[str, str]:
-    return {"inflbench": json.dumps({"fingerprint": meta.get("fingerprint", "")})}
-
-
-def write_index(path: str | Path, blocks: dict[str, tuple], sample_ids: list[int], meta: dict) -> None:
-    """The JSON index beside a gradient store: blocks (per-sample shape, dtype), n, sample ids, provenance."""
-    index = {
-        "blocks": {name: {"shape": list(shape), "dtype": str(dtype).replace("torch.", "")}
-                   for name, (shape, dtype) in blocks.items()},
-        "n": len(sample_ids),
-        "sample_ids": [int(i) for i in sample_ids],
-        **meta,
-    }
-    index_path(path).write_text(json.dumps(index, indent=1))
-
-
-def read_index(path: str | Path) -> dict:
-    return json.loads(index_path(path).read_text())
-
-
-def save_gradients(path: str | Path, grads: dict[str, torch.Tensor], sample_ids: list[int], meta: dict) -> None:
-    """Safetensors file (one ``(n, ...)`` tensor per block) + JSON index beside it (blocks, shapes, ids,
-    provenance); the same layout :func:`stream_gradients` writes batch by batch."""
-    with StoreWriter(path, {k: (g.shape, g.dtype) for k, g in grads.items()}, _file_metadata(meta)) as writer:
-        for name, g in grads.items():
-            writer.write(name, 0, g)
-    write_index(path, {k: (g.shape[1:], g.dtype) for k, g in grads.items()}, sample_ids, meta)
-
-
-def merge_stores(parts: list[str | Path], out: str | Path, meta_update: dict | None = None,
-                 max_bytes: int = 64 << 20) -> None:
-    """One store from sample-chunk stores (rows concatenated in ``parts`` order), copied chunk by chunk."""
-    indexes = [read_index(p) for p in parts]
-    readers = [TensorStore(p) for p in parts]
-    first = indexes[0]
-    ids = [i for ix in indexes for i in ix["sample_ids"]]
-    specs = {k: ((len(ids), *b["shape"]), getattr(torch, b["dtype"])) for k, b in first["blocks"].items()}
-    meta = {k: v for k, v in first.items() if k not in ("blocks", "n", "sample_ids")}
-    meta.update(meta_update or {})
-    with StoreWriter(out, specs, _file_metadata(meta)) as writer:
-        for name in specs:
-            start = 0
-            for reader in readers:
-                for offset, rows in reader.row_chunks(name, max_bytes):
-                    writer.write(name, start + offset, rows)
-                start += reader.shape(name)[0]
-    write_index(out, {k: (s[1:], d) for k, (s, d) in specs.items()}, ids, meta)
-
-
-def load_gradients(path: str | Path, blocks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-    """Block name -> per-sample gradients; ``blocks`` loads only those (lazily, from the file).
-    :class:`inflbench.store.TensorStore` reads one block or one row range at a time."""
-    store = TensorStore(path)
-    return {name: store.read(name) for name in (store.names if blocks is None else list(blocks))}

@@ -1,7 +1,8 @@
-"""Where every output lives, built from the run config in one place.
+"""Where every output of every study lives, built from the run config in one place.
 
 Templates keep Snakemake wildcards (``{task}``, ``{method}`` ...) when those are passed through as
-``"{task}"``; the Snakefile and the tests both use this module, so names never drift apart.
+``"{task}"``; the Snakefile, the studies and the tests all use this module, so names never drift apart.
+Every job of every study logs to ``logs/<stage>/<name>.log``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ TEMPLATES = {
     "detection_summary": "{task}/metrics/summary_{method}.json",
     "detection_table": "tables/detection.csv",
     "detection_figure": "figures/detection_{task}.png",
-    # influential-data identification (issue #6)
+    # influential-data identification
     "identification": "{task}/metrics/identification_{method}.csv",
     "identification_summary": "{task}/metrics/identification_summary_{method}.json",
     "identification_table": "tables/identification.csv",
     "identification_figure": "figures/identification_{task}.png",
-    # layer-choice study and retraining evaluations (issue #5)
+    # layer-choice study and retraining evaluations
     "layer_scores": "{task}/layers/scores/{method}.csv",
     "layer_ndr": "{task}/layers/ndr/{method}.csv",
     "layer_ndr_curve": "{task}/layers/ndr/{method}_curve.csv",
@@ -40,6 +41,14 @@ TEMPLATES = {
     "layer_retrain": "{task}/layers/retrain/{selector}/seed{seed}.json",
     "layer_table": "tables/layers_{table}.csv",
     "layer_figure": "figures/layers_{figure}.png",
+    # synthetic inverse-HVP study (no model): one cell = (distribution, d, N, seed)
+    "synthetic_cell": "synthetic/cells/{distribution}/d{d}_n{n}_seed{seed}.csv",
+    "synthetic_cell_meta": "synthetic/cells/{distribution}/d{d}_n{n}_seed{seed}.json",
+    "synthetic_convergence": "synthetic/convergence.csv",
+    "synthetic_cells": "synthetic/cells.csv",
+    "synthetic_figure": "synthetic/figures/{figure}.png",
+    "synthetic_table": "synthetic/tables/{table}.{ext}",
+    "synthetic_summary": "synthetic/summary.md",
     "log": "logs/{stage}/{name}.log",
 }
 

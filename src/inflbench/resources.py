@@ -21,6 +21,15 @@ SECONDS_PER_GPARAM = {"cpu": 0.5, "cuda": 0.004}
 FALLBACK = {"d": 1_000_000, "d_max": 1_000_000, "blocks": 100, "model_params": 400_000_000}
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
 def _mb(nbytes: float) -> int:
     return int(math.ceil(nbytes / MB))
 

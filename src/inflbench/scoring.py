@@ -22,12 +22,11 @@ from typing import Iterable, Iterator, Mapping
 
 import torch
 
-from inflbench.store import StoreWriter, TensorStore, block_groups, shard_blocks
+from inflbench.artifacts import ScoreWriter, read_gradient_index, read_score_ids
+from inflbench.resources import peak_rss_mb
+from inflbench.store import TensorStore, block_groups, shard_blocks
 
 log = logging.getLogger("inflbench")
-
-#: Header bytes reserved for the run facts written when scoring ends.
-META_BYTES = 1 << 16
 
 #: Methods normalised by whole-model quantities, scored group by group as another method times a rescaling
 #: computed from all blocks: cosine = TracIn / (||g_train|| ||g_test||) with whole-model norms.
@@ -124,63 +123,14 @@ def iter_block_scores(method: str, params: dict, train: TensorStore, test: Tenso
         yield scores, {**res.meta, "method": method}
 
 
-class ScoreWriter:
-    """Score file written block by block: per-block scores (``block_dtype``) and a running float64 total."""
-
-    def __init__(self, path: str, blocks: list[str], n: int, m: int, meta: dict, ids: dict,
-                 block_dtype: torch.dtype = torch.float64):
-        specs = {k: ((n, m), block_dtype) for k in blocks if k != "total"}
-        specs["total"] = ((n, m), torch.float64)
-        self.path, self.meta = path, dict(meta)
-        self.ids = ids
-        self.writer = StoreWriter(path, specs, {"inflbench_ids": json.dumps(ids)}, reserve=META_BYTES)
-        self.total = torch.zeros(n, m, dtype=torch.float64)
-        self.pending = set(specs)
-
-    def add(self, name: str, scores: torch.Tensor, count: bool = True) -> None:
-        """Write a block's scores (``count``: also add them to the total) or, for ``total``, add to the total."""
-        if name == "total" or count:
-            self.total += scores.to(torch.float64)
-        if name != "total":
-            self.writer.write(name, 0, scores)
-        self.pending.discard(name)
-
-    def close(self, meta: dict) -> None:
-        """Write the total and the metadata (the header is rewritten in place: same length by padding)."""
-        from inflbench.workflow import write_provenance
-
-        self.pending.discard("total")
-        if self.pending:
-            self.writer.abort()
-            raise RuntimeError(f"{self.path}: no scores for blocks {sorted(self.pending)[:3]}")
-        self.writer.write("total", 0, self.total)
-        self.meta.update(meta)
-        self.writer.set_metadata({"inflbench": json.dumps(self.meta, default=str),
-                                  "inflbench_ids": json.dumps(self.ids)})
-        self.writer.close()
-        write_provenance(self.path, self.meta)
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-
-def read_score_ids(path: str) -> dict:
-    """``{"train": [...], "target": [...]}`` sample ids of a score file ({} for files without them)."""
-    return json.loads(TensorStore(path).metadata.get("inflbench_ids", "{}"))
-
-
 def _ids(path: str) -> list[int]:
-    from inflbench.gradients import read_index
-
-    return [int(i) for i in read_index(path)["sample_ids"]]
+    return [int(i) for i in read_gradient_index(path)["sample_ids"]]
 
 
 def score_stores(method: str, params: dict, train_path: str, test_path: str, out: str, scores_cfg: dict,
                  shard: tuple[int, int] = (0, 1), base_meta: dict | None = None) -> dict:
     """Scores of one method (or of shard ``(i, k)`` of its blocks) from two gradient stores, streamed into
     ``out``. Returns the run meta."""
-    from inflbench.workflow import peak_rss_mb
-
     train, test = TensorStore(train_path), TensorStore(test_path)
     if train.names != test.names:
         raise ValueError(f"{train_path} and {test_path} hold different blocks")
@@ -193,7 +143,7 @@ def score_stores(method: str, params: dict, train_path: str, test_path: str, out
     coupled = get(method).couples_blocks  # one "total" only
     dtype = getattr(torch, scores_cfg.get("block_dtype", "float64"))
     ids = {"train": _ids(train_path), "target": _ids(test_path)}
-    writer = ScoreWriter(out, [] if coupled else blocks, n, m, base_meta or {}, ids, dtype)
+    writer = ScoreWriter(out, [] if coupled else blocks, n, m, ids, dtype)
     start, metas = time.perf_counter(), []
     try:
         for scores, meta in iter_block_scores(method, params, train, test, blocks,
@@ -205,7 +155,7 @@ def score_stores(method: str, params: dict, train_path: str, test_path: str, out
         meta = {"method": method, "params": params, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
                 "blocks": len(blocks), "shard": f"{i}/{k}",
                 **{f"meta.{key}": v for key, v in _merge_meta(metas).items()}}
-        writer.close(meta)
+        writer.close({**(base_meta or {}), **meta})
     except BaseException:
         writer.abort()
         raise
@@ -226,7 +176,7 @@ def merge_score_files(parts: Iterable[str], out: str) -> dict:
                 blocks=len(blocks), shard=f"merged {len(parts)}")
     meta.update({f"meta.{k}": v for k, v in _merge_meta(
         [{k[5:]: v for k, v in x.items() if k.startswith("meta.")} for x in metas]).items()})
-    writer = ScoreWriter(out, blocks, n, m, {}, read_score_ids(parts[0]), dtype)
+    writer = ScoreWriter(out, blocks, n, m, read_score_ids(parts[0]), dtype)
     try:
         for s in stores:  # the total is the float64 sum of the shard totals, not of rounded blocks
             writer.add("total", s.read("total"))

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
-from safetensors import safe_open
-
 from inflbench.errors import ConfigError
 
 _CODES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -91,26 +89,46 @@ class StoreWriter:
         self.abort() if exc_type else self.close()
 
 
+_DTYPES = {code: dtype for dtype, code in _CODES.items()}
+
+
 class TensorStore:
-    """Reader of a safetensors file by tensor and row range (nothing is loaded until asked for)."""
+    """Reader of a safetensors file by tensor and row range. Reads go through ``pread`` into fresh buffers,
+    not a memory map, so a job's resident memory holds only what it asked for."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        self._handle = safe_open(self.path, framework="pt")
-        self.metadata = self._handle.metadata() or {}
-        with open(self.path, "rb") as f:  # names in file order (safe_open lists them sorted)
-            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        header.pop("__metadata__", None)
-        self.names = sorted(header, key=lambda k: header[k]["data_offsets"][0])
+        with open(self.path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size))
+        self.base = 8 + size
+        self.metadata = header.pop("__metadata__", None) or {}
+        self._info = header
+        self.names = sorted(header, key=lambda k: header[k]["data_offsets"][0])  # file order
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handle.get_slice(name).get_shape())
+        return tuple(self._info[name]["shape"])
 
     def read(self, name: str, start: int | None = None, stop: int | None = None,
              dtype: torch.dtype | None = None) -> torch.Tensor:
         """Rows ``start:stop`` of one tensor (all rows by default), optionally cast to ``dtype``."""
-        t = self._handle.get_tensor(name) if start is None and stop is None else \
-            self._handle.get_slice(name)[start:stop]
+        info = self._info[name]
+        shape, stored = self.shape(name), _DTYPES[info["dtype"]]
+        rows = shape[0] if shape else 1
+        start, stop = max(0, start or 0), min(rows, rows if stop is None else stop)
+        stop = max(start, stop)
+        row = math.prod(shape[1:]) * stored.itemsize
+        buf = bytearray((stop - start) * row)
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self.base + info["data_offsets"][0] + start * row)
+            view, done = memoryview(buf), 0
+            while done < len(buf):
+                got = f.readinto(view[done:])
+                if not got:
+                    raise ValueError(f"{self.path}: file ends inside tensor {name!r}")
+                done += got
+        t = torch.frombuffer(buf, dtype=stored) if buf else torch.empty(0, dtype=stored)
+        t = t.reshape((stop - start, *shape[1:]) if shape else ())
         return t if dtype is None else t.to(dtype)
 
     def row_chunks(self, name: str, max_bytes: int = 64 << 20) -> Iterator[tuple[int, torch.Tensor]]:

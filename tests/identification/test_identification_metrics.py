@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inflbench.identification import class_detection, identification_table, pct, roc_auc, summarise
+from inflbench.metrics import roc_auc
+from inflbench.studies.identification.metrics import class_detection, pct, summarise
+from inflbench.studies.identification.stages import identification_table
 
 
 def test_hand_computed_example():

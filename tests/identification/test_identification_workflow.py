@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from idtools import ROOT, needs_diffusers, profile
-from inflbench import pipeline
+from inflbench import stages
 from inflbench.config import validate_config
 from inflbench.errors import ConfigError
-from inflbench.identification import GRIDS, load_grid, share_upstream, stage_identification, \
-    stage_identification_figure, stage_identification_table
+from inflbench.studies.identification.grid import GRIDS, load_grid, share_upstream
+from inflbench.studies.identification.stages import (stage_identification, stage_identification_figure,
+                                                      stage_identification_table)
 from inflbench.paths import Layout
 
 WIRED = "identification" in (ROOT / "Snakefile").read_text()
@@ -44,34 +45,40 @@ def test_stages_end_to_end(tmp_path, name):
     P = Layout.from_config(cfg)
     task = cfg["data"]["tasks"][0]
     splits = {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
-    pipeline.stage_prepare_data(cfg["data"], task, cfg["seed"], splits)
-    pipeline.stage_finetune(cfg["model"], cfg["train"], cfg["seed"], cfg["device"], splits, P.adapter(task=task),
-                            P.curve(task=task), P.val_predictions(task=task))
+    run = {k: cfg[k] for k in ("model", "train", "gradients", "seed", "device")}
+    stages.stage_prepare_data({}, splits, {"data": cfg["data"], "task": task, "seed": cfg["seed"]})
+    stages.stage_finetune(splits, {"adapter": P.adapter(task=task), "curve": P.curve(task=task),
+                                   "predictions": P.val_predictions(task=task)}, run)
     for split in ("train", "test"):
-        pipeline.stage_gradients(cfg["model"], cfg["gradients"], cfg["seed"], cfg["device"], P.adapter(task=task),
-                                 splits, split, P.gradients(task=task, split=split))
+        stages.stage_gradients({**splits, "adapter": P.adapter(task=task)},
+                               {"grads": P.gradients(task=task, split=split)}, {**run, "split": split})
     index = json.loads(open(P.gradient_index(task=task, split="test")).read())
     assert index["n"] == cfg["data"]["sizes"]["test"]
     summaries, points = [], {}
     for method, params in cfg["methods"].items():
-        pipeline.stage_scores(method, params, P.gradients(task=task, split="train"),
-                              P.gradients(task=task, split="test"), P.scores(task=task, method=method))
+        stages.stage_scores({"train": P.gradients(task=task, split="train"),
+                             "target": P.gradients(task=task, split="test")},
+                            {"scores": P.scores(task=task, method=method)}, {"method": method, "method_params": params})
         points[method] = P.identification(task=task, method=method)
         summaries.append(P.identification_summary(task=task, method=method))
-        summary = stage_identification(P.scores(task=task, method=method), splits["train"], splits["test"],
-                                       points[method], summaries[-1], method, task, cfg["model"])
+        summary = stage_identification({"scores": P.scores(task=task, method=method), **splits},
+                                       {"points": points[method], "summary": summaries[-1]},
+                                       {"method": method, "task": task, "model": cfg["model"]})
         assert 0 <= summary["auc_mean"] <= 1 and 0 <= summary["recall_mean"] <= 1
         assert summary["n_test"] == cfg["data"]["sizes"]["test"] and summary["seconds"] > 0
     per_point = pd.read_csv(points["tracin"])
     assert len(per_point) == cfg["data"]["sizes"]["test"] and per_point["s"].min() >= 1
-    table = stage_identification_table(summaries, P.identification_table(), {})
+    table = stage_identification_table({"summaries": summaries}, {"table": P.identification_table()}, {"config": {}})
     assert list(table["method"]) == list(METHODS) and table["auc"].str.contains("±").all()
-    stage_identification_figure(points, task, P.identification_figure(task=task))
+    stage_identification_figure({"points": list(points.values())}, {"figure": P.identification_figure(task=task)},
+                                {"methods": list(points), "task": task})
     assert os.path.getsize(P.identification_figure(task=task)) > 1000
     # scores against the wrong split are refused with a clear message
     with pytest.raises(ValueError, match="computed against the test split"):
-        stage_identification(P.scores(task=task, method="tracin"), splits["train"], splits["val"],
-                             str(tmp_path / "x.csv"), str(tmp_path / "x.json"), "tracin", task)
+        stage_identification({"scores": P.scores(task=task, method="tracin"), "train": splits["train"],
+                              "test": splits["val"]},
+                             {"points": str(tmp_path / "x.csv"), "summary": str(tmp_path / "x.json")},
+                             {"method": "tracin", "task": task})
 
 
 def test_grids_are_valid_overlays():
@@ -115,7 +122,7 @@ def test_grid_files_and_sharing(tmp_path):
 
 
 def test_grid_table_layout(tmp_path):
-    from inflbench.identification import grid_figure, grid_table
+    from inflbench.studies.identification.grid import grid_figure, grid_table
 
     rows = [{"setting": s, "task": "digits", "method": m, "auc": "x", "recall": "y", "seconds": 1.0, "auc_mean": a,
              "auc_std": 0.1, "recall_mean": a - 0.2, "recall_std": 0.05, "model": "tiny:unet"}
@@ -130,16 +137,17 @@ def test_grid_table_layout(tmp_path):
 
 def test_grid_bad_setting_fails_before_any_run(tmp_path):
     from inflbench.errors import InputError
-    from inflbench.identification import run_grid
+    from inflbench.studies.identification.grid import run_grid
 
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"method": "rrinf", "settings": {
         "ok": {"methods": {"rrinf": {"sampling": "minibatch", "batch_size": 8}}},
         "bad": {"methods": {"rrinf": {"sampling": "minibatch", "batch_size": 0}}}}}))
     with pytest.raises(InputError, match="grid setting 'bad': config key 'methods.rrinf'.*batch_size"):
-        run_grid([str(ROOT / "configs" / "causal-lm.yaml")], str(tmp_path / "g.yaml"), str(tmp_path))
+        run_grid([str(ROOT / "configs" / "causal-lm.yaml")], str(tmp_path / "g.yaml"), str(tmp_path), workflow_dir=ROOT)
     assert not (tmp_path / "causal-lm-g-ok").exists()
     with pytest.raises(ConfigError, match="--only.*'r3'"):
-        run_grid([str(ROOT / "configs" / "causal-lm.yaml")], "ablation-rank", str(tmp_path), only=["r3"])
+        run_grid([str(ROOT / "configs" / "causal-lm.yaml")], "ablation-rank", str(tmp_path), only=["r3"],
+                 workflow_dir=ROOT)
 
 
 def _snakemake(*args, workdir, timeout=600):
@@ -168,10 +176,11 @@ def test_snakemake_end_to_end(tmp_path, name):
 @pytest.mark.skipif(not WIRED, reason="the Snakefile does not include rules/identification.smk yet")
 def test_grid_driver_dry_run(tmp_path):
     needs_diffusers()
-    from inflbench.identification import run_grid
+    from inflbench.studies.identification.grid import run_grid
 
     run_grid([str(ROOT / "configs" / "ablation-rrinf-sampling.yaml")], "ablation-rrinf-sampling", str(tmp_path),
-             only=["layer", "mb64"], dry_run=True, snakemake_args=["--directory", str(tmp_path), "-q"])
+             only=["layer", "mb64"], dry_run=True, snakemake_args=["--directory", str(tmp_path), "-q"],
+             workflow_dir=ROOT)
     overlays = tmp_path / "grids" / "ablation-rrinf-sampling"
     assert sorted(p.name for p in overlays.iterdir()) == ["layer.yaml", "mb64.yaml"]
     assert not (tmp_path / "ablation-rrinf-sampling-layer").exists()  # a dry run writes no results

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inflbench.layers import aggregate as ag
-from inflbench.layers import metrics as lm
-from inflbench.layers import stats as st
+from inflbench import metrics
+from inflbench.studies.layer_choice import aggregate as ag
+from inflbench.studies.layer_choice import metrics as lm
+from inflbench.studies.layer_choice import stats as st
 
 
 def brute_rank(cols):
@@ -70,11 +71,11 @@ def test_group_scores_uses_blocks_and_correct_columns():
 def test_ndr_hand_values():
     scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0])
     flipped = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1], bool)
-    assert lm.ndr_at(scores, flipped, 0.3) == pytest.approx(2 / 3)
-    assert lm.ndr_at(scores, flipped, 1.0) == 1.0
+    assert metrics.ndr_at(scores, flipped, 0.3) == pytest.approx(2 / 3)
+    assert metrics.ndr_at(scores, flipped, 1.0) == 1.0
     # cumulative found after i removals: 1,1,2,2,2,2,2,2,2,3 -> mean / 3
-    assert lm.ndr_auc(scores, flipped) == pytest.approx(np.mean([1, 1, 2, 2, 2, 2, 2, 2, 2, 3]) / 3)
-    curve = lm.ndr_curve(scores, flipped, 11)
+    assert metrics.ndr_auc(scores, flipped) == pytest.approx(np.mean([1, 1, 2, 2, 2, 2, 2, 2, 2, 3]) / 3)
+    curve = metrics.ndr_curve(scores, flipped, 11)
     assert curve["ndr"].iloc[3] == pytest.approx(2 / 3) and curve["ndr"].iloc[-1] == 1.0
     hist = lm.noise_histogram(scores, flipped, bins=5)
     assert hist["n_flipped"].tolist() == [1, 1, 0, 0, 1] and hist["n_samples"].sum() == 10
@@ -83,11 +84,11 @@ def test_ndr_hand_values():
 def test_ndr_auc_perfect_and_random():
     flipped = np.array([1, 1, 0, 0, 0, 0, 0, 0], bool)
     # perfect order: NDR(i/8) = 1/2, 1, 1, ... -> mean 7.5 / 8
-    assert lm.ndr_auc(flipped.astype(float), flipped) == pytest.approx(7.5 / 8)
-    assert lm.ndr_auc(-flipped.astype(float), flipped) == pytest.approx((0 * 6 + 0.5 + 1) / 8)
+    assert metrics.ndr_auc(flipped.astype(float), flipped) == pytest.approx(7.5 / 8)
+    assert metrics.ndr_auc(-flipped.astype(float), flipped) == pytest.approx((0 * 6 + 0.5 + 1) / 8)
     rng = np.random.default_rng(0)
     flips = rng.random(4000) < 0.2
-    assert lm.ndr_auc(rng.random(4000), flips) == pytest.approx(0.5, abs=0.03)
+    assert metrics.ndr_auc(rng.random(4000), flips) == pytest.approx(0.5, abs=0.03)
 
 
 def test_cancellation():

@@ -10,8 +10,8 @@ import torch
 from common import ROOT
 from inflbench.config import load_config_file, validate_config
 from inflbench.errors import ConfigError
-from inflbench.layers.stages import keep_mask, selectors, stage_ensemble, stage_mask
-from inflbench.pipeline import save_scores
+from inflbench.studies.layer_choice.stages import keep_mask, selectors, stage_ensemble, stage_mask
+from inflbench.artifacts import save_scores
 
 BLOCKS = ["bert.encoder.layer.0.attention.self.query.lora_A", "bert.encoder.layer.1.attention.self.value.lora_B",
           "classifier"]
@@ -59,7 +59,9 @@ def files(tmp_path):
     correct = np.array([1, 0, 1, 1, 0], bool)
     pd.DataFrame({"correct": correct}).to_csv(tmp_path / "pred.csv", index=False)
     out = {k: str(tmp_path / f"ens_{k}.csv") for k in ("scores", "ndr", "curve", "deciles")}
-    stage_ensemble(paths, str(tmp_path / "train.csv"), str(tmp_path / "pred.csv"), GROUPS, LAY, "t", out)
+    stage_ensemble({"scores": list(paths.values()), "train": str(tmp_path / "train.csv"),
+                    "predictions": str(tmp_path / "pred.csv")}, out,
+                   {"methods": list(paths), "groups": GROUPS, "layers": LAY, "task": "t"})
     return scores, flipped, correct, out, tmp_path
 
 
@@ -99,7 +101,8 @@ def test_ensemble_selector_and_mask(files):
     spec = sel["filter/ensemble/E/vote"]
     assert spec == {"kind": "filter", "method": "ensemble", "group": "E", "agg": "vote", "fraction": 0.25,
                     "seeds": [0]}
-    stage_mask(spec, out["scores"], str(tmp_path / "train.csv"), 0, str(tmp_path / "mask.csv"))
+    stage_mask({"scores": out["scores"], "train": str(tmp_path / "train.csv")}, {"mask": str(tmp_path / "mask.csv")},
+               {"spec": spec, "seed": "0"})
     kept = set(pd.read_csv(tmp_path / "mask.csv")["id"])
     expected = keep_mask(spec, pd.read_csv(out["scores"])["E|vote"].to_numpy(), flipped, 0)
     assert kept == set(np.arange(100, 112)[expected]) and len(kept) == 9

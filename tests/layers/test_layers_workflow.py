@@ -1,5 +1,5 @@
 """End-to-end: the layer study on the tiny test profile (1 seed, 1 method, the WE group, one method x group
-ensemble with the seed 003 TracIn-WE top-10 variant) into a tmp results dir."""
+ensemble with the layer-choice paper TracIn-WE top-10 variant) into a tmp results dir."""
 
 import json
 import subprocess

@@ -7,7 +7,7 @@ import pytest
 
 from inflbench.config import load_config_file, validate_config
 from inflbench.errors import ConfigError
-from inflbench.layers.stages import keep_mask, layer_of, module_of, selectors
+from inflbench.studies.layer_choice.stages import keep_mask, layer_of, module_of, selectors
 from common import ROOT
 
 SCORES = np.array([9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0, 0.0])

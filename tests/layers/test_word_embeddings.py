@@ -93,7 +93,7 @@ def test_we_group_needs_the_gradient_switch():
 
 
 def test_word_embeddings_only_for_sequence_classification():
-    from inflbench.layers import check_word_embeddings
+    from inflbench.studies.layer_choice import check_word_embeddings
 
     with pytest.raises(ConfigError, match=r"gradients\.word_embeddings"):
         check_word_embeddings({"gradients": {"word_embeddings": True}, "model": {"family": "diffusion_unet"}})

@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/ (tolerances.py)
 
 from inflbench import methods  # noqa: E402
-from inflbench.methods._synthetic import synthetic_grads  # noqa: E402
+from synthetic_grads import synthetic_grads  # noqa: E402
 
 SHAPES = {"l0.A": (2, 6), "l0.B": (6, 2), "l1.A": (2, 6), "l1.B": (6, 2), "head": (3,)}
 

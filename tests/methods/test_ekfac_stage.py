@@ -12,7 +12,8 @@ from common import MINILM, randomize_lora_b
 from inflbench.methods import compute_influence
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.models import get_family, trainable_state
-from inflbench.pipeline import read_scores_meta, stage_gradients, stage_model_scores
+from inflbench.artifacts import read_scores_meta
+from inflbench.stages import stage_gradients, stage_model_scores
 from tolerances import TOL
 
 pytestmark = [
@@ -36,14 +37,21 @@ def checkpoint(tmp_path_factory, tiny_splits):
     grads = {}
     for split in ("train", "val"):
         grads[split] = str(root / f"grads_{split}.safetensors")
-        stage_gradients(MINILM, {"batch_size": 8, "dtype": "float64"}, 0, "cpu", adapter, splits, split, grads[split])
+        stage_gradients({**splits, "adapter": adapter}, {"grads": grads[split]},
+                        {"model": MINILM, "gradients": {"batch_size": 8, "dtype": "float64"}, "seed": 0,
+                         "device": "cpu", "split": split})
     return root, splits, adapter, {k: load_file(v) for k, v in grads.items()}
+
+
+def _params(method_params: dict) -> dict:
+    return {"method": "ekfac", "method_params": method_params, "model": MINILM, "seed": 0, "device": "cpu",
+            "target_split": "val", "batch_size": 8}
 
 
 def _run(checkpoint, name, **params):
     root, splits, adapter, _ = checkpoint
     out = str(root / f"{name}.safetensors")
-    stage_model_scores("ekfac", params, MINILM, 0, "cpu", adapter, splits, "val", 8, out)
+    stage_model_scores({**splits, "adapter": adapter}, {"scores": out}, _params(params))
     return load_file(out), out
 
 
@@ -97,7 +105,7 @@ def test_ekfac_stage_untrained_lora_gives_zero_a_blocks(checkpoint):
     adapter = str(root / "untrained.safetensors")
     save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, adapter)
     out = str(root / "untrained_scores.safetensors")
-    stage_model_scores("ekfac", {}, MINILM, 0, "cpu", adapter, splits, "val", 8, out)
+    stage_model_scores({**splits, "adapter": adapter}, {"scores": out}, _params({}))
     scores = load_file(out)
     a_blocks = [k for k in scores if k.endswith("lora_A")]
     assert len(a_blocks) == 12 and all(bool((scores[k] == 0).all()) for k in a_blocks)

@@ -11,7 +11,7 @@ from tolerances import assert_close
 
 from inflbench import methods
 from inflbench.methods import compute_influence
-from inflbench.methods._synthetic import synthetic_grads
+from synthetic_grads import synthetic_grads
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

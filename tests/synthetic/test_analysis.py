@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inflbench.synthetic import analysis
-from inflbench.synthetic.config import validate_config
-from inflbench.synthetic.runner import COLUMNS
+from inflbench.studies.synthetic import analysis, summary
+from inflbench.studies.synthetic.config import validate_config
+from inflbench.studies.synthetic.runner import COLUMNS
 
 CFG = validate_config({"dims": [64, 128], "n_samples": [20, 400], "distributions": ["normal_0_1"], "seeds": [0, 1],
                        "iterations": 10, "table": {"iteration": 5},
@@ -64,7 +64,7 @@ def test_classify_statuses():
 
 
 def _by_id(conv, cells):
-    return {c["id"]: c for c in analysis.claims(conv, cells, CFG)}
+    return {c["id"]: c for c in summary.claims(conv, cells, CFG)}
 
 
 def test_claims_agree_when_numbers_match_the_paper():
@@ -103,8 +103,8 @@ def test_table_layouts():
 
 def test_summary_markdown_mentions_every_claim():
     conv, cells = _frames()
-    text = analysis.summary_markdown(conv, cells, CFG)
-    for claim in analysis.claims(conv, cells, CFG):
+    text = summary.summary_markdown(conv, cells, CFG)
+    for claim in summary.claims(conv, cells, CFG):
         assert f"| {claim['id']} |" in text
     assert "## Run status per solver" in text and "diverged" in text
 
@@ -128,11 +128,11 @@ def test_grid_cost_sums_cells_and_scales_with_cores():
     cells["threads"] = 1
     cells["cell_cpu_seconds"] = cells["d"] * 0.5 + cells["seed"]  # 32 / 33 s (d=64), 64 / 65 s (d=128)
     cells["cell_wall_seconds"] = cells["cell_cpu_seconds"] * 2
-    cost = analysis.grid_cost(cells)
+    cost = summary.grid_cost(cells)
     assert cost.loc[(128, 20), "cpu_mean"] == 64.5 and cost.loc[(64, 400), "cpu_sum"] == 65.0
     assert cost["cells"].sum() == len(cells) == 8
-    text = analysis.summary_markdown(conv, cells, CFG)
+    text = summary.summary_markdown(conv, cells, CFG)
     total = 2 * (32 + 33) + 2 * (64 + 65)  # 388 s; largest cell 65 s
     assert f"Total CPU time of the cells: {total} s" in text
     assert "2 cores ≈ 3 min" in text and "8 cores ≈ 1 min" in text  # max(388/2, 65) = 194 s; max(48.5, 65)
-    assert "## Cost" not in analysis.summary_markdown(conv, cells.drop(columns="cell_cpu_seconds"), CFG)
+    assert "## Cost" not in summary.summary_markdown(conv, cells.drop(columns="cell_cpu_seconds"), CFG)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from inflbench.synthetic.config import DISTRIBUTIONS
-from inflbench.synthetic.matrices import cell_seed, make_problem, sample, spectrum_bounds
+from inflbench.studies.synthetic.config import DISTRIBUTIONS
+from inflbench.studies.synthetic.matrices import cell_seed, make_problem, sample, spectrum_bounds
 
 
 @pytest.mark.parametrize("name", list(DISTRIBUTIONS))

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from inflbench.errors import ConfigError
-from inflbench.synthetic.config import DEFAULTS, cell_params, is_known_solver, sor_omega, validate_config
+from inflbench.studies.synthetic.config import DEFAULTS, cell_params, is_known_solver, sor_omega, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,13 +19,18 @@ def test_defaults_are_valid_and_filled():
     assert validate_config(None) == cfg
 
 
-def test_schema_defaults_match_python_defaults():
-    schema = yaml.safe_load((ROOT / "schemas" / "synthetic.schema.yaml").read_text())
+def test_schema_is_the_only_source_of_defaults():
+    from inflbench.schemas import load_schema
+
+    schema = load_schema("synthetic.schema.yaml")
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) == set(DEFAULTS)
     for key, spec in schema["properties"].items():
-        assert spec.get("description"), key
-        assert spec["default"] == DEFAULTS[key], key
+        assert spec.get("description") and "default" in spec, key
+    assert set(schema["properties"]) == set(DEFAULTS) | {"enabled"}
+    filled = validate_config({})
+    assert filled["iterations"] == schema["properties"]["iterations"]["default"] == 40
+    assert filled["table"]["n_samples"] == max(filled["n_samples"])  # resolved from the grid
+    assert "enabled" not in filled and validate_config({"enabled": False})["enabled"] is False
 
 
 @pytest.mark.parametrize("path", ["configs/synthetic-default.block.yaml", "configs/synthetic-full.yaml"])

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from inflbench import solvers as shared
-from inflbench.synthetic.config import CLOSED_FORM_SOLVERS, cell_params, validate_config
-from inflbench.synthetic.iterative import cg_solve, gmres_solve, sor_solve
-from inflbench.synthetic.matrices import make_problem
-from inflbench.synthetic.runner import COLUMNS, run_cell
+from inflbench.studies.synthetic.config import CLOSED_FORM_SOLVERS, cell_params, validate_config
+from inflbench.solvers.krylov import cg_solve, gmres_solve, sor_solve
+from inflbench.studies.synthetic.matrices import make_problem
+from inflbench.studies.synthetic.runner import COLUMNS, run_cell
 
 # d = 40, N = 400, N(0, 1): spectrum within about [0.5, 1.8], so even the unscaled Neumann series converges.
 WELL = dict(distribution="normal_0_1", d=40, n=400, seed=0)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inflbench.data import DataSource
+from inflbench.data.base import DataSource, register_source
 from inflbench.errors import ConfigError, DataError
-from inflbench.identification import balanced_pools, check_counts, check_options, check_template, per_class_quota, \
+from inflbench.data.balanced import balanced_pools, check_counts, check_options, check_template, per_class_quota, \
     select_classes
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -83,8 +83,11 @@ def load_image(ref: str, image_column: str = "image"):
 DIGITS_DEFAULTS = {"classes": None, "prompt_template": "a photo of digit {token}", "class_tokens": "words"}
 
 
+@register_source("digits")
 class DigitsSource(DataSource):
     """``data.source: digits``; task name ``digits``."""
+
+    offline = True
 
     def options(self, data_cfg: dict) -> dict:
         opts = dict(data_cfg.get("options") or {})
@@ -145,6 +148,7 @@ def _folder_items(folder: Path) -> list[tuple[str, str]]:
     return items
 
 
+@register_source("image_styles")
 class StyleSource(DataSource):
     """``data.source: image_styles``; task name ``style``."""
 
@@ -202,6 +206,7 @@ def default_noun(subject: str) -> str:
     return re.sub(r"\d+$", "", subject).replace("_", " ").strip()
 
 
+@register_source("dreambooth")
 class DreamBoothSource(DataSource):
     """``data.source: dreambooth``; task name ``subject``."""
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from inflbench.data.base import DataSource, register_source
+from inflbench.errors import ConfigError
+
 SUBJECTS = ["the film", "this movie", "the plot", "the acting", "the soundtrack", "the ending", "the script",
             "the director's new work", "the cast", "the story", "the dialogue", "the pacing", "the camera work"]
 POSITIVE = ["wonderful", "moving", "brilliant", "delightful", "charming", "gripping", "superb", "heartfelt",
@@ -37,3 +40,22 @@ def generate_sentiment(n: int, seed: int, ambiguity: float = 0.15) -> list[dict]
         records.append({"text_a": text.replace(" ,", ","), "text_b": None, "label": label})
     order = rng.permutation(n)
     return [records[k] for k in order]
+
+
+@register_source("generated")
+class GeneratedSource(DataSource):
+    """``data.source: generated``: the offline sentiment task ``generated``."""
+
+    offline = True
+
+    def check(self, data_cfg):
+        for task in data_cfg["tasks"]:
+            if task != "generated":
+                raise ConfigError("data.tasks", f"source 'generated' provides the task 'generated', not {task!r}")
+
+    def load_pools(self, data_cfg, task, seed):
+        sizes = data_cfg["sizes"]
+        n = sizes["train"] + sizes["val"] + sizes["test"]
+        records = generate_sentiment(n, seed=seed, ambiguity=data_cfg.get("generated", {}).get("ambiguity", 0.15))
+        cut = sizes["train"] + sizes["val"]
+        return records[:cut], records[cut:]

@@ -1,7 +1,7 @@
 """GLUE readers: the official TSV layout (`glue_dir`) and the Hugging Face hub (`hub`).
 
 Every task is reduced to records ``{"text_a", "text_b", "label"}`` with integer labels.
-MNLI keeps only entailment (0) and neutral (1); STS-B scores are thresholded at 3 (seed 003, App. A).
+MNLI keeps only entailment (0) and neutral (1); STS-B scores are thresholded at 3 (layer-choice paper, App. A).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from inflbench.errors import DataError
+from inflbench.data.base import DataSource, register_source
+from inflbench.errors import ConfigError, DataError
 
 csv.field_size_limit(sys.maxsize)
 
@@ -157,3 +158,28 @@ def load_glue_hub(task: str, cache_dir: str | None = None) -> dict[str, list[dic
             records.append({"text_a": row[a_col], "text_b": row[b_col] if b_col else None, "label": int(label)})
         out[split] = records
     return out
+
+
+class GlueSource(DataSource):
+    """GLUE tasks from a local copy in the official TSV layout (``glue_dir``) or from the hub (``hub``)."""
+
+    def __init__(self, local: bool):
+        self.local = local
+
+    def check(self, data_cfg):
+        for task in data_cfg["tasks"]:
+            if task not in GLUE_TASKS:
+                raise ConfigError("data.tasks", f"unknown GLUE task {task!r}; choose from {list(GLUE_TASKS)}")
+            if self.local:
+                if not data_cfg.get("glue_dir"):
+                    raise ConfigError("data.glue_dir", "must be set when data.source is 'glue_dir'")
+                for path in glue_files(data_cfg["glue_dir"], task).values():
+                    read_glue_tsv(path, task)  # parses every row: a malformed one fails here, before any job
+
+    def load_pools(self, data_cfg, task, seed):
+        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
+        return raw["train"], raw["dev"]
+
+
+register_source("glue_dir", local=True)(GlueSource)
+register_source("hub", local=False)(GlueSource)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from inflbench.data import DataSource
+from inflbench.data.base import DataSource, register_source
 from inflbench.errors import ConfigError
-from inflbench.identification import check_options, check_template, per_class_quota, select_classes
+from inflbench.data.balanced import check_options, check_template, per_class_quota, select_classes
 
 WORDS = ["apple", "river", "green", "table", "music", "quiet", "garden", "window", "bright", "stone", "paper",
          "yellow", "horse", "cloud", "silver", "market", "winter", "forest", "candle", "orange", "bridge", "simple",
@@ -95,8 +95,11 @@ def generate(task: str, kind: str, n: int, rng: np.random.Generator) -> list[tup
     return [_math_record(kind, rng, reasoning=task == "math_reasoning") for _ in range(n)]
 
 
+@register_source("lm_generated")
 class LMGeneratedSource(DataSource):
     """``data.source: lm_generated``."""
+
+    offline = True
 
     def check(self, data_cfg: dict) -> None:
         opts = options(data_cfg)

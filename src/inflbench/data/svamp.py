@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from inflbench.data import DataSource
+from inflbench.data.base import DataSource, register_source
 from inflbench.errors import ConfigError, DataError
-from inflbench.identification import balanced_pools, check_counts, check_options, check_template, per_class_quota, \
+from inflbench.data.balanced import balanced_pools, check_counts, check_options, check_template, per_class_quota, \
     select_classes
 
 CLASSES = ("Addition", "Subtraction", "Multiplication", "Division")
@@ -107,6 +107,7 @@ def to_record(problem: dict, classes: list[str], opts: dict) -> dict:
             "label": classes.index(problem["Type"])}
 
 
+@register_source("svamp")
 class SvampSource(DataSource):
     """``data.source: svamp``; task name ``svamp``."""
 

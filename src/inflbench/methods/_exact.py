@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _chol_solve(M: Tensor, R: Tensor) -> Tensor:
-    L, info = torch.linalg.cholesky_ex(M)
-    if bool((info == 0).all()):
-        return torch.cholesky_solve(R, L)
-    return torch.linalg.solve(M, R)
+from ..solvers import cholesky_solve
+from ..solvers import sym_gram as gram
 
 
 def use_woodbury(n: int, d: int, m: int) -> bool:
@@ -18,9 +14,6 @@ def use_woodbury(n: int, d: int, m: int) -> bool:
     cost_nn = n * n * d + 2 * n * m * d + n**3 / 3 + 2 * n * n * m
     cost_dd = n * d * d + d**3 / 3 + 2 * d * d * m + 2 * n * m * d
     return cost_nn <= cost_dd
-
-
-from ..solvers import sym_gram as gram  # noqa: E402  (X X^T via BLAS syrk)
 
 
 def exact_scores(tr: Tensor, te: Tensor, lam: Tensor) -> Tensor:
@@ -35,8 +28,8 @@ def exact_scores(tr: Tensor, te: Tensor, lam: Tensor) -> Tensor:
         K = gram(tr)
         K.diagonal(dim1=-2, dim2=-1).add_((n * lam).reshape(B, 1))
         C = tr @ te.transpose(-1, -2)
-        return _chol_solve(K, C).mul_(-n)
+        return cholesky_solve(K, C).mul_(-n)
     G = gram(tr.transpose(-1, -2), 1.0 / n)
     G.diagonal(dim1=-2, dim2=-1).add_(lam.reshape(B, 1))
-    W = _chol_solve(G, te.transpose(-1, -2))
+    W = cholesky_solve(G, te.transpose(-1, -2))
     return (tr @ W).neg_()

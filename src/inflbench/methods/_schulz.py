@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..solvers import _schulz_apply_impl, schulz_inverse
+from ..solvers import schulz_apply_tracked, schulz_inverse
 
 #: HyperINF's published code adds this absolute constant to the damping.
 PUBLISHED_DAMPING_OFFSET = 1e-3
@@ -42,7 +42,7 @@ def schulz_solve(G: Tensor, lam: Tensor, V: Tensor, *, iterations: int, x0, tol:
         c0 = torch.full((B,), float(x0), dtype=G.dtype)
     k = V.shape[-1]
     if 2 * k < L:
-        W, done, (r0, r_last) = _schulz_apply_impl(A, V, iterations=iterations, x0=c0, tol=tol)
+        W, done, (r0, r_last) = schulz_apply_tracked(A, V, iterations=iterations, x0=c0, tol=tol)
         return W, torch.stack([r0, r_last, r_last**2], -1), done
     X = schulz_inverse(A, iterations=iterations, x0=c0)
     eye = torch.eye(L, dtype=G.dtype)

@@ -19,7 +19,8 @@ from typing import Mapping
 import torch
 
 from ._common import GradData, damping_meta, groups, joint_damping
-from ._exact import _chol_solve, gram, use_woodbury
+from ._exact import gram, use_woodbury
+from ..solvers import cholesky_solve
 from ._registry import DampedParams, InfluenceResult, register
 
 
@@ -45,7 +46,7 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
         te = torch.cat([data.test[k].reshape(m, -1).to(torch.float64) for k in data.names], 1)
         diag = torch.cat([torch.full((data.dim(k),), lam_of(k), dtype=torch.float64) for k in data.names])
         G = tr.T @ tr / n + torch.diag(diag)
-        out["total"] = -(tr @ _chol_solve(G, te.T))
+        out["total"] = -(tr @ cholesky_solve(G, te.T))
         return out
     K = torch.zeros(n, n, dtype=torch.float64)
     C = torch.zeros(n, m, dtype=torch.float64)
@@ -54,5 +55,5 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
         K += (gram(tr) * w).sum(0)
         C += (torch.bmm(tr, te.transpose(1, 2)) * w).sum(0)
     K.diagonal().add_(n)
-    out["total"] = _chol_solve(K, C).mul_(-n)
+    out["total"] = cholesky_solve(K, C).mul_(-n)
     return out

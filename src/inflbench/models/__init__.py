@@ -1,22 +1,19 @@
 """Model families behind one interface: build a LoRA model, encode a split, per-sample losses.
 
-The gradient and training code only sees ``ModelFamily``; nothing there assumes classification.
-Families: ``sequence_classification`` (here), ``causal_lm`` and ``diffusion_unet`` (own modules).
+The gradient and training code only sees ``ModelFamily`` (:mod:`inflbench.models.base`); nothing there
+assumes classification. Families: ``sequence_classification`` (``seqcls``), ``causal_lm``, ``diffusion_unet``
+(``diffusion``). Adding a family: subclass ``ModelFamily`` in a module of this package and add one line to
+``FAMILIES``; the contract tests (tests/test_model_families.py) run over every entry.
 """
 
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
-from typing import Iterator
-
-import pandas as pd
-import torch
-from torch import nn
 
 from inflbench.errors import ConfigError
-
-Batch = dict[str, torch.Tensor]
+from inflbench.schemas import section_check
+from inflbench.models.base import (Batch, ModelFamily, iterate_batches, load_trainable, pick_device,
+                                   resolve_pretrained, trainable_state)
 
 # family name -> "module:Class"; modules are imported lazily so optional dependencies stay optional
 FAMILIES: dict[str, str] = {
@@ -26,83 +23,32 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def resolve_pretrained(name_or_path: str) -> str:
-    """A hub id or local path as is; ``pkg:<module>`` resolves to a pip-packaged model's folder."""
-    if name_or_path.startswith("pkg:"):
-        module_name = name_or_path[4:]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigError("model.name_or_path", f"package {module_name!r} is not installed") from exc
-        return str(module.get_model_path())
-    return name_or_path
 
-
-class ModelFamily(ABC):
-    """What the pipeline needs from a model family. ``cfg`` is the ``model`` config section."""
-
-    name: str = ""
-    #: rows of the model batch per data sample (e.g. several fixed noise draws per image)
-    rows_per_sample: int = 1
-
-    def __init__(self, cfg: dict, num_labels: int | None = None):
-        self.cfg = cfg
-        self.num_labels = num_labels
-
-    @abstractmethod
-    def build(self, seed: int) -> nn.Module:
-        """Base model with LoRA attached; only the influence-relevant parameters require grad."""
-
-    @abstractmethod
-    def encode(self, frame: pd.DataFrame) -> Batch:
-        """Tensors for a whole split, first dimension = number of samples."""
-
-    @abstractmethod
-    def per_sample_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Loss of each sample in ``batch`` (shape ``(B,)``); samples must not interact."""
-
-    def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
-        """Predicted class per sample, or None where the family has no classes."""
-        return None
-
-    def labels(self, batch: Batch) -> torch.Tensor | None:
-        return batch.get("labels")
-
-
-def get_family(cfg: dict, num_labels: int | None = None) -> ModelFamily:
-    family = cfg["family"]
+def family_class(family: str) -> type[ModelFamily]:
+    """The class registered as ``family`` (imports its module)."""
     if family not in FAMILIES:
         raise ConfigError("model.family", f"unknown family {family!r}; choose one of {list(FAMILIES)}")
     module_name, cls_name = FAMILIES[family].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(cfg, num_labels=num_labels)
+    return getattr(importlib.import_module(module_name), cls_name)
 
 
-def iterate_batches(data: Batch, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
-    """Slices of an encoded split; ``order`` permutes samples (for shuffling)."""
-    n = next(iter(data.values())).shape[0]
-    index = torch.arange(n) if order is None else order
-    for start in range(0, n, batch_size):
-        rows = index[start:start + batch_size]
-        yield {k: v[rows] for k, v in data.items()}
+def get_family(cfg: dict, num_labels: int | None = None) -> ModelFamily:
+    return family_class(cfg["family"])(cfg, num_labels=num_labels)
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: p.detach().cpu().clone() for k, p in model.named_parameters() if p.requires_grad}
+@section_check("model")
+def check_model(cfg: dict) -> None:
+    """The ``model`` section: a registered family, the family's own checks (``ModelFamily.check``), and no
+    model-based method (kronfluence scores model rows) for a family with several rows per sample."""
+    from inflbench import methods
+
+    family = get_family(cfg["model"])
+    family.check(cfg)
+    for name in cfg["methods"]:
+        if methods.get(name).needs_model and family.rows_per_sample != 1:
+            raise ConfigError(f"methods.{name}", f"not available for model family {cfg['model']['family']!r}, "
+                                                 f"which uses {family.rows_per_sample} model rows per sample")
 
 
-def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = {k for k, p in model.named_parameters() if p.requires_grad}
-    missing = expected - set(state)
-    if missing:
-        raise ValueError(f"checkpoint lacks trainable parameters, e.g. {sorted(missing)[:3]}")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for key, value in state.items():
-            params[key].copy_(value)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+__all__ = ["FAMILIES", "Batch", "check_model", "ModelFamily", "family_class", "get_family", "iterate_batches", "load_trainable",
+           "pick_device", "resolve_pretrained", "trainable_state"]

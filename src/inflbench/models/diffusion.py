@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inflbench.errors import ConfigError
-from inflbench.models import Batch, ModelFamily, resolve_pretrained
+from inflbench.models.base import Batch, ModelFamily, resolve_pretrained
 from inflbench.models.causal_lm import check_lora_targets
 
 log = logging.getLogger("inflbench")

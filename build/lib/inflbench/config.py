@@ -1,0 +1,62 @@
+"""Config loading: JSON-schema validation with defaults, then the semantic checks each section registers,
+before any job runs.
+
+The schemas (package data, :mod:`inflbench.schemas`) are the only source of defaults. Each section's owner
+registers its check with ``@section_check``: the study switches (:mod:`inflbench.studies`), ``methods``
+(here), ``data`` (:mod:`inflbench.data.base`), ``model`` (:mod:`inflbench.models`), ``synthetic`` and
+``layers`` (their studies). Every problem raises ``InputError`` whose message names the key (or file and line).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from inflbench.errors import ConfigError
+from inflbench.schemas import SECTION_CHECKS, load_schema, section_check, validate_schema
+
+#: order in which the registered section checks run (the first problem is reported)
+CHECK_ORDER = ("studies", "methods", "data", "model", "synthetic", "layers")
+
+
+@section_check("methods")
+def check_methods(cfg: dict) -> None:
+    """Every method is registered, its parameters are valid and its optional dependency is installed."""
+    from inflbench import methods
+
+    for name, params in cfg["methods"].items():
+        try:
+            methods.make_params(name, **params)
+        except ValueError as exc:
+            raise ConfigError(f"methods.{name}", str(exc)) from None
+        missing = methods.get(name).missing_dependency()
+        if missing:
+            raise ConfigError(f"methods.{name}", missing)
+
+
+def _register_sections() -> None:
+    """Import the modules that register section checks."""
+    import inflbench.data  # noqa: F401
+    import inflbench.models  # noqa: F401
+    import inflbench.studies  # noqa: F401
+
+
+def validate_config(raw: dict) -> dict:
+    """Full validation of a workflow config; returns the resolved config (defaults filled, switches resolved)."""
+    cfg = validate_schema(raw or {}, load_schema("config.schema.yaml"))
+    _register_sections()
+    order = [s for s in CHECK_ORDER if s in SECTION_CHECKS] + sorted(set(SECTION_CHECKS) - set(CHECK_ORDER))
+    for section in order:
+        SECTION_CHECKS[section](cfg)
+    return cfg
+
+
+def load_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError("--configfile", f"{path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("--configfile", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None

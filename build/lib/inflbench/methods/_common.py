@@ -1,0 +1,160 @@
+"""Shared helpers: validated gradient container, damping rules, dtype choice, block grouping."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+#: Default relative damping: lambda_b = DAMPING_FACTOR * mean_i ||g_i,b||^2 / d_b.
+DAMPING_FACTOR = 0.1
+
+#: Max bytes of one stacked chunk of equal-shape blocks (stacking copies, so keep it bounded).
+GROUP_BYTES = 192 << 20
+
+#: Blocks with more than this many train-gradient elements are processed one at a time
+#: (as views, no copy): their matmuls are big enough to run at full speed unbatched.
+STACK_MAX_ELEMS = 1 << 20
+
+
+@dataclass
+class GradData:
+    """Validated per-sample gradients ``block -> (n, *shape)`` plus per-sample squared norms."""
+
+    train: dict[str, Tensor]
+    test: dict[str, Tensor]
+    train_sq: dict[str, Tensor] = field(default_factory=dict)  # block -> (n,) float64
+    test_sq: dict[str, Tensor] = field(default_factory=dict)  # block -> (m,) float64
+
+    def __post_init__(self):
+        for src, dst in ((self.train, self.train_sq), (self.test, self.test_sq)):
+            for k, v in src.items():
+                if k not in dst:
+                    dst[k] = sq_norms(v)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.train)
+
+    @property
+    def n(self) -> int:
+        return next(iter(self.train.values())).shape[0]
+
+    @property
+    def m(self) -> int:
+        return next(iter(self.test.values())).shape[0]
+
+    def dim(self, k: str) -> int:
+        return int(self.train[k].shape[1:].numel())
+
+    @property
+    def d_total(self) -> int:
+        return sum(self.dim(k) for k in self.train)
+
+    def input_dtype(self) -> torch.dtype:
+        dt = torch.float32
+        for v in list(self.train.values()) + list(self.test.values()):
+            if v.dtype == torch.float64:
+                dt = torch.float64
+        return dt
+
+
+def sq_norms(x: Tensor) -> Tensor:
+    """Per-sample squared L2 norms of ``(n, *shape)`` as float64 (norm taken in float32/64).
+
+    Non-finite when the gradients hold nan/inf (used as the finiteness check).
+    """
+    flat = x.reshape(x.shape[0], -1)
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    return torch.linalg.vector_norm(flat, dim=1).to(torch.float64) ** 2
+
+
+def compute_dtype(choice: str, data: GradData) -> torch.dtype:
+    """``"auto"``: float64 if any input is float64, else float32."""
+    if choice == "float32":
+        return torch.float32
+    if choice == "float64":
+        return torch.float64
+    return data.input_dtype()
+
+
+def _rule(mean_sq: float, d: int) -> float:
+    lam = DAMPING_FACTOR * mean_sq / d
+    # an all-zero block has zero scores whatever lambda is; keep lambda positive
+    return lam if lam > 0 and math.isfinite(lam) else 1.0
+
+
+def block_damping(damping, data: GradData) -> dict[str, float]:
+    """Per-block lambda from ``None`` (default rule) / float / mapping."""
+    if damping is None:
+        return {k: _rule(float(data.train_sq[k].mean()), data.dim(k)) for k in data.names}
+    if isinstance(damping, Mapping):
+        missing = [k for k in data.names if k not in damping]
+        extra = [k for k in damping if k not in data.train]
+        if missing or extra:
+            raise ValueError(f"parameter 'damping' mapping must cover exactly the blocks; missing {missing}, unknown {extra}")
+        return {k: float(damping[k]) for k in data.names}
+    return {k: float(damping) for k in data.names}
+
+
+def joint_damping(damping, data: GradData) -> float | dict[str, float]:
+    """One lambda for the whole model (default: the rule on the concatenated gradient)."""
+    if damping is None:
+        total = sum(data.train_sq[k] for k in data.names)
+        return _rule(float(total.mean()), data.d_total)
+    if isinstance(damping, Mapping):
+        return block_damping(damping, data)
+    return float(damping)
+
+
+def damping_meta(lams: Mapping[str, float] | float) -> dict[str, float]:
+    if isinstance(lams, Mapping):
+        vals = list(lams.values())
+        return {"damping_min": min(vals), "damping_max": max(vals)}
+    return {"damping": float(lams)}
+
+
+def groups(
+    data: GradData,
+    *,
+    flatten: bool = True,
+    names: Sequence[str] | None = None,
+    dtype: torch.dtype | None = None,
+    max_bytes: int = GROUP_BYTES,
+) -> Iterator[tuple[list[str], Tensor, Tensor]]:
+    """Yield ``(names, train (B, n, D...), test (B, m, D...))`` chunks of equal-shape blocks.
+
+    Blocks with the same parameter shape are stacked (a bounded copy, at most
+    ``max_bytes`` of train gradients per chunk) so one batched matmul serves
+    them all; a block larger than ``max_bytes`` comes alone as a view.
+    ``flatten``: parameter dims flattened to one ``d_b`` axis.
+    """
+    names = list(names if names is not None else data.names)
+    by_shape: dict[tuple, list[str]] = {}
+    for k in names:
+        by_shape.setdefault(tuple(data.train[k].shape[1:]), []).append(k)
+    for shape, ks in by_shape.items():
+        itemsize = (torch.finfo(dtype).bits // 8) if dtype is not None else data.train[ks[0]].element_size()
+        per = max(1, data.n * math.prod(shape) * itemsize)
+        step = max(1, max_bytes // per)
+        if data.n * math.prod(shape) > STACK_MAX_ELEMS:
+            step = 1
+        for i in range(0, len(ks), step):
+            chunk = ks[i : i + step]
+
+            def prep(t: Tensor, rows: int) -> Tensor:
+                t = t.reshape(rows, -1) if flatten else t
+                return t.to(dtype) if dtype is not None else t
+
+            if len(chunk) == 1:
+                k = chunk[0]
+                tr = prep(data.train[k], data.n).unsqueeze(0)
+                te = prep(data.test[k], data.m).unsqueeze(0)
+            else:
+                tr = torch.stack([prep(data.train[k], data.n) for k in chunk])
+                te = torch.stack([prep(data.test[k], data.m) for k in chunk])
+            yield chunk, tr, te

@@ -1,0 +1,32 @@
+"""Linear-algebra solvers shared by the influence methods and the synthetic convergence study
+(HyperINF section 4: error of ``M^{-1} v`` per iteration).
+
+Everything here works on explicit matrices or matrix-vector products and knows nothing about blocks,
+models or the method registry. One module per family:
+
+``schulz``   ``schulz_inverse(A, *, iterations, x0="safe")``, ``schulz_apply(A, V, ...)`` (``X_N V`` without
+             forming ``X_N``), ``schulz_apply_tracked`` (the same plus residual norms)
+``lissa``    ``lissa_solve(matvec, v, *, damping, scale, depth, variant="correct")`` (LiSSA / Neumann)
+``rrinf``    ``rrinf_sgd(train_blocks, target_blocks, *, damping, iterations, lr, ...)`` (RRInf eq. 5)
+``krylov``   ``sor_solve``, ``cg_solve``, ``gmres_solve`` (classical iterative solvers)
+``direct``   ``direct_solve(M, v)`` (float64 Cholesky, LU fallback), ``cholesky_solve``, ``datainf_apply``
+``common``   ``sym_gram``, ``lambda_max_bound``, ``small_op_threads``
+
+Conventions: matrices may carry leading batch dimensions ``(..., d, d)``; right-hand sides are ``(..., d)``
+or ``(..., d, k)`` (several columns).
+"""
+
+from inflbench.solvers.common import lambda_max_bound, small_op_threads, sym_gram
+from inflbench.solvers.direct import cholesky_solve, datainf_apply, direct_solve
+from inflbench.solvers.lissa import lissa_increment_diverged, lissa_solve
+from inflbench.solvers.rrinf import RRInfSampling, rrinf_sgd
+from inflbench.solvers.schulz import (PUBLISHED_HYPERINF_X0, schulz_apply, schulz_apply_tracked, schulz_inverse,
+                                      schulz_x0_scale)
+
+__all__ = [
+    "sym_gram", "lambda_max_bound", "small_op_threads",
+    "schulz_x0_scale", "schulz_inverse", "schulz_apply", "schulz_apply_tracked", "PUBLISHED_HYPERINF_X0",
+    "lissa_solve", "lissa_increment_diverged",
+    "datainf_apply", "direct_solve", "cholesky_solve",
+    "rrinf_sgd", "RRInfSampling",
+]

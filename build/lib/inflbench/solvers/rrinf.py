@@ -1,0 +1,320 @@
+"""RRInf eq. (5) / Remark 2: normalised SGD on the ridge problem (4), rows of ``Phi`` sampled per step."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import Tensor
+
+from inflbench.solvers.common import small_op_threads, sym_gram
+
+RRInfSampling = Literal["neuron", "minibatch", "layer", "full"]
+
+
+class RowSource:
+    """Rows of ``Phi`` (one per parameter) stored block-wise as ``(n, d_b)`` tensors.
+
+    Gives the RRInf updates without concatenating the blocks: rows are addressed
+    by a global index, mapped to (block, column) through cumulative sizes.
+    """
+
+    def __init__(self, train_blocks: Sequence[Tensor], target_blocks: Sequence[Tensor], dtype, target_scale: float = 1.0):
+        if len(train_blocks) != len(target_blocks) or not train_blocks:
+            raise ValueError("train_blocks and target_blocks must be non-empty and of equal length")
+        self.X = [t.reshape(t.shape[0], -1) for t in train_blocks]
+        self.Y = [t.reshape(t.shape[0], -1) for t in target_blocks]
+        n = self.X[0].shape[0]
+        C = self.Y[0].shape[0]
+        for x, y in zip(self.X, self.Y):
+            if x.shape[0] != n or y.shape[0] != C or x.shape[1] != y.shape[1]:
+                raise ValueError("block shapes disagree: train (n, d_b), targets (C, d_b)")
+        self.n, self.C, self.dtype, self.tscale = n, C, dtype, float(target_scale)
+        self.sizes = [x.shape[1] for x in self.X]
+        self.offsets = torch.tensor([0] + self.sizes).cumsum(0)
+        self.d = int(self.offsets[-1])
+        # squared row norms ||phi_iota||^2 per block (float64 for the sums)
+        # norms in the input precision (no input-sized temporaries), squared in float64
+        self.row_sq = [
+            torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
+            for x in self.X
+        ]
+        self.block_sq = torch.stack([r.sum() for r in self.row_sq])
+        self.fro_sq = float(self.block_sq.sum())
+
+    def gather(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Rows ``idx`` (global, any order) -> (Phi_rows (n, B), Y_rows (C, B), row_sq (B,)) in that order."""
+        blk = torch.searchsorted(self.offsets, idx, right=True) - 1
+        P = torch.empty(self.n, idx.numel(), dtype=self.dtype)
+        Y = torch.empty(self.C, idx.numel(), dtype=self.dtype)
+        sq = torch.empty(idx.numel(), dtype=torch.float64)
+        for b in torch.unique(blk).tolist():
+            sel = (blk == b).nonzero().flatten()
+            local = idx[sel] - self.offsets[b]
+            P[:, sel] = self.X[b][:, local].to(self.dtype)
+            Y[:, sel] = self.Y[b][:, local].to(self.dtype) * self.tscale
+            sq[sel] = self.row_sq[b][local]
+        return P, Y, sq.to(self.dtype)
+
+
+def rrinf_sgd(
+    train_blocks: Sequence[Tensor],
+    target_blocks: Sequence[Tensor],
+    *,
+    damping: float,
+    iterations: int,
+    lr: float = 0.01,
+    sampling: RRInfSampling = "neuron",
+    batch_size: int = 1,
+    seed: int = 0,
+    variant: Literal["correct", "published"] = "correct",
+    dtype: torch.dtype = torch.float32,
+    gram_cache_bytes: int = 1 << 30,
+    target_scale: float = 1.0,
+    callback: Callable[[int, Tensor], None] | None = None,
+    stats: dict | None = None,
+) -> Tensor:
+    """RRInf normalised SGD (eq. (5), Remark 2) on the multi-target ridge problem.
+
+    Problem (Remark 1): ``min_Omega (1/d) ||Phi Omega - Upsilon||_F^2 + lt ||Omega||_F^2``
+    with ``lt = n * damping / d``. ``Phi`` (d x n) has one row ``phi_iota`` per
+    parameter; its minimiser is ``Omega* = Phi^T (Phi Phi^T + n lambda I)^{-1} Upsilon``.
+
+    Layout (no concatenated copy is made): ``train_blocks[b]`` is ``(n, *shape_b)``
+    (sample-major, i.e. ``Phi_b^T``), ``target_blocks[b]`` is ``(C, *shape_b)``
+    (i.e. ``Upsilon_b^T``). A dense problem is one block.
+
+    Influence mapping: with targets ``Upsilon = -n * g_test`` (one test sample
+    per column c) the solution is ``Omega*[i, c] = -g_i^T (G + lambda I)^{-1} g_test_c``
+    with ``G = (1/n) sum_i g_i g_i^T`` -- exactly the influence score
+    (RRInf eq. (2); positive = up-weighting sample i increases the test loss).
+
+    Steps (``S_t`` the rows used at step t, ``eta = lr``):
+
+    * ``variant="published"`` is eq. (5)/Remark 2 verbatim: rows drawn
+      uniformly, ``Omega -= (2 eta / |S_t|) sum_{iota in S_t} [phi (phi^T Omega - Y_iota) / ||phi||^2
+      + lt Omega]``. Its fixed point is the minimiser of a *row-reweighted*
+      ridge problem (weights ``1 / ||phi_iota||^2``), which equals ``Omega*``
+      only when all parameter rows have equal norm.
+    * ``variant="correct"`` (default) draws rows with probability proportional
+      to ``||phi_iota||^2`` (randomised-Kaczmarz sampling). Then the normalised
+      step is an unbiased estimate of ``(d / ||Phi||_F^2) grad J``:
+      ``Omega -= 2 eta [ (1/|S_t|) sum phi (phi^T Omega - Y_iota) / ||phi||^2
+      + (n lambda / ||Phi||_F^2) Omega ]`` and the fixed point is ``Omega*``.
+
+    Sampling: ``"neuron"`` -- ``batch_size`` parameter rows drawn i.i.d. (with
+    replacement) per step (paper: 1 row); ``"minibatch"`` -- ``batch_size`` rows
+    per step (RRInf_mb; published: uniformly without replacement within the
+    step; correct: i.i.d. importance draws, which keeps the step unbiased); ``"layer"`` -- one
+    block per step, all its rows (published: block uniform, per-row
+    normalisation; correct: block ``b`` with probability ``||Phi_b||_F^2/||Phi||_F^2``
+    and normalisation by ``||Phi_b||_F^2``); ``"full"`` -- all rows each step:
+    deterministic gradient descent (correct: exact gradient of J scaled by
+    ``d / ||Phi||_F^2``, converging to ``Omega*`` for ``0 < lr < ||Phi||_F^2 /
+    (lambda_max(Phi^T Phi) + n lambda)``, i.e. any ``lr < 1``).
+
+    Block Gram matrices ``Phi_b^T Phi_b`` (n x n) are cached for layer / full
+    modes while they fit ``gram_cache_bytes``; otherwise the step is computed
+    from the rows directly. ``target_scale`` multiplies the targets on the fly
+    (pass test gradients and ``-n`` to avoid a scaled copy). callback(k, Omega_k)
+    after each step. If ``stats`` is a dict it receives ``touched_fraction``
+    (share of parameter rows used by at least one step). Returns ``Omega``
+    (n, C) in ``dtype``.
+    """
+    if sampling in ("neuron", "minibatch"):
+        per_op = 4.0 * batch_size * (train_blocks[0].shape[0] if train_blocks else 1) * max(1, target_blocks[0].shape[0] if target_blocks else 1)
+    else:
+        n0 = train_blocks[0].shape[0] if train_blocks else 1
+        per_op = 2.0 * n0 * n0 * max(1, target_blocks[0].shape[0] if target_blocks else 1)
+    with small_op_threads(per_op):
+        return _rrinf_sgd_impl(
+            train_blocks, target_blocks, damping=damping, iterations=iterations, lr=lr, sampling=sampling,
+            batch_size=batch_size, seed=seed, variant=variant, dtype=dtype, gram_cache_bytes=gram_cache_bytes,
+            target_scale=target_scale, callback=callback, stats=stats,
+        )
+
+
+def _rrinf_sgd_impl(
+    train_blocks, target_blocks, *, damping, iterations, lr, sampling, batch_size, seed, variant, dtype,
+    gram_cache_bytes, target_scale, callback, stats,
+) -> Tensor:
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if sampling not in ("neuron", "minibatch", "layer", "full"):
+        raise ValueError(f"sampling must be one of neuron, minibatch, layer, full; got {sampling!r}")
+    if variant not in ("correct", "published"):
+        raise ValueError(f"variant must be 'correct' or 'published', got {variant!r}")
+    if not (damping > 0 and math.isfinite(damping)):
+        raise ValueError(f"damping must be positive and finite, got {damping}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be positive and finite, got {lr}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    src = RowSource(train_blocks, target_blocks, dtype, target_scale)
+    n, C, d = src.n, src.C, src.d
+    if src.fro_sq <= 0:
+        raise ValueError("all training gradients are zero")
+    gen = torch.Generator().manual_seed(int(seed))
+    Omega = torch.zeros(n, C, dtype=dtype)
+    two_eta = 2.0 * lr
+    if variant == "correct":
+        reg = n * damping / src.fro_sq
+    else:
+        reg = n * damping / d  # lambda-tilde of eq. (4)
+
+    # ---- row-sampling modes ------------------------------------------------
+    touched_rows = torch.zeros(d, dtype=torch.bool) if (stats is not None and sampling in ("neuron", "minibatch")) else None
+    touched_blocks: set[int] = set()
+
+    def _finish(result: Tensor) -> Tensor:
+        if stats is not None:
+            if sampling == "full":
+                frac = 1.0 if iterations > 0 else 0.0
+            elif touched_rows is not None:
+                frac = float(touched_rows.sum()) / d
+            else:
+                frac = sum(src.sizes[b] for b in touched_blocks) / d
+            stats["touched_fraction"] = frac
+        return result
+
+    if sampling in ("neuron", "minibatch"):
+        if variant == "correct":
+            cdf = torch.cat(src.row_sq).cumsum(0)
+            total = float(cdf[-1])
+
+        def draw(steps: int) -> Tensor:
+            """(steps, batch_size) global row indices."""
+            if variant == "correct":
+                u = torch.rand(steps * batch_size, dtype=torch.float64, generator=gen) * total
+                idx = torch.searchsorted(cdf, u, right=True).clamp_(max=d - 1)
+                return idx.reshape(steps, batch_size)
+            if sampling == "neuron" or batch_size == 1:
+                return torch.randint(0, d, (steps, batch_size), generator=gen)
+            if batch_size >= d:
+                return torch.stack([torch.randperm(d, generator=gen)[:batch_size] for _ in range(steps)])
+            rows = []
+            for _ in range(steps):  # uniform without replacement, by rejection (batch_size << d)
+                pick = torch.unique(torch.randint(0, d, (batch_size,), generator=gen))
+                while pick.numel() < batch_size:
+                    more = torch.randint(0, d, (batch_size - pick.numel(),), generator=gen)
+                    pick = torch.unique(torch.cat([pick, more]))
+                rows.append(pick[torch.randperm(batch_size, generator=gen)])
+            return torch.stack(rows)
+
+        chunk = max(1, min(iterations, (32 << 20) // max(1, batch_size * (n + C) * 4)))
+        k = 0
+        while k < iterations:
+            steps = min(chunk, iterations - k)
+            idx = draw(steps).reshape(-1)
+            if touched_rows is not None:
+                touched_rows[idx] = True
+            P, Y, sq = src.gather(idx)  # (n, steps*B), (C, steps*B), (steps*B,), in idx order
+            inv_sq = torch.where(sq > 0, 1.0 / sq, torch.zeros_like(sq))
+            for t in range(steps):
+                sl = slice(t * batch_size, (t + 1) * batch_size)
+                Pt = P[:, sl]
+                resid = Pt.T @ Omega - Y[:, sl].T  # (B, C)
+                step = Pt @ (resid * inv_sq[sl, None]) / batch_size
+                Omega = Omega - two_eta * (step + reg * Omega)
+                k += 1
+                if callback is not None:
+                    callback(k, Omega)
+        return _finish(Omega)
+
+    # ---- block modes (layer / full) -----------------------------------------
+    nb = len(src.X)
+    cache: dict[int, tuple[Tensor, Tensor]] = {}
+    cache_used = 0
+    gram_bytes = n * n * torch.finfo(dtype).bits // 8
+
+    # cache a block's Gram only when its expected visits make it cheaper than row-wise steps
+    if sampling == "layer":
+        p_visit = (src.block_sq / src.block_sq.sum()).tolist() if variant == "correct" else [1.0 / nb] * nb
+        worth = [
+            iterations * p_visit[b] * (4.0 * n * src.sizes[b] * C - 2.0 * n * n * C)
+            > 1.25 * n * n * src.sizes[b] + 2.0 * n * src.sizes[b] * C
+            for b in range(nb)
+        ]
+    else:
+        worth = [True] * nb
+
+    def block_terms(b: int) -> tuple[Tensor, Tensor] | None:
+        """(Phi_b^T W Phi_b, Phi_b^T W Y_b) with W = 1 (correct) or diag(1/||phi||^2) (published)."""
+        nonlocal cache_used
+        if b in cache:
+            return cache[b]
+        if not worth[b] or cache_used + gram_bytes > gram_cache_bytes:
+            return None
+        X = src.X[b].to(dtype)
+        Yb = src.Y[b].to(dtype)
+        if variant == "published":
+            w = src.row_sq[b].to(dtype)
+            w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
+            Xs = X * w.sqrt()
+            terms = (sym_gram(Xs), ((X * w) @ Yb.T) * src.tscale)
+        else:
+            terms = (sym_gram(X), (X @ Yb.T) * src.tscale)
+        cache[b] = terms
+        cache_used += gram_bytes
+        return terms
+
+    def block_step(b: int) -> Tensor:
+        """sum_{iota in b} w_iota phi (phi^T Omega - Y_iota)."""
+        terms = block_terms(b)
+        if terms is not None:
+            K, PY = terms
+            return K @ Omega - PY
+        X = src.X[b].to(dtype)
+        Yb = src.Y[b].to(dtype)
+        resid = X.T @ Omega - src.tscale * Yb.T  # (d_b, C)
+        if variant == "published":
+            w = src.row_sq[b].to(dtype)
+            w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
+            resid = resid * w[:, None]
+        return X @ resid
+
+    if sampling == "layer":
+        if variant == "correct":
+            pb = (src.block_sq / src.block_sq.sum()).to(torch.float64)
+        for k in range(1, iterations + 1):
+            if variant == "correct":
+                b = int(torch.multinomial(pb, 1, generator=gen))
+                g = block_step(b) / float(src.block_sq[b])
+            else:
+                b = int(torch.randint(0, nb, (1,), generator=gen))
+                g = block_step(b) / src.sizes[b]
+            touched_blocks.add(b)
+            Omega = Omega - two_eta * (g + reg * Omega)
+            if callback is not None:
+                callback(k, Omega)
+        return _finish(Omega)
+
+    # full gradient descent: sum over all blocks; cache the summed Gram when it pays off
+    K_all = None
+    direct_cost = iterations * 4 * n * d * C
+    gram_cost = n * n * d + 2 * n * C * (d + n * iterations)
+    if iterations > 0 and gram_cost < direct_cost:
+        K_all = torch.zeros(n, n, dtype=dtype)
+        PY_all = torch.zeros(n, C, dtype=dtype)
+        for b in range(nb):
+            X = src.X[b].to(dtype)
+            Yb = src.Y[b].to(dtype)
+            if variant == "published":
+                w = src.row_sq[b].to(dtype)
+                w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
+                Xw = X * w
+            else:
+                Xw = X
+            K_all += sym_gram(X * w.sqrt()) if variant == "published" else sym_gram(X)
+            PY_all += (Xw @ Yb.T) * src.tscale
+    norm = src.fro_sq if variant == "correct" else d
+    for k in range(1, iterations + 1):
+        if K_all is not None:
+            g = K_all @ Omega - PY_all
+        else:
+            g = sum(block_step(b) for b in range(nb))
+        Omega = Omega - two_eta * (g / norm + reg * Omega)
+        if callback is not None:
+            callback(k, Omega)
+    return _finish(Omega)

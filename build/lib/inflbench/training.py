@@ -1,0 +1,101 @@
+"""LoRA fine-tuning for any model family; keeps the checkpoint with the lowest validation loss."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from inflbench.models import Batch, ModelFamily, iterate_batches, trainable_state
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.0
+    seed: int = 0
+    eval_batch_size: int = 64
+
+
+@torch.no_grad()
+def evaluate(family: ModelFamily, model, data: Batch, batch_size: int) -> dict[str, float]:
+    """Mean loss (and accuracy where the family predicts classes) on an encoded split."""
+    model.eval()
+    losses, correct, count = [], 0, 0
+    for batch in iterate_batches(data, batch_size):
+        losses.append(family.per_sample_loss(model, batch))
+        pred = family.predict(model, batch)
+        if pred is not None:
+            correct += int((pred == family.labels(batch)).sum())
+            count += len(pred)
+    out = {"loss": float(torch.cat(losses).mean())}
+    if count:
+        out["accuracy"] = correct / count
+    return out
+
+
+@torch.no_grad()
+def predictions(family: ModelFamily, model, data: Batch, batch_size: int) -> pd.DataFrame:
+    """Per-sample loss, label and prediction of an encoded split."""
+    model.eval()
+    rows = {"loss": [], "label": [], "prediction": []}
+    for batch in iterate_batches(data, batch_size):
+        rows["loss"].append(family.per_sample_loss(model, batch))
+        pred = family.predict(model, batch)
+        labels = family.labels(batch)
+        if pred is not None:
+            rows["prediction"].append(pred)
+        if labels is not None:
+            rows["label"].append(labels)
+    frame = pd.DataFrame({k: torch.cat(v).cpu().numpy() for k, v in rows.items() if v})
+    if "prediction" in frame:
+        frame["correct"] = frame["prediction"] == frame["label"]
+    return frame
+
+
+def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainArgs,
+             device: torch.device, test: Batch | None = None, log=print) -> tuple[dict, pd.DataFrame]:
+    """Train the trainable parameters with AdamW; returns (best trainable state, per-epoch curve).
+
+    Epoch 0 in the curve is the initial model; the best state is the one with the lowest
+    validation loss (ties keep the earlier epoch).
+    """
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    generator = torch.Generator().manual_seed(args.seed)
+    n = next(iter(train.values())).shape[0]
+    on_device = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
+
+    def record(epoch: int, train_loss: float, seconds: float) -> dict:
+        row = {"epoch": epoch, "train_loss": train_loss, "seconds": seconds}
+        row.update({f"val_{k}": v for k, v in evaluate(family, model, on_device(val), args.eval_batch_size).items()})
+        if test is not None:
+            row.update({f"test_{k}": v for k, v in
+                        evaluate(family, model, on_device(test), args.eval_batch_size).items()})
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        return row
+
+    curve = [record(0, math.nan, 0.0)]
+    best_loss, best_state = curve[0]["val_loss"], trainable_state(model)
+    for epoch in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        total = 0.0
+        for batch in iterate_batches(train, args.batch_size, torch.randperm(n, generator=generator)):
+            loss = family.per_sample_loss(model, on_device(batch)).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * next(iter(batch.values())).shape[0]
+        curve.append(record(epoch, total / n, time.perf_counter() - start))
+        if curve[-1]["val_loss"] < best_loss:
+            best_loss, best_state = curve[-1]["val_loss"], trainable_state(model)
+    frame = pd.DataFrame(curve)
+    frame["best"] = frame["val_loss"] == best_loss
+    return best_state, frame

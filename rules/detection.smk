@@ -1,0 +1,84 @@
+# Mislabeled-data detection (detection.enabled): how early each method's scores rank the flipped labels.
+
+
+DETECTION_TARGETS = (
+    [P.detection_table()] + expand(P.detection_figure(task="{task}"), task=TASKS) if ON["detection"] else []
+)
+
+
+rule detection:
+    """Target: the detection table and figures."""
+    input:
+        DETECTION_TARGETS,
+
+
+rule detection_metrics:
+    """AUC and detection-rate curve of one method's scores against the flip mask."""
+    input:
+        scores=P.scores(task="{task}", method="{method}"),
+        train=P.split(task="{task}", split="train"),
+    output:
+        curve=P.detection(task="{task}", method="{method}"),
+        summary=P.detection_summary(task="{task}", method="{method}"),
+    params:
+        points=CFG["evaluate"]["curve_points"],
+    log:
+        P.log(stage="detection_metrics", name="{task}_{method}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/detection_metrics.py"
+
+
+rule detection_table:
+    """AUC, detection rate at 20%, runtime and peak memory per task and method."""
+    input:
+        summaries=expand(P.detection_summary(task="{task}", method="{method}"), task=TASKS, method=METHODS),
+    output:
+        table=report(
+            P.detection_table(),
+            caption="../reports/detection_table.rst",
+            category="Mislabeled-data detection",
+            labels={"table": "AUC and runtime per method"},
+        ),
+    params:
+        config={k: CFG[k] for k in ("seed", "data", "model", "train", "gradients", "methods")},
+    log:
+        P.log(stage="detection_table", name="all"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/detection_table.py"
+
+
+rule detection_figure:
+    """Detection-rate curves of all methods for one task."""
+    input:
+        curves=expand(P.detection(task="{{task}}", method="{method}"), method=METHODS),
+    output:
+        figure=report(
+            P.detection_figure(task="{task}"),
+            caption="../reports/detection_figure.rst",
+            category="Mislabeled-data detection",
+            labels={"task": "{task}", "figure": "detection curves"},
+        ),
+    params:
+        methods=METHODS,
+    log:
+        P.log(stage="detection_figure", name="{task}"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/detection_figure.py"

@@ -1,0 +1,92 @@
+"""The model-family interface (``ModelFamily``) and helpers shared by the families and the training code."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Iterator
+
+import pandas as pd
+import torch
+from torch import nn
+
+from inflbench.errors import ConfigError
+
+Batch = dict[str, torch.Tensor]
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    """A hub id or local path as is; ``pkg:<module>`` resolves to a pip-packaged model's folder."""
+    if name_or_path.startswith("pkg:"):
+        module_name = name_or_path[4:]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError("model.name_or_path", f"package {module_name!r} is not installed") from exc
+        return str(module.get_model_path())
+    return name_or_path
+
+
+class ModelFamily(ABC):
+    """What the pipeline needs from a model family. ``cfg`` is the ``model`` config section."""
+
+    name: str = ""
+    #: rows of the model batch per data sample (e.g. several fixed noise draws per image)
+    rows_per_sample: int = 1
+
+    def __init__(self, cfg: dict, num_labels: int | None = None):
+        self.cfg = cfg
+        self.num_labels = num_labels
+
+    @abstractmethod
+    def build(self, seed: int) -> nn.Module:
+        """Base model with LoRA attached; only the influence-relevant parameters require grad."""
+
+    @abstractmethod
+    def encode(self, frame: pd.DataFrame) -> Batch:
+        """Tensors for a whole split, first dimension = number of samples."""
+
+    @abstractmethod
+    def per_sample_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Loss of each sample in ``batch`` (shape ``(B,)``); samples must not interact."""
+
+    def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
+        """Predicted class per sample, or None where the family has no classes."""
+        return None
+
+    def labels(self, batch: Batch) -> torch.Tensor | None:
+        return batch.get("labels")
+
+    def check(self, cfg: dict) -> None:
+        """Pre-run checks of the whole config (``model.options``, LoRA targets ...); raise ConfigError naming
+        the key. Runs at config validation, before any job."""
+
+
+def iterate_batches(data: Batch, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
+    """Slices of an encoded split; ``order`` permutes samples (for shuffling)."""
+    n = next(iter(data.values())).shape[0]
+    index = torch.arange(n) if order is None else order
+    for start in range(0, n, batch_size):
+        rows = index[start:start + batch_size]
+        yield {k: v[rows] for k, v in data.items()}
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.detach().cpu().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = {k for k, p in model.named_parameters() if p.requires_grad}
+    missing = expected - set(state)
+    if missing:
+        raise ValueError(f"checkpoint lacks trainable parameters, e.g. {sorted(missing)[:3]}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in state.items():
+            params[key].copy_(value)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
