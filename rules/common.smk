@@ -3,7 +3,7 @@
 import sys
 
 from inflbench.checks import check_config_files, dry_run_requested
-from inflbench.config import validate_config
+from inflbench.config import profile_config, validate_config
 from inflbench.errors import InputError
 from inflbench.methods import get as get_method
 from inflbench.paths import Layout
@@ -13,7 +13,9 @@ try:
     # the files as written (Snakemake's reader keeps the last of duplicate keys), base first
     check_config_files([f for f in workflow.configfiles if f not in workflow.overwrite_configfiles]
                        + list(workflow.overwrite_configfiles))
-    CFG = validate_config(config, planning_only=dry_run_requested(sys.argv))
+    # a standalone profile (standalone: true) is not merged over config.yaml
+    CFG = validate_config(profile_config(dict(config), workflow.config_settings.overwrite_config),
+                          planning_only=dry_run_requested(sys.argv))
 except InputError as exc:
     sys.exit(f"inflbench: invalid input: {exc}")
 
@@ -39,3 +41,35 @@ TARGET_SPLIT = "test" if ON["identification"] else "val"
 
 def split_inputs(task):
     return {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
+
+
+# ---- resources that follow the data (inflbench.resources; docs/scale.md)
+from inflbench import resources as RES
+from inflbench.scoring import separable as _separable
+
+N_TRAIN = CFG["data"]["sizes"]["train"]
+N_TARGET = CFG["data"]["sizes"][TARGET_SPLIT]
+SCORES_DEVICE = CFG["scores"].get("device") or CFG["device"]
+SCORES_GPU = int(SCORES_DEVICE == "cuda")
+_SHAPE = {}
+
+
+def grad_shape():
+    """Per-sample gradient size of the stored blocks (built once, from the model's config on the meta device)."""
+    if not _SHAPE:
+        from inflbench.shapes import gradient_shape
+
+        _SHAPE.update(gradient_shape(CFG["model"], CFG["gradients"]["blocks"]) or RES.FALLBACK)
+    return _SHAPE
+
+
+def scaled_mb(mb):
+    return int(mb * CFG["resources"]["mem_factor"])
+
+
+def scaled_min(m):
+    return int(m * CFG["resources"]["runtime_factor"])
+
+
+def split_size(split):
+    return CFG["data"]["sizes"][split]

@@ -44,8 +44,9 @@ rule finetune:
         P.log(stage="finetune", name="{task}"),
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=lambda w: scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])),
+        runtime=lambda w: scaled_min(RES.train_runtime(grad_shape(), sum(CFG["data"]["sizes"].values()),
+                                                       CFG["train"]["epochs"], CFG["device"], MAX_THREADS)),
         gpu=GPU,
     conda:
         ENV
@@ -53,30 +54,123 @@ rule finetune:
         "../scripts/finetune.py"
 
 
-rule gradients:
-    """Per-sample gradients of every trainable block (batched hooks), stored per split."""
+GRAD_CHUNKS = CFG["gradients"]["chunks"]
+_GRAD_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}[CFG["gradients"]["dtype"]]
+
+
+def _grad_mem(wildcards):
+    return scaled_mb(RES.gradients_mem_mb(grad_shape(), CFG["model"], CFG["gradients"]["batch_size"], 1,
+                                          _GRAD_BYTES, CFG["device"]))
+
+
+def _grad_runtime(wildcards, chunks=1):
+    return scaled_min(RES.gradients_runtime(grad_shape(), split_size(wildcards.split), CFG["device"], MAX_THREADS,
+                                            chunks))
+
+
+rule gradients_chunk:
+    """Per-sample gradients of the selected blocks (gradients.blocks) for one sample chunk of a split,
+    streamed batch by batch into a store (gradients.chunks > 1; rule gradients merges the chunks)."""
     input:
         unpack(lambda w: split_inputs(w.task)),
         adapter=P.adapter(task="{task}"),
     output:
-        grads=P.gradients(task="{task}", split="{split}"),
-        index=P.gradient_index(task="{task}", split="{split}"),
+        grads=temp(P.gradient_chunk(task="{task}", split="{split}", chunk="{chunk}")),
+        index=temp(P.gradient_chunk_index(task="{task}", split="{split}", chunk="{chunk}")),
     params:
         model=CFG["model"],
         gradients=CFG["gradients"],
         seed=CFG["seed"],
         device=CFG["device"],
+        chunks=GRAD_CHUNKS,
     log:
-        P.log(stage="gradients", name="{task}_{split}"),
+        P.log(stage="gradients", name="{task}_{split}_{chunk}"),
+    wildcard_constraints:
+        chunk=r"\d+",
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=_grad_mem,
+        runtime=lambda w: _grad_runtime(w, GRAD_CHUNKS),
         gpu=GPU,
     conda:
         ENV
     script:
         "../scripts/gradients.py"
+
+
+if GRAD_CHUNKS == 1:
+
+    rule gradients:
+        """Per-sample gradients of the selected blocks (gradients.blocks, batched hooks), streamed batch by
+        batch into one store per split."""
+        input:
+            unpack(lambda w: split_inputs(w.task)),
+            adapter=P.adapter(task="{task}"),
+        output:
+            grads=P.gradients(task="{task}", split="{split}"),
+            index=P.gradient_index(task="{task}", split="{split}"),
+        params:
+            model=CFG["model"],
+            gradients=CFG["gradients"],
+            seed=CFG["seed"],
+            device=CFG["device"],
+        log:
+            P.log(stage="gradients", name="{task}_{split}"),
+        threads: MAX_THREADS
+        resources:
+            mem_mb=_grad_mem,
+            runtime=_grad_runtime,
+            gpu=GPU,
+        conda:
+            ENV
+        script:
+            "../scripts/gradients.py"
+
+else:
+
+    rule gradients:
+        """The store of a split from its gradients.chunks sample-chunk stores (copied row chunk by row chunk)."""
+        input:
+            chunks=lambda w: [P.gradient_chunk(task=w.task, split=w.split, chunk=i) for i in range(GRAD_CHUNKS)],
+            indexes=lambda w: [P.gradient_chunk_index(task=w.task, split=w.split, chunk=i)
+                               for i in range(GRAD_CHUNKS)],
+        output:
+            grads=P.gradients(task="{task}", split="{split}"),
+            index=P.gradient_index(task="{task}", split="{split}"),
+        log:
+            P.log(stage="gradients", name="{task}_{split}"),
+        threads: 1
+        resources:
+            mem_mb=1500,
+            runtime=lambda w: scaled_min(10 + split_size(w.split) // 2000),
+        conda:
+            ENV
+        script:
+            "../scripts/gradients_merge.py"
+
+
+SHARDS = CFG["scores"]["shards"]
+SHARDED_METHODS = [m for m in GRADIENT_METHODS if SHARDS > 1 and _separable(m)]
+WHOLE_METHODS = [m for m in GRADIENT_METHODS if m not in SHARDED_METHODS]
+_STORE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}[CFG["gradients"]["dtype"]]
+SCORES_PARAMS = {**CFG["scores"], "device": SCORES_DEVICE}
+
+
+def _shard_shape(shards):
+    shape = dict(grad_shape())
+    shape["d"] = shape["d"] // shards + shape["d_max"] * (shards > 1)
+    return shape
+
+
+def _scores_mem(wildcards, shards=1):
+    return scaled_mb(RES.scores_mem_mb(wildcards.method, _shard_shape(shards), N_TRAIN, N_TARGET,
+                                       CFG["scores"]["group_mb"], _separable(wildcards.method), _STORE_BYTES))
+
+
+def _scores_runtime(wildcards, shards=1):
+    return scaled_min(RES.scores_runtime(wildcards.method, _shard_shape(shards), N_TRAIN, N_TARGET, MAX_THREADS,
+                                         SCORES_DEVICE))
+
 
 
 rule block_stats:
@@ -89,8 +183,8 @@ rule block_stats:
         P.log(stage="block_stats", name="{task}"),
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=lambda w: scaled_mb(RES.block_stats_mem_mb(grad_shape(), N_TRAIN)),
+        runtime=lambda w: scaled_min(RES.block_stats_runtime(grad_shape(), N_TRAIN, MAX_THREADS)),
     conda:
         ENV
     script:
@@ -98,7 +192,8 @@ rule block_stats:
 
 
 rule scores:
-    """Influence of every training sample on every target sample (val or test), per block, for one method."""
+    """Influence of every training sample on every target sample (val or test), per block, for one method;
+    streamed block group by block group (inflbench.scoring)."""
     input:
         train=P.gradients(task="{task}", split="train"),
         target=P.gradients(task="{task}", split=TARGET_SPLIT),
@@ -107,18 +202,68 @@ rule scores:
         scores=P.scores(task="{task}", method="{method}"),
     params:
         method_params=lambda w: CFG["methods"][w.method],
+        scores=SCORES_PARAMS,
     log:
         P.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
-        method="|".join(GRADIENT_METHODS) or "^$",
+        method="|".join(WHOLE_METHODS) or "^$",
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=_scores_mem,
+        runtime=_scores_runtime,
+        gpu=SCORES_GPU,
     conda:
         ENV
     script:
         "../scripts/scores.py"
+
+
+rule scores_shard:
+    """One of scores.shards block ranges of a block-separable method."""
+    input:
+        train=P.gradients(task="{task}", split="train"),
+        target=P.gradients(task="{task}", split=TARGET_SPLIT),
+        stats=lambda w: P.block_stats(task=w.task) if get_method(w.method).block_stats else [],
+    output:
+        scores=temp(P.score_shard(task="{task}", method="{method}", shard="{shard}")),
+    params:
+        method_params=lambda w: CFG["methods"][w.method],
+        scores=SCORES_PARAMS,
+        shards=SHARDS,
+    log:
+        P.log(stage="scores", name="{task}_{method}_{shard}"),
+    wildcard_constraints:
+        method="|".join(SHARDED_METHODS) or "^$",
+        shard=r"\d+",
+    threads: MAX_THREADS
+    resources:
+        mem_mb=lambda w: _scores_mem(w, SHARDS),
+        runtime=lambda w: _scores_runtime(w, SHARDS),
+        gpu=SCORES_GPU,
+    conda:
+        ENV
+    script:
+        "../scripts/scores.py"
+
+
+rule scores_merge:
+    """The score file of a sharded method: its shards' blocks, totals summed in float64."""
+    input:
+        shards=lambda w: [P.score_shard(task=w.task, method=w.method, shard=i) for i in range(SHARDS)],
+    output:
+        scores=P.scores(task="{task}", method="{method}"),
+    log:
+        P.log(stage="scores", name="{task}_{method}"),
+    wildcard_constraints:
+        method="|".join(SHARDED_METHODS) or "^$",
+    threads: 1
+    resources:
+        mem_mb=lambda w: scaled_mb(RES.BASE_MB + 3 * 8 * N_TRAIN * N_TARGET // 2**20),
+        runtime=lambda w: scaled_min(10),
+    conda:
+        ENV
+    script:
+        "../scripts/scores_merge.py"
 
 
 rule model_scores:
@@ -141,8 +286,10 @@ rule model_scores:
         method="|".join(MODEL_METHODS) or "^$",
     threads: MAX_THREADS
     resources:
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=lambda w: scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])
+                                   + 8 * N_TRAIN * N_TARGET * 3 // 2**20),
+        runtime=lambda w: scaled_min(RES.gradients_runtime(grad_shape(), 3 * (N_TRAIN + N_TARGET), CFG["device"],
+                                                           MAX_THREADS)),
         gpu=GPU,
     conda:
         ENV

@@ -32,6 +32,25 @@ else:
     LAYER_GROUPS, LAYER_METHODS, SELECTORS, LAYER_RUNS, LAYER_TARGETS = {}, [], {}, [], []
     ENSEMBLE_METHODS, LAYER_SCORERS = [], []
 
+# Retrainings bundled into cluster jobs (resources.retrain_group_size = K): each run waits for the previous run
+# of its bundle, and the bundle is one Snakemake group, so it is submitted as one job running K retrainings in
+# sequence (one start-up, resources of one run, runtimes added).
+RETRAIN_K = CFG["resources"]["retrain_group_size"]
+RUN_INDEX = {path: i for i, path in enumerate(LAYER_RUNS)}
+
+
+def _run_index(w):
+    return RUN_INDEX[P.layer_retrain(task=w.task, selector=w.selector, seed=w.seed)]
+
+
+def retrain_previous(w):
+    i = _run_index(w)
+    return [LAYER_RUNS[i - 1]] if RETRAIN_K > 1 and i % RETRAIN_K else []
+
+
+def retrain_group(w):
+    return f"retrain{_run_index(w) // RETRAIN_K}" if RETRAIN_K > 1 else None
+
 
 rule layers_aggregate:
     """Group x aggregation scores of one method, NDR@p, NDR-AUC, NDR curve, noise deciles, per-block NDR."""
@@ -54,7 +73,7 @@ rule layers_aggregate:
         method="|".join(LAYER_METHODS) or "^$",
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda w: scaled_mb(RES.layers_mem_mb("aggregate", grad_shape(), N_TRAIN, N_TARGET)),
         runtime=10,
     conda:
         ENV
@@ -102,8 +121,8 @@ rule layers_cancellation:
         P.log(stage="layers_cancellation", name="{task}"),
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=lambda w: scaled_mb(RES.layers_mem_mb("cancellation", grad_shape(), N_TRAIN, N_TARGET)),
+        runtime=lambda w: scaled_min(10 + 4 * N_TRAIN * grad_shape()["d"] // 10**11),
     conda:
         ENV
     script:
@@ -146,6 +165,7 @@ rule layers_retrain:
     input:
         unpack(lambda w: split_inputs(w.task)),
         keep=P.layer_mask(task="{task}", selector="{selector}", seed="{seed}"),
+        previous=retrain_previous,
     output:
         run=P.layer_retrain(task="{task}", selector="{selector}", seed="{seed}"),
     params:
@@ -159,10 +179,14 @@ rule layers_retrain:
     wildcard_constraints:
         selector="|".join(re.escape(s) for s in SELECTORS) or "^$",
         seed=r"\d+",
+    group:
+        retrain_group
     threads: LAYERS.get("retrain_threads", 1)
     resources:
-        mem_mb=LAYERS.get("retrain_mem_mb", 3000),
-        runtime=LAYERS.get("retrain_runtime", 30),
+        mem_mb=lambda w: LAYERS.get("retrain_mem_mb") or scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])),
+        runtime=lambda w: LAYERS.get("retrain_runtime") or scaled_min(RES.train_runtime(
+            grad_shape(), sum(CFG["data"]["sizes"].values()), CFG["train"]["epochs"], CFG["device"],
+            LAYERS.get("retrain_threads", 1))),
         gpu=GPU,
     conda:
         ENV

@@ -15,7 +15,7 @@ from inflbench.errors import ConfigError
 from inflbench.schemas import SECTION_CHECKS, load_schema, section_check, validate_schema
 
 #: order in which the registered section checks run (the first problem is reported)
-CHECK_ORDER = ("studies", "methods", "data", "model", "synthetic", "layers")
+CHECK_ORDER = ("studies", "methods", "data", "model", "gradients", "synthetic", "layers")
 
 
 @section_check("methods")
@@ -31,6 +31,26 @@ def check_methods(cfg: dict) -> None:
         missing = methods.get(name).missing_dependency()
         if missing:
             raise ConfigError(f"methods.{name}", missing)
+
+
+@section_check("gradients")
+def check_gradients(cfg: dict) -> None:
+    """``gradients.blocks`` against the model's blocks where they can be derived without weights (else the
+    gradients job checks them before it computes anything)."""
+    from inflbench.store import select_blocks
+    from inflbench.studies.layer_choice import model_block_names
+
+    spec = cfg["gradients"]["blocks"]
+    names = model_block_names(cfg["model"]) if spec.get("include") or spec.get("exclude") else None
+    select_blocks(names or [], spec, check=names is not None)
+
+
+def profile_config(merged: dict, overlays: dict) -> dict:
+    """The run config: Snakemake's merge of config.yaml and the overlays (--configfile, --config), or the
+    overlays alone when they say ``standalone: true`` (a profile that names everything it runs)."""
+    import copy
+
+    return copy.deepcopy(dict(overlays)) if (overlays or {}).get("standalone") else merged
 
 
 def _register_sections() -> None:

@@ -25,6 +25,20 @@ class TrainArgs:
     weight_decay: float = 0.0
     seed: int = 0
     eval_batch_size: int = 64
+    precision: str = "float32"  # float32 | tf32 | bfloat16 (the latter two on CUDA only)
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast / TF32 for the training steps on CUDA (``train.precision``); a no-op elsewhere."""
+    import contextlib
+
+    if torch.device(device).type != "cuda" or precision == "float32":
+        return contextlib.nullcontext()
+    if precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
 @torch.no_grad()
@@ -94,7 +108,8 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
         model.train()
         total = 0.0
         for step, batch in enumerate(iterate_batches(train, args.batch_size, torch.randperm(n, generator=generator))):
-            loss = family.per_sample_loss(model, on_device(batch)).mean()
+            with precision_context(args.precision, device):
+                loss = family.per_sample_loss(model, on_device(batch)).mean()
             value = loss.item()
             _check_finite(value, f"training loss at epoch {epoch}, batch {step + 1}")
             optimiser.zero_grad(set_to_none=True)

@@ -36,12 +36,13 @@ def _block_names_cached(family: str, name_or_path: str, targets: tuple[str, ...]
     try:
         import torch
         from peft import LoraConfig, TaskType, get_peft_model
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
         from inflbench.gradients import trainable_blocks
-        from inflbench.models import resolve_pretrained
 
-        config = AutoConfig.from_pretrained(resolve_pretrained(name_or_path), num_labels=2)
+        from inflbench.shapes import transformers_config
+
+        config = transformers_config(name_or_path)  # paper models from their written-out configs, offline
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = AutoModelForSequenceClassification.from_config(config)
@@ -117,6 +118,11 @@ def validate_config(cfg_full: dict) -> dict:
     groups = resolved_groups(lay)
     we = bool((cfg_full.get("gradients") or {}).get("word_embeddings"))
     blocks = model_block_names(cfg_full["model"], we)
+    if blocks is not None:  # the blocks the gradient store holds (gradients.blocks; the WE block comes last)
+        from inflbench.store import select_blocks
+
+        base = model_block_names(cfg_full["model"])
+        blocks = select_blocks(base, (cfg_full.get("gradients") or {}).get("blocks"), check=False) + blocks[len(base):]
     for name, patterns in groups.items():
         if not NAME.match(name):
             raise ConfigError(f"layers.groups.{name}", "group names may hold only letters, digits, '_' and '-'")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from inflbench import metrics
-from inflbench.artifacts import read_scores, read_split, write_table
+from inflbench.artifacts import LazyScores, read_split, write_table
 from inflbench.studies.layer_choice import aggregate as agg_mod
 from inflbench.studies.layer_choice import metrics as lm
 
@@ -123,7 +123,7 @@ def stage_aggregate(inputs: dict, out: dict, params: dict) -> None:
     deciles, blocks."""
     scores_path, groups, lay = inputs["scores"], params["groups"], params["layers"]
     method, task, val_predictions = params["method"], params["task"], inputs["predictions"]
-    scores = read_scores(scores_path)[0]
+    scores = LazyScores(scores_path)  # blocks read when aggregated
     blocks = [b for b in scores if b != "total"]
     members = {}
     for g, patterns in groups.items():
@@ -175,7 +175,7 @@ def stage_ensemble(inputs: dict, out: dict, params: dict) -> None:
     inputs scores (one per method of params methods), train, predictions; params methods, groups, layers, task."""
     score_paths = dict(zip(params["methods"], inputs["scores"]))
     groups, lay, task = params["groups"], params["layers"], params["task"]
-    scores = {m: read_scores(path)[0] for m, path in score_paths.items()}
+    scores = {m: LazyScores(path) for m, path in score_paths.items()}
     sources = {}
     for name, ens in lay["ensembles"].items():
         sources[name] = []
@@ -189,26 +189,43 @@ def stage_ensemble(inputs: dict, out: dict, params: dict) -> None:
     _aggregate_outputs(sources, read_split(inputs["train"]), inputs["predictions"], lay, ENSEMBLE, task, out)
 
 
-def stage_cancellation(inputs: dict, outputs: dict, params: dict) -> None:
-    """C(W) per parameter summarised per block and per group (layer-choice paper Table 1) + layer-level C(W).
-
-    inputs grads (training gradients); params groups, extreme, task -> outputs cancellation."""
+def block_sums(store, name: str, max_bytes: int = 64 << 20) -> dict[str, np.ndarray]:
+    """Running float64 sums of one block, read row chunk by row chunk: ``abs`` = sum_i |g_i| and ``sum`` =
+    sum_i g_i per parameter, ``sq`` = ||g_i||^2 per sample."""
     import torch
 
-    from inflbench.artifacts import load_gradients
+    abs_sum = total = None
+    sq = []
+    for _, rows in store.row_chunks(name, max_bytes):
+        g = rows.reshape(rows.shape[0], -1).to(torch.float64)
+        a, t = g.abs().sum(0), g.sum(0)
+        abs_sum, total = (a, t) if abs_sum is None else (abs_sum + a, total + t)
+        sq.append((g * g).sum(1))
+    return {"abs": abs_sum.numpy(), "sum": total.numpy(), "sq": torch.cat(sq).numpy()}
+
+
+def stage_cancellation(inputs: dict, outputs: dict, params: dict) -> None:
+    """C(W) per parameter summarised per block and per group (layer-choice paper Table 1) + layer-level C(W);
+    the store is read one row chunk of one block at a time (running per-parameter sums).
+
+    inputs grads (training gradients); params groups, extreme, task -> outputs cancellation."""
+    from inflbench.store import TensorStore
 
     groups, extreme, task = params["groups"], params["extreme"], params["task"]
-    grads = {k: v.to(torch.float64).numpy() for k, v in load_gradients(inputs["grads"]).items()}
-    per_param = {b: lm.cancellation(g) for b, g in grads.items()}
+    store = TensorStore(inputs["grads"])
+    sums = {b: block_sums(store, b) for b in store.names}
+    per_param = {b: lm.cancellation_from_sums(s["abs"], s["sum"]) for b, s in sums.items()}
     rows = [{"task": task, "level": "block", "name": b, "layer": layer_of(b), "module": module_of(b),
-             "layer_C": lm.layer_cancellation(grads[b]), **lm.cancellation_summary(c, extreme)}
+             "layer_C": lm.layer_cancellation_from(np.sqrt(sums[b]["sq"]), float(np.linalg.norm(sums[b]["sum"]))),
+             **lm.cancellation_summary(c, extreme)}
             for b, c in per_param.items()]
     for g, patterns in groups.items():
-        members = agg_mod.match_blocks(patterns, list(grads))
+        members = agg_mod.match_blocks(patterns, list(sums))
         c = np.concatenate([per_param[b] for b in members])
-        joint = np.concatenate([grads[b].reshape(len(grads[b]), -1) for b in members], axis=1)
+        norms = np.sqrt(sum(sums[b]["sq"] for b in members))
+        sum_norm = float(np.sqrt(sum(np.dot(sums[b]["sum"], sums[b]["sum"]) for b in members)))
         rows.append({"task": task, "level": "group", "name": g, "layer": None, "module": None,
-                     "layer_C": lm.layer_cancellation(joint), **lm.cancellation_summary(c, extreme)})
+                     "layer_C": lm.layer_cancellation_from(norms, sum_norm), **lm.cancellation_summary(c, extreme)})
     write_table(pd.DataFrame(rows), outputs["cancellation"], {"task": task, "groups": groups, "extreme": extreme})
 
 
