@@ -70,13 +70,12 @@ def test_shared_block_stats_float32_gradients(tmp_path):
 
 
 def test_block_stats_file_round_trip_and_stage(tmp_path):
-    from safetensors.torch import save_file
-
+    from inflbench.artifacts import save_gradients
     from inflbench.stages import stage_block_stats, stage_scores
 
     tr, te = make_grads(n=9, m=4)
-    save_file({k: v.contiguous() for k, v in tr.items()}, str(tmp_path / "train.safetensors"))
-    save_file({k: v.contiguous() for k, v in te.items()}, str(tmp_path / "val.safetensors"))
+    save_gradients(tmp_path / "train.safetensors", tr, list(range(9)), {"split": "train"})
+    save_gradients(tmp_path / "val.safetensors", te, list(range(100, 104)), {"split": "val"})
     stage_block_stats({"train": str(tmp_path / "train.safetensors")}, {"stats": str(tmp_path / "stats.safetensors")}, {})
     mem, disk = block_stats(tr), load_block_stats(tmp_path / "stats.safetensors")
     assert disk.n == 9 and disk.shapes == mem.shapes
