@@ -118,44 +118,6 @@ def load_gradients(path: str | Path, blocks: Iterable[str] | None = None) -> dic
         return {name: handle.get_tensor(name) for name in names}
 
 
-# ---------------------------------------------------------------- block statistics (shared Grams)
-
-
-def save_block_stats(path: str | Path, stats, meta: dict | None = None) -> None:
-    """Block statistics (:class:`inflbench.methods._stats.BlockStats`) as one safetensors file:
-    ``gram.<block>`` and ``sq.<block>`` tensors, shapes and n in the metadata."""
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for k in stats.shapes:
-        tensors[f"gram.{k}"] = stats.gram(k).contiguous()
-        tensors[f"sq.{k}"] = stats.train_sq[k].contiguous()
-    info = {"n": stats.n, "shapes": {k: list(s) for k, s in stats.shapes.items()}, **dict(meta or {})}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"inflbench_block_stats": json.dumps(info, default=str)})
-
-
-def load_block_stats(path: str | Path):
-    """Read the metadata and norms now; each Gram is read from the file when a method asks for it."""
-    from safetensors import safe_open
-
-    from inflbench.methods._stats import BlockStats
-
-    path = str(path)
-    with safe_open(path, framework="pt") as h:
-        raw = (h.metadata() or {}).get("inflbench_block_stats")
-        if raw is None:
-            raise ValueError(f"{path}: not a block statistics file (no 'inflbench_block_stats' metadata)")
-        info = json.loads(raw)
-        sq = {k: h.get_tensor(f"sq.{k}") for k in info["shapes"]}
-
-    def get(k: str):
-        with safe_open(path, framework="pt") as h:
-            return h.get_tensor(f"gram.{k}")
-
-    return BlockStats(int(info["n"]), {k: tuple(s) for k, s in info["shapes"].items()}, sq, get)
-
-
 # ---------------------------------------------------------------- influence scores
 
 

@@ -17,7 +17,6 @@ TEMPLATES = {
     "val_predictions": "{task}/model/val_predictions.csv",
     "gradients": "{task}/gradients/{split}.safetensors",
     "gradient_index": "{task}/gradients/{split}.json",
-    "block_stats": "{task}/gradients/train_block_stats.safetensors",
     "scores": "{task}/scores/{method}.safetensors",
     "detection": "{task}/metrics/detection_{method}.csv",
     "detection_summary": "{task}/metrics/summary_{method}.json",

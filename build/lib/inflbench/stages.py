@@ -100,30 +100,14 @@ def _peak_rss_mb() -> float:
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-def stage_block_stats(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train (gradient file) -> outputs stats: Grams and per-sample norms of every block, once per
-    store (shared by the curvature methods)."""
-    from inflbench.artifacts import save_block_stats
-    from inflbench.methods._stats import block_stats
-
-    start = time.perf_counter()
-    stats = block_stats(load_gradients(inputs["train"]))
-    meta = {"source": str(inputs["train"]), "seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}
-    log.info("block statistics: %d blocks, %.3fs", len(stats.shapes), meta["seconds"])
-    save_block_stats(outputs["stats"], stats, meta)
-
-
 def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train, target (gradient files), optional stats (block statistics of train); params method,
-    method_params -> outputs scores."""
-    from inflbench.artifacts import load_block_stats
+    """inputs train, target (gradient files); params method, method_params -> outputs scores."""
     from inflbench.methods import compute_influence
 
     method, method_params = params["method"], dict(params["method_params"])
     train, test = load_gradients(inputs["train"]), load_gradients(inputs["target"])
-    stats = load_block_stats(inputs["stats"]) if inputs.get("stats") else None
     start = time.perf_counter()
-    result = compute_influence(method, train, test, block_stats=stats, **method_params)
+    result = compute_influence(method, train, test, **method_params)
     seconds = time.perf_counter() - start
     meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
             **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}

@@ -20,36 +20,20 @@ GROUP_BYTES = 192 << 20
 STACK_MAX_ELEMS = 1 << 20
 
 
-class LazyNorms(dict):
-    """``block -> (n,) float64`` squared norms, each computed on first access (one pass over that block)."""
-
-    def __init__(self, grads: Mapping[str, Tensor], known: Mapping[str, Tensor] | None = None):
-        super().__init__(known or {})
-        self._grads = grads
-
-    def __missing__(self, k: str) -> Tensor:
-        v = self[k] = sq_norms(self._grads[k])
-        return v
-
-
 @dataclass
 class GradData:
-    """Validated per-sample gradients ``block -> (n, *shape)``; squared norms computed lazily.
-
-    ``stats``: optional :class:`inflbench.methods._stats.BlockStats` of the train gradients
-    (shared Grams and norms); methods that use Grams take them from there when present.
-    """
+    """Validated per-sample gradients ``block -> (n, *shape)`` plus per-sample squared norms."""
 
     train: dict[str, Tensor]
     test: dict[str, Tensor]
     train_sq: dict[str, Tensor] = field(default_factory=dict)  # block -> (n,) float64
     test_sq: dict[str, Tensor] = field(default_factory=dict)  # block -> (m,) float64
-    stats: object | None = None
 
     def __post_init__(self):
-        known = self.stats.train_sq if self.stats is not None else self.train_sq
-        self.train_sq = LazyNorms(self.train, known)
-        self.test_sq = LazyNorms(self.test, self.test_sq)
+        for src, dst in ((self.train, self.train_sq), (self.test, self.test_sq)):
+            for k, v in src.items():
+                if k not in dst:
+                    dst[k] = sq_norms(v)
 
     @property
     def names(self) -> list[str]:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..solvers import cholesky_solve, schulz_apply_tracked, schulz_inverse
+from ..solvers import schulz_apply_tracked, schulz_inverse
 
 #: HyperINF's published code adds this absolute constant to the damping.
 PUBLISHED_DAMPING_OFFSET = 1e-3
@@ -49,17 +49,6 @@ def schulz_solve(G: Tensor, lam: Tensor, V: Tensor, *, iterations: int, x0, tol:
     r0 = torch.linalg.matrix_norm(eye - c0.reshape(B, 1, 1) * A, ord="fro")
     resid = torch.linalg.matrix_norm(eye - A @ X, ord="fro")
     return X @ V, torch.stack([r0, resid, resid], -1), iterations
-
-
-def gfim_solve(G: Tensor, lam: Tensor, V: Tensor, solver: str, **schulz) -> tuple[Tensor, Tensor, int]:
-    """:func:`schulz_solve`, or with ``solver="direct"`` the inverse it converges to: a float64
-    Cholesky solve of ``(G + lam I) W = V`` (residuals reported as 0, no iterations)."""
-    if solver != "direct":
-        return schulz_solve(G, lam, V, **schulz)
-    A = G.to(torch.float64, copy=True)
-    A.diagonal(dim1=-2, dim2=-1).add_(lam.to(torch.float64).reshape(-1, 1))
-    W = cholesky_solve(A, V.to(torch.float64)).to(G.dtype)
-    return W, torch.zeros(G.shape[0], 3, dtype=torch.float64), 0
 
 
 def meta_from(resids: list[Tensor], names: list[list[str]], done: list[int]) -> dict:

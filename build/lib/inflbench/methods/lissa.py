@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._common import GradData, block_damping, compute_dtype, damping_meta
+from ._common import GradData, block_damping, compute_dtype, damping_meta, groups
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_int, check_pos_float, register
-from ._stats import flat, stacked_grams
-from ..solvers import lissa_solve
+from ..solvers import lissa_solve, sym_gram
 
 
 @dataclass(frozen=True)
@@ -52,26 +51,27 @@ class LissaParams(DampedParams):
         check_choice("dtype", self.dtype, DTYPES)
 
 
-def lissa_route(n: int, d: int, m: int, depth: int, *, gram_needed: bool, have: str | None = None) -> str:
+def lissa_route(n: int, d: int, m: int, depth: int, *, gram_needed: bool) -> str:
     """Cheapest of the n x n Gram ("nspace"), d x d Fisher ("dspace") and matrix-free ("matfree") forms.
 
     The default scale needs ``||G_b||_F`` and hence a Gram matrix; with an explicit
-    ``scale`` (or the published variant, which ignores it) the matrix-free form
-    (``G x = X^T (X x) / n``) is also allowed, which wins for few test samples.
-    ``have``: the side whose Gram is already known (shared block statistics): its
-    formation costs nothing and it gives ``||G_b||_F`` to the matrix-free form.
-    All forms give the same iterates.
+    ``scale`` the matrix-free form (``G x = X^T (X x) / n``) is also allowed, which
+    wins for few test samples. All forms give the same iterates.
     """
     costs = {
-        "nspace": (0.0 if have == "n" else 1.25 * n * n * d) + 2 * n * m * d + depth * 2 * n * n * m,
-        "dspace": (0.0 if have == "d" else 1.25 * d * d * n) + depth * 2 * d * d * m + 2 * n * m * d,
+        "nspace": 1.25 * n * n * d + 2 * n * m * d + depth * 2 * n * n * m,
+        "dspace": 1.25 * d * d * n + depth * 2 * d * d * m + 2 * n * m * d,
     }
-    if not gram_needed or have is not None:
+    if not gram_needed:
         costs["matfree"] = depth * 4 * n * d * m + 2 * n * m * d
     return min(costs, key=costs.get)
 
 
-@register("lissa", params=LissaParams, block_stats=True, summary="LiSSA damped/scaled Neumann recursion per block (converges to exact_block)")
+#: Max bytes of Gram matrices stacked for one batched recursion.
+BATCH_BYTES = 256 << 20
+
+
+@register("lissa", params=LissaParams, summary="LiSSA damped/scaled Neumann recursion per block (converges to exact_block)")
 def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
     dt = compute_dtype(p.dtype, data)
     lams = block_damping(p.damping, data)
@@ -79,32 +79,19 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
     out = InfluenceResult(meta=damping_meta(lams))
     diverged: list[str] = []
     scales: list[float] = []
-    published = p.variant == "published"
-    routed = []
-    for k in data.names:
-        d = data.dim(k)
-        have = data.stats.side(k) if data.stats is not None else None
-        route = lissa_route(n, d, m, p.depth, gram_needed=p.scale is None and not published, have=have)
-        if route != "matfree":
-            routed.append((k, "n" if route == "nspace" else "d"))
-            continue
-        # few right-hand sides: G x = X^T (X x) / n without forming any Gram matrix
-        X, T = flat(data.train[k]).to(dt), flat(data.test[k]).to(dt)
-        lam = lams[k]
-        if p.scale is not None or published:
-            s = float(p.scale) if p.scale is not None else 1.0
-        else:
-            s = float(torch.linalg.matrix_norm(data.stats.gram(k).to(torch.float64))) / n + lam
-        scales.append(s)
-        est, div = lissa_solve(lambda x: X.T @ (X @ x) / n, T.T, damping=lam, scale=s, depth=p.depth, variant=p.variant)
-        if div:
-            diverged.append(k)
-        out[k] = (X @ est).neg()
-    # the others batched on the n x n side (K_b / n: the same recursion, projected on the train
-    # gradients) or the d x d side (G_b)
-    for names, sides, G, V in stacked_grams(data, routed, dt):
+    pending: dict[int, list] = {}  # side -> [(name, gram, rhs, nspace)]
+    itemsize = torch.finfo(dt).bits // 8
+
+    def flush(side: int) -> None:
+        items = pending.pop(side, [])
+        if not items:
+            return
+        names = [it[0] for it in items]
+        G = torch.stack([it[1] for it in items])
+        V = torch.stack([it[2] for it in items])
         lam = torch.tensor([lams[k] for k in names], dtype=dt)
-        sc = torch.full_like(lam, p.scale) if p.scale is not None else torch.linalg.matrix_norm(G, ord="fro") + lam
+        fro = torch.linalg.matrix_norm(G, ord="fro")
+        sc = torch.full_like(lam, p.scale) if p.scale is not None else fro + lam
         scales.extend(sc.tolist())
         est, div = lissa_solve(
             lambda x: torch.bmm(G, x),
@@ -115,11 +102,43 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
             variant=p.variant,
             batch_dims=1,
         )
-        for i, k in enumerate(names):
+        for i, (k, _, _, nspace) in enumerate(items):
             if bool(div[i]):
                 diverged.append(k)
-            e = est[i] if sides[i] == "n" else flat(data.train[k]).to(dt) @ est[i]
+            e = est[i] if nspace else data.train[k].reshape(n, -1).to(dt) @ est[i]
             out[k] = e.neg()
+
+    for names, tr, te in groups(data, dtype=dt):
+        d = tr.shape[-1]
+        route = lissa_route(n, d, m, p.depth, gram_needed=p.scale is None)
+        if route == "matfree":
+            # few right-hand sides: G x = X^T (X x) / n without forming any Gram matrix
+            for i, k in enumerate(names):
+                X = tr[i]
+                lam = lams[k]
+                s = float(p.scale)
+                scales.append(s)
+                est, div = lissa_solve(
+                    lambda x: X.T @ (X @ x) / n, te[i].T, damping=lam, scale=s, depth=p.depth, variant=p.variant
+                )
+                if div:
+                    diverged.append(k)
+                out[k] = (X @ est).neg()
+            continue
+        nspace = route == "nspace"
+        if nspace:
+            gram = sym_gram(tr, 1.0 / n)  # K_b / n: the same recursion, projected on the train gradients
+            rhs = torch.bmm(tr, te.transpose(1, 2))  # X_b T_b^T  (n, m)
+        else:
+            gram = sym_gram(tr.transpose(1, 2), 1.0 / n)  # G_b
+            rhs = te.transpose(1, 2)  # (d, m)
+        side = gram.shape[-1]
+        for i, k in enumerate(names):
+            pending.setdefault(side, []).append((k, gram[i], rhs[i], nspace))
+        if len(pending[side]) * side * (side + m) * itemsize > BATCH_BYTES:
+            flush(side)
+    for side in list(pending):
+        flush(side)
     out.meta["diverged"] = bool(diverged)
     out.meta["diverged_blocks"] = ",".join(k for k in data.names if k in set(diverged))
     out.meta["scale_min"] = min(scales)

@@ -66,19 +66,10 @@ class RRInfParams(DampedParams):
         check_choice("dtype", self.dtype, DTYPES)
 
 
-def _shared_grams(data: GradData):
-    """Block index -> loader of the shared n x n Gram, for the blocks whose statistics hold it."""
-    st = data.stats
-    if st is None:
-        return None
-    return {b: (lambda k=k: st.gram(k)) for b, k in enumerate(data.names) if st.side(k) == "n"}
-
-
 @register(
     "rrinf",
     params=RRInfParams,
     couples_blocks=True,
-    block_stats=True,
     summary="RRInf normalised SGD on the whole-model ridge problem (converges to exact_joint)",
 )
 def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
@@ -101,8 +92,6 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
         gram_cache_bytes=GRAM_CACHE_BYTES,
         target_scale=-float(data.n),
         stats=stats,
-        grams=_shared_grams(data),
-        block_sq=[float(data.train_sq[k].sum()) for k in names],  # the norms the damping rule used
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
