@@ -206,3 +206,18 @@ def test_blocked_cholesky_solve_equals_lapack(s):
     R = torch.randn(2, s, 1, generator=g, dtype=torch.float64)
     ref = torch.stack([torch.linalg.solve(bad[i], R[i]) for i in range(2)])
     assert_close(_exact.cholesky_solve(bad, R), ref, "float64_reference")
+
+
+def test_rrinf_row_norms_of_drawn_rows_equal_the_full_pass():
+    from inflbench.solvers.rrinf import RowSource
+
+    tr, te = make_grads(n=9, m=3, dtype=torch.float32)
+    blocks, targets = list(tr.values()), list(te.values())
+    idx = torch.tensor([0, 5, 13, 40, 41, 7, 30])
+    lazy = RowSource(blocks, targets, torch.float32).gather(idx)  # norms of the drawn rows only
+    full_src = RowSource(blocks, targets, torch.float32)
+    assert len(full_src.row_sq) == len(blocks)  # full pass first
+    full = full_src.gather(idx)
+    for a, b in zip(lazy, full):
+        assert_close(a, b, "float32_reference")
+    assert not torch.equal(lazy[2], torch.zeros_like(lazy[2]))

@@ -13,6 +13,11 @@ from inflbench.solvers.common import small_op_threads, sym_gram
 RRInfSampling = Literal["neuron", "minibatch", "layer", "full"]
 
 
+def _sq_cols(x: Tensor) -> Tensor:
+    """Squared column norms, taken in the input precision (no input-sized temporaries), squared in float64."""
+    return torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
+
+
 class RowSource:
     """Rows of ``Phi`` (one per parameter) stored block-wise as ``(n, d_b)`` tensors.
 
@@ -47,10 +52,7 @@ class RowSource:
         pass over the store that the correct variant's layer / full modes never need)."""
         if self._row_sq is None:
             # norms in the input precision (no input-sized temporaries), squared in float64
-            self._row_sq = [
-                torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
-                for x in self.X
-            ]
+            self._row_sq = [_sq_cols(x) for x in self.X]
         return self._row_sq
 
     def gather(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,7 +66,10 @@ class RowSource:
             local = idx[sel] - self.offsets[b]
             P[:, sel] = self.X[b][:, local].to(self.dtype)
             Y[:, sel] = self.Y[b][:, local].to(self.dtype) * self.tscale
-            sq[sel] = self.row_sq[b][local]
+            if self._row_sq is not None:
+                sq[sel] = self._row_sq[b][local]
+            else:  # uniform sampling needs only the drawn rows' norms, not a pass over the store
+                sq[sel] = _sq_cols(self.X[b][:, local])
         return P, Y, sq.to(self.dtype)
 
 
