@@ -147,6 +147,17 @@ def run_child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def save(rows: list[dict], d: int, out: str):
+    """Write the rows so far (called after every measurement: a long run keeps what it measured)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "d_stored", d)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    return frame
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
@@ -169,8 +180,6 @@ def main() -> None:
         print(json.dumps({**res, "peak_rss_mb": peak_mb()}))
         return
 
-    import pandas as pd
-
     from inflbench.scoring import separable
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="inflbench_mem_"))
@@ -185,6 +194,7 @@ def main() -> None:
                 rows.append({"stage": "gradients", "method": mode, "n_train": n, "n_target": 0,
                              "layers": args.layers, **res})
                 print(rows[-1], flush=True)
+                save(rows, d, args.out)
         train, test = work / f"train{n}.safetensors", work / "val.safetensors"
         make_store(train, shapes, n, seed=n)
         if not test.exists():
@@ -198,15 +208,12 @@ def main() -> None:
                          "layers": 24, "d": d, "store_mb": os.path.getsize(train) / 2**20,
                          "whole_store": whole, **res})
             print(rows[-1], flush=True)
+            save(rows, d, args.out)
         if n == min(args.sizes) and not args.skip_half:
             rows += half_store_agreement(train, test, work)
             print(rows[-2:], flush=True)
         train.unlink()
-    frame = pd.DataFrame(rows)
-    frame.insert(0, "d_stored", d)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False)
-    print(frame.to_string())
+    print(save(rows, d, args.out).to_string())
 
 
 if __name__ == "__main__":
