@@ -4,14 +4,14 @@
 rule prepare_data:
     """Sample stratified train/val/test splits and flip a fraction of the training labels."""
     output:
-        train=P.split(task="{task}", split="train"),
-        val=P.split(task="{task}", split="val"),
-        test=P.split(task="{task}", split="test"),
+        train=R.split(task="{task}", split="train"),
+        val=R.split(task="{task}", split="val"),
+        test=R.split(task="{task}", split="test"),
     params:
         data=CFG["data"],
-        seed=CFG["seed"],
+        seed=seed_of,
     log:
-        P.log(stage="prepare_data", name="{task}"),
+        R.log(stage="prepare_data", name="{task}"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -27,21 +27,21 @@ rule finetune:
     input:
         unpack(lambda w: split_inputs(w.task)),
     output:
-        adapter=P.adapter(task="{task}"),
+        adapter=R.adapter(task="{task}"),
         curve=report(
-            P.curve(task="{task}"),
+            R.curve(task="{task}"),
             caption="../reports/training_curve.rst",
             category="Fine-tuning",
             labels={"task": "{task}", "table": "training curve"},
         ),
-        predictions=P.val_predictions(task="{task}"),
+        predictions=R.val_predictions(task="{task}"),
     params:
         model=CFG["model"],
         train=CFG["train"],
-        seed=CFG["seed"],
+        seed=seed_of,
         device=CFG["device"],
     log:
-        P.log(stage="finetune", name="{task}"),
+        R.log(stage="finetune", name="{task}"),
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
@@ -57,17 +57,17 @@ rule gradients:
     """Per-sample gradients of every trainable block (batched hooks), stored per split."""
     input:
         unpack(lambda w: split_inputs(w.task)),
-        adapter=P.adapter(task="{task}"),
+        adapter=R.adapter(task="{task}"),
     output:
-        grads=P.gradients(task="{task}", split="{split}"),
-        index=P.gradient_index(task="{task}", split="{split}"),
+        grads=R.gradients(task="{task}", split="{split}"),
+        index=R.gradient_index(task="{task}", split="{split}"),
     params:
         model=CFG["model"],
         gradients=CFG["gradients"],
-        seed=CFG["seed"],
+        seed=seed_of,
         device=CFG["device"],
     log:
-        P.log(stage="gradients", name="{task}_{split}"),
+        R.log(stage="gradients", name="{task}_{split}"),
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
@@ -82,14 +82,15 @@ rule gradients:
 rule scores:
     """Influence of every training sample on every target sample (val or test), per block, for one method."""
     input:
-        train=P.gradients(task="{task}", split="train"),
-        target=P.gradients(task="{task}", split=TARGET_SPLIT),
+        train=R.gradients(task="{task}", split="train"),
+        target=R.gradients(task="{task}", split=TARGET_SPLIT),
     output:
-        scores=P.scores(task="{task}", method="{method}"),
+        scores=R.scores(task="{task}", method="{method}"),
     params:
         method_params=lambda w: CFG["methods"][w.method],
+        seed=seed_of,
     log:
-        P.log(stage="scores", name="{task}_{method}"),
+        R.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
         method="|".join(GRADIENT_METHODS) or "^$",
     threads: MAX_THREADS
@@ -106,18 +107,18 @@ rule model_scores:
     """Methods that need the model and data rather than stored gradients (EK-FAC via kronfluence)."""
     input:
         unpack(lambda w: split_inputs(w.task)),
-        adapter=P.adapter(task="{task}"),
+        adapter=R.adapter(task="{task}"),
     output:
-        scores=P.scores(task="{task}", method="{method}"),
+        scores=R.scores(task="{task}", method="{method}"),
     params:
         method_params=lambda w: CFG["methods"][w.method],
         model=CFG["model"],
-        seed=CFG["seed"],
+        seed=seed_of,
         device=CFG["device"],
         batch_size=CFG["gradients"]["batch_size"],
         target_split=TARGET_SPLIT,
     log:
-        P.log(stage="scores", name="{task}_{method}"),
+        R.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
         method="|".join(MODEL_METHODS) or "^$",
     threads: MAX_THREADS

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from inflbench import data as data_mod
+from inflbench.config import method_entry
 from inflbench.artifacts import (load_adapter, load_gradients, read_split, save_adapter, save_gradients, save_scores,
                                  split_paths, write_table)
 from inflbench.gradients import fingerprint, input_embedding, per_sample_gradients, present_tokens
@@ -101,16 +102,18 @@ def _peak_rss_mb() -> float:
 
 
 def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train, target (gradient files); params method, method_params -> outputs scores."""
+    """inputs train, target (gradient files); params method (entry name), method_params (its entry), seed
+    (optional: the replicate's, for methods with a seed) -> outputs scores."""
     from inflbench.methods import compute_influence
 
-    method, method_params = params["method"], dict(params["method_params"])
+    entry = params["method"]
+    method, method_params = method_entry(entry, params["method_params"], params.get("seed"))
     train, test = load_gradients(inputs["train"]), load_gradients(inputs["target"])
     start = time.perf_counter()
     result = compute_influence(method, train, test, **method_params)
     seconds = time.perf_counter() - start
-    meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
+    meta = {"method": method, "entry": entry, "params": method_params, "seconds": seconds,
+            "peak_rss_mb": _peak_rss_mb(), **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(result))
     save_scores(outputs["scores"], dict(result), meta)
 
@@ -124,7 +127,8 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     from inflbench.gradients import trainable_blocks
     from inflbench.methods import get, make_params
 
-    method, method_params = params["method"], dict(params["method_params"])
+    entry = params["method"]
+    method, method_params = method_entry(entry, params["method_params"], params.get("seed"))
     target_split, batch_size = params["target_split"], params["batch_size"]
     spec = get(method)
     if not spec.needs_model:
@@ -141,7 +145,7 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     if wanted:
         unknown = sorted(set(wanted) - set(names.values()))
         if unknown:
-            raise ValueError(f"methods.{method}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
+            raise ValueError(f"methods.{entry}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
         names = {k: v for k, v in names.items() if v in set(wanted)}
     batches = {split: list(iterate_batches(family.encode(frames[split]), batch_size))
                for split in ("train", target_split)}
@@ -149,6 +153,7 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     result = spec.fn(model, batches["train"], batches[target_split], family.per_sample_loss, list(names), p)
     seconds = time.perf_counter() - start
     scores = {names[k]: v for k, v in result.items()}
-    meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+    meta = {"method": method, "entry": entry, "params": method_params, "seconds": seconds,
+            "peak_rss_mb": _peak_rss_mb()}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
     save_scores(outputs["scores"], scores, meta)
