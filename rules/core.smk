@@ -7,6 +7,7 @@ rule prepare_data:
         train=R.split(task="{task}", split="train"),
         val=R.split(task="{task}", split="val"),
         test=R.split(task="{task}", split="test"),
+        sizes=R.sizes(task="{task}"),
     params:
         data=CFG["data"],
         seed=seed_of,

@@ -12,6 +12,7 @@ from pathlib import Path
 TEMPLATES = {
     "resolved_config": "config.yaml",
     "split": "{task}/data/{split}.csv",
+    "sizes": "{task}/data/sizes.csv",
     "adapter": "{task}/model/adapter.safetensors",
     "curve": "{task}/model/training_curve.csv",
     "val_predictions": "{task}/model/val_predictions.csv",

@@ -30,11 +30,14 @@ def _num_labels(frames: list[pd.DataFrame]) -> int:
 
 
 def stage_prepare_data(inputs: dict, outputs: dict, params: dict) -> None:
-    """params: data (section), task, seed -> outputs train/val/test split tables."""
+    """params: data (section), task, seed -> outputs train/val/test split tables (+ sizes: the sizes used)."""
     data_cfg, task, seed = params["data"], params["task"], params["seed"]
-    tables = data_mod.prepare_splits(data_cfg, task, seed)
+    plan: list = []
+    tables = data_mod.prepare_splits(data_cfg, task, seed, plan)
     for split, frame in tables.items():
         write_table(frame, outputs[split], {"data": data_cfg, "task": task, "seed": seed})
+    if "sizes" in outputs:  # the sizes actually drawn (capped to the pools with data.cap_sizes)
+        write_table(plan[0], outputs["sizes"], {"data": data_cfg, "task": task, "seed": seed})
         log.info("%s: %d rows, %d flipped", split, len(frame), int(frame["flipped"].sum()))
 
 
