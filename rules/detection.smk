@@ -98,7 +98,7 @@ rule detection_seeds:
         figure=P.seeds_figure(study="detection"),
     params:
         seeds=SEEDS,
-        metrics=["auc", "detection_at_20pct", "seconds"],
+        metrics=["auc", "detection_at_20pct", "detection_at_40pct", "seconds"],
         paired_metric="auc",
     log:
         P.log(stage="detection_seeds", name="all"),

@@ -111,7 +111,12 @@ def stage_seeds_tables(inputs: dict, outputs: dict, params: dict) -> dict[str, p
     seeds, metrics, paired = params["seeds"], list(params["metrics"]), params["paired_metric"]
     frame = per_seed_frame({s: pd.read_csv(p) for s, p in zip(seeds, inputs["tables"])})
     metrics = [m for m in metrics if m in frame]
-    tables = {"per_seed": frame, "aggregate": aggregate(frame, metrics), "paired": paired_tests(frame, paired)}
+    agg = aggregate(frame, metrics).sort_values(["task", f"{paired}_mean"], ascending=[True, False], kind="stable")
+    rank = {m: k for k, m in enumerate(agg["method"].drop_duplicates())}  # best first: method_a leads its pairs
+    frame = frame.sort_values(["seed", "task"], kind="stable")
+    frame = frame.iloc[np.argsort(frame["method"].map(rank).to_numpy(), kind="stable")]
+    tables = {"per_seed": frame.sort_values(["seed", "task"], kind="stable"), "aggregate": agg,
+              "paired": paired_tests(frame, paired)}
     provenance = {"seeds": list(seeds), "metrics": metrics, "paired_metric": paired}
     for name, table in tables.items():
         write_table(table, outputs[name], provenance)

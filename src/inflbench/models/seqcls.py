@@ -34,7 +34,8 @@ class SequenceClassification(ModelFamily):
         if not any(n.split(".")[-1] in targets for n in names):
             raise ConfigError("model.lora.target_modules", f"{targets} match no module of {self.cfg['name_or_path']}")
         peft_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora["r"], lora_alpha=lora["alpha"],
-                              lora_dropout=lora.get("dropout", 0.0), target_modules=targets)
+                              lora_dropout=lora.get("dropout", 0.0), target_modules=targets,
+                              use_rslora=lora.get("rslora", False))
         return get_peft_model(base, peft_cfg)
 
     def encode(self, frame: pd.DataFrame) -> Batch:
