@@ -45,9 +45,10 @@ def test_variant_entry_is_valid_and_resolves():
 
 
 @pytest.mark.parametrize("methods,message", [
-    ({"rrinf_paper": {"method": "rrinff"}}, r"^config key 'methods\.rrinf_paper\.method': unknown method 'rrinff'; "
-                                             r"registered methods: .*rrinf"),
-    ({"my_tracin": {}}, r"^config key 'methods\.my_tracin': 'my_tracin' is not a registered method"),
+    ({"rrinf_paper": {"method": "rrinff"}}, r"^config key 'methods\.rrinf_paper\.method': unknown influence method "
+                                             r"'rrinff'; valid choices: .*rrinf"),
+    ({"my_tracin": {}}, r"^config key 'methods\.my_tracin': unknown influence method 'my_tracin'.*"
+                        r"a variant names its method"),
     ({"rrinf_paper": {"method": "rrinf", "lr": 0.0}}, r"^config key 'methods\.rrinf_paper': parameter 'lr'"),
     ({"rrinf_paper": {"method": "rrinf", "bogus": 1}}, r"^config key 'methods\.rrinf_paper': method 'rrinf': unknown "
                                                        r"parameter\(s\) bogus"),

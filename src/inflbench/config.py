@@ -56,10 +56,10 @@ def check_methods(cfg: dict) -> None:
         base = entry.get("method", name)
         valid = ", ".join(methods.available())
         if "method" in entry and (not isinstance(base, str) or base not in methods.available()):
-            raise ConfigError(f"{key}.method", f"unknown method {base!r}; registered methods: {valid}")
+            raise ConfigError(f"{key}.method", f"unknown influence method {base!r}; valid choices: {valid}")
         if base not in methods.available():
-            raise ConfigError(key, f"{name!r} is not a registered method ({valid}); a variant names its method, "
-                                   f"e.g. {name}: {{method: rrinf, ...}}")
+            raise ConfigError(key, f"unknown influence method {name!r}; valid choices: {valid} (a variant names "
+                                   f"its method: {name}: {{method: <one of them>, ...}})")
         if base != name and name in methods.available():
             raise ConfigError(key, f"the entry is named after method {name!r} but computes {base!r}; rename it")
         try:
