@@ -2,9 +2,9 @@
 # resolved) as CFG, the run's Layout P, and the constants of the rules. Snakemake's `config` is left as given.
 import sys
 
-from inflbench.config import method_entry, run_seeds, validate_config
+from inflbench.config import run_seeds, validate_config
 from inflbench.errors import InputError
-from inflbench.methods import get as get_method
+from inflbench.methods import get as get_method, method_entry
 from inflbench.paths import Layout
 from inflbench.studies import STUDIES
 

@@ -14,9 +14,9 @@ from scipy import stats
 
 from common import ROOT
 from inflbench.artifacts import read_scores
-from inflbench.config import method_entry, run_seeds, validate_config
+from inflbench.config import run_seeds, validate_config
 from inflbench.errors import InputError
-from inflbench.methods import compute_influence
+from inflbench.methods import compute_influence, method_entry
 from inflbench.paths import Layout
 from inflbench.replicates import aggregate, paired_tests, stage_seeds_tables, t_interval
 from inflbench.stages import stage_scores

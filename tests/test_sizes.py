@@ -21,7 +21,7 @@ def test_plan_sizes_caps_each_pool_proportionally():
     assert list(dev["pool"]) == ["train", "dev", "dev"]
     fits = plan_sizes({"sizes": {"train": 40, "val": 8, "test": 10}, "cap_sizes": True}, 100, 50, "t")
     assert list(fits["used"]) == [40, 8, 10]  # nothing to cap
-    with pytest.raises(DataError, match=r"MRPC train pool: asked for 5000 samples \(train, val\) but only 3668"):
+    with pytest.raises(DataError, match=r"MRPC train pool: asked for 5000 samples but only 3668 are available \(train \+ val;"):
         plan_sizes({"sizes": PAPER}, 3668, 408, "MRPC")
 
 

@@ -25,18 +25,6 @@ CHECK_ORDER = ("studies", "methods", "data", "model", "synthetic", "layers")
 ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
-def method_entry(name: str, entry: dict | None, seed: int | None = None) -> tuple[str, dict]:
-    """A ``methods:`` entry -> (registered method, its parameters). The entry's ``method`` key names the method
-    (default: the entry name); ``seed``, when given, fills the method's own ``seed`` parameter unless set."""
-    from inflbench import methods
-
-    params = dict(entry or {})
-    base = params.pop("method", name)
-    if seed is not None and "seed" not in params and "seed" in methods.get(base).param_names():
-        params["seed"] = int(seed)
-    return base, params
-
-
 def run_seeds(cfg: dict) -> list[int]:
     """The replicate seeds of a run: ``seeds`` when given, else the single ``seed``."""
     return list(cfg["seeds"]) if cfg.get("seeds") else [cfg["seed"]]
@@ -47,6 +35,7 @@ def check_methods(cfg: dict) -> None:
     """Every entry names a registered method (itself or its ``method`` key), its parameters are valid and its
     optional dependency is installed."""
     from inflbench import methods
+    from inflbench.methods import method_entry
 
     for name, entry in cfg["methods"].items():
         key = f"methods.{name}"

@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from inflbench import data as data_mod
-from inflbench.config import method_entry
 from inflbench.artifacts import (load_adapter, load_gradients, read_split, save_adapter, save_gradients, save_scores,
                                  split_paths, write_table)
 from inflbench.gradients import fingerprint, input_embedding, per_sample_gradients, present_tokens
@@ -107,7 +106,7 @@ def _peak_rss_mb() -> float:
 def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:
     """inputs train, target (gradient files); params method (entry name), method_params (its entry), seed
     (optional: the replicate's, for methods with a seed) -> outputs scores."""
-    from inflbench.methods import compute_influence
+    from inflbench.methods import compute_influence, method_entry
 
     entry = params["method"]
     method, method_params = method_entry(entry, params["method_params"], params.get("seed"))
@@ -128,7 +127,7 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     inputs train/val/test, adapter; params method, method_params, model, seed, device, target_split, batch_size.
     """
     from inflbench.gradients import trainable_blocks
-    from inflbench.methods import get, make_params
+    from inflbench.methods import get, make_params, method_entry
 
     entry = params["method"]
     method, method_params = method_entry(entry, params["method_params"], params.get("seed"))

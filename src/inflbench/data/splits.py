@@ -48,8 +48,8 @@ def plan_sizes(data_cfg: dict, n_pool: int, n_test_pool: int, task: str) -> pd.D
                                     ("dev", n_test_pool, ["val"] * (val_pool == "dev") + ["test"])):
         asked = sum(sizes[s] for s in splits)
         if asked > available and not cap:
-            raise DataError(f"{task} {pool} pool: asked for {asked} samples ({', '.join(splits)}) but only "
-                            f"{available} are available (data.cap_sizes: true scales the sizes down)")
+            raise DataError(f"{task} {pool} pool: asked for {asked} samples but only {available} are available "
+                            f"({' + '.join(splits)}; data.cap_sizes: true scales the sizes down)")
         rows += [{"task": task, "split": s, "pool": pool, "pool_size": available, "requested": sizes[s],
                   "used": max(1, sizes[s] * min(available, asked) // asked)} for s in splits]
     return pd.DataFrame(rows).set_index("split").loc[["train", "val", "test"]].reset_index()

@@ -41,12 +41,11 @@ def check_model(cfg: dict) -> None:
     """The ``model`` section: a registered family, the family's own checks (``ModelFamily.check``), and no
     model-based method (kronfluence scores model rows) for a family with several rows per sample."""
     from inflbench import methods
-    from inflbench.config import method_entry
 
     family = get_family(cfg["model"])
     family.check(cfg)
     for name in cfg["methods"]:
-        if methods.get(method_entry(name, cfg["methods"][name])[0]).needs_model and family.rows_per_sample != 1:
+        if methods.get(methods.method_entry(name, cfg["methods"][name])[0]).needs_model and family.rows_per_sample != 1:
             raise ConfigError(f"methods.{name}", f"not available for model family {cfg['model']['family']!r}, "
                                                  f"which uses {family.rows_per_sample} model rows per sample")
 

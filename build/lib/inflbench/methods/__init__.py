@@ -43,12 +43,13 @@ from ._registry import (
     compute_influence,
     get,
     make_params,
+    method_entry,
     register,
 )
 
 # each module registers itself
 from . import tracin, cosine, datainf, exact_block, exact_joint, lissa, hyperinf, hyperinf_fim, rrinf, ekfac  # noqa: E402,F401
-from . import tracin_we  # noqa: E402,F401  (issue #5: seed 003 word-embedding variants)
+from . import tracin_we  # noqa: E402,F401  (word-embedding variants of the layer-choice paper)
 
 __all__ = [
     "compute_influence",
@@ -56,6 +57,7 @@ __all__ = [
     "get",
     "register",
     "make_params",
+    "method_entry",
     "InfluenceResult",
     "MethodSpec",
     "MethodParams",

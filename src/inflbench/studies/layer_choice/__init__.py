@@ -175,9 +175,8 @@ def validate_config(cfg_full: dict) -> dict:
 def total_only_methods(cfg_full: dict, names) -> list[str]:
     """The entries among ``names`` whose method couples blocks (scores only the whole model's ``total``)."""
     from inflbench import methods
-    from inflbench.config import method_entry
 
-    return [m for m in names if methods.get(method_entry(m, cfg_full["methods"][m])[0]).couples_blocks]
+    return [m for m in names if methods.get(methods.method_entry(m, cfg_full["methods"][m])[0]).couples_blocks]
 
 
 @section_check("layers")
