@@ -6,6 +6,7 @@
 
 IDENTIFICATION_TARGETS = (
     per_seed(R.identification_table()) + per_seed(R.identification_figure(task="{task}"), task=TASKS)
+    + ([P.seeds_table(study="identification", table=t) for t in SEED_TABLES] if REPLICATED else [])
     if ON["identification"]
     else []
 )
@@ -93,3 +94,27 @@ rule identification_figure:
         ENV
     script:
         "../scripts/identification_figure.py"
+
+
+rule identification_seeds:
+    """Over the replicate seeds: per-seed rows, mean / std / 95% CI of the per-seed mean AUC and recall per task
+    and method, paired tests between methods, and a figure of the spread."""
+    input:
+        tables=per_seed(R.identification_table()),
+    output:
+        **{t: P.seeds_table(study="identification", table=t) for t in SEED_TABLES},
+        figure=P.seeds_figure(study="identification"),
+    params:
+        seeds=SEEDS,
+        metrics=["auc_mean", "recall_mean", "seconds"],
+        paired_metric="auc_mean",
+    log:
+        P.log(stage="identification_seeds", name="all"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/seeds_tables.py"
