@@ -18,7 +18,7 @@ from inflbench.config import run_seeds, validate_config
 from inflbench.errors import InputError
 from inflbench.methods import compute_influence, method_entry
 from inflbench.paths import Layout
-from inflbench.replicates import aggregate, paired_tests, stage_seeds_tables, t_interval
+from inflbench.replicates import aggregate, markdown, paired_tests, stage_seeds_tables, t_interval
 from inflbench.stages import stage_scores
 
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -130,6 +130,7 @@ def test_stage_seeds_tables(tmp_path):
     assert agg.loc[agg["method"] == "y", "auc_std"].item() == pytest.approx(np.std([0.6, 0.7], ddof=1))
     assert tables["paired"]["mean_diff"].item() == pytest.approx(0.2)
     assert (tmp_path / "fig.png").stat().st_size > 1000
+    assert "| t | x | 2 | 0.850 ± 0.071 [0.215, 1.485] |" in markdown(agg, ["auc"])  # 12.706 * 0.1 / 2
 
 
 def _dry_run(tmp_path, overlay: dict) -> subprocess.CompletedProcess:

@@ -122,3 +122,20 @@ def stage_seeds_tables(inputs: dict, outputs: dict, params: dict) -> dict[str, p
         write_table(table, outputs[name], provenance)
     seeds_figure(frame, tables["aggregate"], paired, outputs["figure"])
     return tables
+
+
+def markdown(agg: pd.DataFrame, metrics: list[str]) -> str:
+    """The aggregate table as Markdown: ``mean ± std [95% CI]`` per metric."""
+    head = ["task", "method", "seeds"] + metrics
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in agg.iterrows():
+        cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f} [{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]"
+                 for m in metrics]
+        lines.append("| " + " | ".join([str(r["task"]), str(r["method"]), str(r["n_seeds"])] + cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m inflbench.replicates <aggregate.csv> [metric ...]
+    import sys
+
+    print(markdown(pd.read_csv(sys.argv[1]), sys.argv[2:] or ["auc"]))
