@@ -3,9 +3,9 @@
 import sys
 
 from inflbench.checks import check_config_files, dry_run_requested
-from inflbench.config import profile_config, validate_config
+from inflbench.config import profile_config, run_seeds, validate_config
 from inflbench.errors import InputError
-from inflbench.methods import get as get_method
+from inflbench.methods import get as get_method, method_entry
 from inflbench.paths import Layout
 from inflbench.studies import STUDIES
 
@@ -19,12 +19,16 @@ try:
 except InputError as exc:
     sys.exit(f"inflbench: invalid input: {exc}")
 
-P = Layout.from_config(CFG)
+P = Layout.from_config(CFG)  # the run: tables over seeds (and everything of a single-seed run)
+SEEDS = run_seeds(CFG)  # replicates: each re-draws data, label flips, fine-tune and scores
+REPLICATED = bool(CFG.get("seeds"))
+R = P.replicate("{rep}") if REPLICATED else P  # the outputs of one replicate (wildcard rep)
 ON = {name: study.enabled(CFG) for name, study in STUDIES.items()}  # study -> enabled
 TASKS = list(CFG["data"]["tasks"])
 METHODS = list(CFG["methods"])
-GRADIENT_METHODS = [m for m in METHODS if not get_method(m).needs_model]
-MODEL_METHODS = [m for m in METHODS if get_method(m).needs_model]
+BASE_METHOD = {m: method_entry(m, CFG["methods"][m])[0] for m in METHODS}  # entry name -> registered method
+GRADIENT_METHODS = [m for m in METHODS if not get_method(BASE_METHOD[m]).needs_model]
+MODEL_METHODS = [m for m in METHODS if get_method(BASE_METHOD[m]).needs_model]
 GPU = int(CFG["device"] == "cuda")
 MAX_THREADS = 8  # torch-heavy jobs; Snakemake caps it at --cores
 ENV = "../envs/inflbench-cpu.yaml"
@@ -33,6 +37,7 @@ ENV = "../envs/inflbench-cpu.yaml"
 wildcard_constraints:
     task="|".join(TASKS),
     split="train|val|test",
+    rep=r"\d+",
 
 
 # influence targets: validation samples for mislabeled detection, test samples for identification
@@ -40,7 +45,7 @@ TARGET_SPLIT = "test" if ON["identification"] else "val"
 
 
 def split_inputs(task):
-    return {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
+    return {s: R.split(task=task, split=s) for s in ("train", "val", "test")}
 
 
 # ---- resources that follow the data (inflbench.resources; docs/scale.md)
@@ -73,3 +78,16 @@ def scaled_min(m):
 
 def split_size(split):
     return CFG["data"]["sizes"][split]
+
+
+SEED_TABLES = ["per_seed", "aggregate", "paired"]  # tables over replicate seeds
+
+
+def seed_of(wildcards):
+    """The replicate seed of a job."""
+    return int(wildcards.rep) if REPLICATED else CFG["seed"]
+
+
+def per_seed(pattern, **wildcards):
+    """``pattern`` (a path of R) for every replicate seed (and the product of ``wildcards``)."""
+    return expand(pattern, rep=SEEDS, **wildcards)

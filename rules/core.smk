@@ -4,14 +4,15 @@
 rule prepare_data:
     """Sample stratified train/val/test splits and flip a fraction of the training labels."""
     output:
-        train=P.split(task="{task}", split="train"),
-        val=P.split(task="{task}", split="val"),
-        test=P.split(task="{task}", split="test"),
+        train=R.split(task="{task}", split="train"),
+        val=R.split(task="{task}", split="val"),
+        test=R.split(task="{task}", split="test"),
+        sizes=R.sizes(task="{task}"),
     params:
         data=CFG["data"],
-        seed=CFG["seed"],
+        seed=seed_of,
     log:
-        P.log(stage="prepare_data", name="{task}"),
+        R.log(stage="prepare_data", name="{task}"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -27,21 +28,21 @@ rule finetune:
     input:
         unpack(lambda w: split_inputs(w.task)),
     output:
-        adapter=P.adapter(task="{task}"),
+        adapter=R.adapter(task="{task}"),
         curve=report(
-            P.curve(task="{task}"),
+            R.curve(task="{task}"),
             caption="../reports/training_curve.rst",
             category="Fine-tuning",
             labels={"task": "{task}", "table": "training curve"},
         ),
-        predictions=P.val_predictions(task="{task}"),
+        predictions=R.val_predictions(task="{task}"),
     params:
         model=CFG["model"],
         train=CFG["train"],
-        seed=CFG["seed"],
+        seed=seed_of,
         device=CFG["device"],
     log:
-        P.log(stage="finetune", name="{task}"),
+        R.log(stage="finetune", name="{task}"),
     threads: MAX_THREADS
     resources:
         mem_mb=lambda w: scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])),
@@ -73,18 +74,18 @@ rule gradients_chunk:
     streamed batch by batch into a store (gradients.chunks > 1; rule gradients merges the chunks)."""
     input:
         unpack(lambda w: split_inputs(w.task)),
-        adapter=P.adapter(task="{task}"),
+        adapter=R.adapter(task="{task}"),
     output:
-        grads=temp(P.gradient_chunk(task="{task}", split="{split}", chunk="{chunk}")),
-        index=temp(P.gradient_chunk_index(task="{task}", split="{split}", chunk="{chunk}")),
+        grads=temp(R.gradient_chunk(task="{task}", split="{split}", chunk="{chunk}")),
+        index=temp(R.gradient_chunk_index(task="{task}", split="{split}", chunk="{chunk}")),
     params:
         model=CFG["model"],
         gradients=CFG["gradients"],
-        seed=CFG["seed"],
+        seed=seed_of,
         device=CFG["device"],
         chunks=GRAD_CHUNKS,
     log:
-        P.log(stage="gradients", name="{task}_{split}_{chunk}"),
+        R.log(stage="gradients", name="{task}_{split}_{chunk}"),
     wildcard_constraints:
         chunk=r"\d+",
     threads: MAX_THREADS
@@ -105,17 +106,17 @@ if GRAD_CHUNKS == 1:
         batch into one store per split."""
         input:
             unpack(lambda w: split_inputs(w.task)),
-            adapter=P.adapter(task="{task}"),
+            adapter=R.adapter(task="{task}"),
         output:
-            grads=P.gradients(task="{task}", split="{split}"),
-            index=P.gradient_index(task="{task}", split="{split}"),
+            grads=R.gradients(task="{task}", split="{split}"),
+            index=R.gradient_index(task="{task}", split="{split}"),
         params:
             model=CFG["model"],
             gradients=CFG["gradients"],
-            seed=CFG["seed"],
+            seed=seed_of,
             device=CFG["device"],
         log:
-            P.log(stage="gradients", name="{task}_{split}"),
+            R.log(stage="gradients", name="{task}_{split}"),
         threads: MAX_THREADS
         resources:
             mem_mb=_grad_mem,
@@ -131,14 +132,14 @@ else:
     rule gradients:
         """The store of a split from its gradients.chunks sample-chunk stores (copied row chunk by row chunk)."""
         input:
-            chunks=lambda w: [P.gradient_chunk(task=w.task, split=w.split, chunk=i) for i in range(GRAD_CHUNKS)],
-            indexes=lambda w: [P.gradient_chunk_index(task=w.task, split=w.split, chunk=i)
+            chunks=lambda w: [R.gradient_chunk(task=w.task, split=w.split, chunk=i) for i in range(GRAD_CHUNKS)],
+            indexes=lambda w: [R.gradient_chunk_index(task=w.task, split=w.split, chunk=i)
                                for i in range(GRAD_CHUNKS)],
         output:
-            grads=P.gradients(task="{task}", split="{split}"),
-            index=P.gradient_index(task="{task}", split="{split}"),
+            grads=R.gradients(task="{task}", split="{split}"),
+            index=R.gradient_index(task="{task}", split="{split}"),
         log:
-            P.log(stage="gradients", name="{task}_{split}"),
+            R.log(stage="gradients", name="{task}_{split}"),
         threads: 1
         resources:
             mem_mb=1500,
@@ -150,7 +151,7 @@ else:
 
 
 SHARDS = CFG["scores"]["shards"]
-SHARDED_METHODS = [m for m in GRADIENT_METHODS if SHARDS > 1 and _separable(m)]
+SHARDED_METHODS = [m for m in GRADIENT_METHODS if SHARDS > 1 and _separable(BASE_METHOD[m])]
 WHOLE_METHODS = [m for m in GRADIENT_METHODS if m not in SHARDED_METHODS]
 _STORE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}[CFG["gradients"]["dtype"]]
 SCORES_PARAMS = {**CFG["scores"], "device": SCORES_DEVICE}
@@ -163,12 +164,12 @@ def _shard_shape(shards):
 
 
 def _scores_mem(wildcards, shards=1):
-    return scaled_mb(RES.scores_mem_mb(wildcards.method, _shard_shape(shards), N_TRAIN, N_TARGET,
-                                       CFG["scores"]["group_mb"], _separable(wildcards.method), _STORE_BYTES))
+    return scaled_mb(RES.scores_mem_mb(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET,
+                                       CFG["scores"]["group_mb"], _separable(BASE_METHOD[wildcards.method]), _STORE_BYTES))
 
 
 def _scores_runtime(wildcards, shards=1):
-    return scaled_min(RES.scores_runtime(wildcards.method, _shard_shape(shards), N_TRAIN, N_TARGET, MAX_THREADS,
+    return scaled_min(RES.scores_runtime(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET, MAX_THREADS,
                                          SCORES_DEVICE))
 
 
@@ -176,11 +177,11 @@ def _scores_runtime(wildcards, shards=1):
 rule block_stats:
     """Grams and norms of the train gradients, computed once and shared by the curvature methods."""
     input:
-        train=P.gradients(task="{task}", split="train"),
+        train=R.gradients(task="{task}", split="train"),
     output:
-        stats=P.block_stats(task="{task}"),
+        stats=R.block_stats(task="{task}"),
     log:
-        P.log(stage="block_stats", name="{task}"),
+        R.log(stage="block_stats", name="{task}"),
     threads: MAX_THREADS
     resources:
         mem_mb=lambda w: scaled_mb(RES.block_stats_mem_mb(grad_shape(), N_TRAIN)),
@@ -195,16 +196,17 @@ rule scores:
     """Influence of every training sample on every target sample (val or test), per block, for one method;
     streamed block group by block group (inflbench.scoring)."""
     input:
-        train=P.gradients(task="{task}", split="train"),
-        target=P.gradients(task="{task}", split=TARGET_SPLIT),
-        stats=lambda w: P.block_stats(task=w.task) if get_method(w.method).block_stats else [],
+        train=R.gradients(task="{task}", split="train"),
+        target=R.gradients(task="{task}", split=TARGET_SPLIT),
+        stats=lambda w: R.block_stats(task=w.task) if get_method(BASE_METHOD[w.method]).block_stats else [],
     output:
-        scores=P.scores(task="{task}", method="{method}"),
+        scores=R.scores(task="{task}", method="{method}"),
     params:
         method_params=lambda w: CFG["methods"][w.method],
         scores=SCORES_PARAMS,
+        seed=seed_of,
     log:
-        P.log(stage="scores", name="{task}_{method}"),
+        R.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
         method="|".join(WHOLE_METHODS) or "^$",
     threads: MAX_THREADS
@@ -221,17 +223,18 @@ rule scores:
 rule scores_shard:
     """One of scores.shards block ranges of a block-separable method."""
     input:
-        train=P.gradients(task="{task}", split="train"),
-        target=P.gradients(task="{task}", split=TARGET_SPLIT),
-        stats=lambda w: P.block_stats(task=w.task) if get_method(w.method).block_stats else [],
+        train=R.gradients(task="{task}", split="train"),
+        target=R.gradients(task="{task}", split=TARGET_SPLIT),
+        stats=lambda w: R.block_stats(task=w.task) if get_method(BASE_METHOD[w.method]).block_stats else [],
     output:
-        scores=temp(P.score_shard(task="{task}", method="{method}", shard="{shard}")),
+        scores=temp(R.score_shard(task="{task}", method="{method}", shard="{shard}")),
     params:
         method_params=lambda w: CFG["methods"][w.method],
         scores=SCORES_PARAMS,
+        seed=seed_of,
         shards=SHARDS,
     log:
-        P.log(stage="scores", name="{task}_{method}_{shard}"),
+        R.log(stage="scores", name="{task}_{method}_{shard}"),
     wildcard_constraints:
         method="|".join(SHARDED_METHODS) or "^$",
         shard=r"\d+",
@@ -249,11 +252,11 @@ rule scores_shard:
 rule scores_merge:
     """The score file of a sharded method: its shards' blocks, totals summed in float64."""
     input:
-        shards=lambda w: [P.score_shard(task=w.task, method=w.method, shard=i) for i in range(SHARDS)],
+        shards=lambda w: [R.score_shard(task=w.task, method=w.method, shard=i) for i in range(SHARDS)],
     output:
-        scores=P.scores(task="{task}", method="{method}"),
+        scores=R.scores(task="{task}", method="{method}"),
     log:
-        P.log(stage="scores", name="{task}_{method}"),
+        R.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
         method="|".join(SHARDED_METHODS) or "^$",
     threads: 1
@@ -270,18 +273,18 @@ rule model_scores:
     """Methods that need the model and data rather than stored gradients (EK-FAC via kronfluence)."""
     input:
         unpack(lambda w: split_inputs(w.task)),
-        adapter=P.adapter(task="{task}"),
+        adapter=R.adapter(task="{task}"),
     output:
-        scores=P.scores(task="{task}", method="{method}"),
+        scores=R.scores(task="{task}", method="{method}"),
     params:
         method_params=lambda w: CFG["methods"][w.method],
         model=CFG["model"],
-        seed=CFG["seed"],
+        seed=seed_of,
         device=CFG["device"],
         batch_size=CFG["gradients"]["batch_size"],
         target_split=TARGET_SPLIT,
     log:
-        P.log(stage="scores", name="{task}_{method}"),
+        R.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:
         method="|".join(MODEL_METHODS) or "^$",
     threads: MAX_THREADS

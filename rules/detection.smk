@@ -2,7 +2,11 @@
 
 
 DETECTION_TARGETS = (
-    [P.detection_table()] + expand(P.detection_figure(task="{task}"), task=TASKS) if ON["detection"] else []
+    per_seed(R.detection_table()) + per_seed(R.detection_figure(task="{task}"), task=TASKS)
+    + ([P.seeds_table(study="detection", table=t) for t in SEED_TABLES] + [P.seeds_figure(study="detection")]
+       if REPLICATED else [])
+    if ON["detection"]
+    else []
 )
 
 
@@ -15,15 +19,15 @@ rule detection:
 rule detection_metrics:
     """AUC and detection-rate curve of one method's scores against the flip mask."""
     input:
-        scores=P.scores(task="{task}", method="{method}"),
-        train=P.split(task="{task}", split="train"),
+        scores=R.scores(task="{task}", method="{method}"),
+        train=R.split(task="{task}", split="train"),
     output:
-        curve=P.detection(task="{task}", method="{method}"),
-        summary=P.detection_summary(task="{task}", method="{method}"),
+        curve=R.detection(task="{task}", method="{method}"),
+        summary=R.detection_summary(task="{task}", method="{method}"),
     params:
         points=CFG["evaluate"]["curve_points"],
     log:
-        P.log(stage="detection_metrics", name="{task}_{method}"),
+        R.log(stage="detection_metrics", name="{task}_{method}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -37,10 +41,10 @@ rule detection_metrics:
 rule detection_table:
     """AUC, detection rate at 20%, runtime and peak memory per task and method."""
     input:
-        summaries=expand(P.detection_summary(task="{task}", method="{method}"), task=TASKS, method=METHODS),
+        summaries=expand(R.detection_summary(task="{task}", method="{method}"), task=TASKS, method=METHODS, allow_missing=True),
     output:
         table=report(
-            P.detection_table(),
+            R.detection_table(),
             caption="../reports/detection_table.rst",
             category="Mislabeled-data detection",
             labels={"table": "AUC and runtime per method"},
@@ -48,7 +52,7 @@ rule detection_table:
     params:
         config={k: CFG[k] for k in ("seed", "data", "model", "train", "gradients", "methods")},
     log:
-        P.log(stage="detection_table", name="all"),
+        R.log(stage="detection_table", name="all"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -62,10 +66,10 @@ rule detection_table:
 rule detection_figure:
     """Detection-rate curves of all methods for one task."""
     input:
-        curves=expand(P.detection(task="{{task}}", method="{method}"), method=METHODS),
+        curves=expand(R.detection(task="{{task}}", method="{method}"), method=METHODS, allow_missing=True),
     output:
         figure=report(
-            P.detection_figure(task="{task}"),
+            R.detection_figure(task="{task}"),
             caption="../reports/detection_figure.rst",
             category="Mislabeled-data detection",
             labels={"task": "{task}", "figure": "detection curves"},
@@ -73,7 +77,7 @@ rule detection_figure:
     params:
         methods=METHODS,
     log:
-        P.log(stage="detection_figure", name="{task}"),
+        R.log(stage="detection_figure", name="{task}"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -82,3 +86,27 @@ rule detection_figure:
         ENV
     script:
         "../scripts/detection_figure.py"
+
+
+rule detection_seeds:
+    """Over the replicate seeds: per-seed rows, mean / std / 95% CI per task and method, paired tests between
+    methods, and a figure of the spread."""
+    input:
+        tables=per_seed(R.detection_table()),
+    output:
+        **{t: P.seeds_table(study="detection", table=t) for t in SEED_TABLES},
+        figure=P.seeds_figure(study="detection"),
+    params:
+        seeds=SEEDS,
+        metrics=["auc", "detection_at_20pct", "detection_at_40pct", "seconds"],
+        paired_metric="auc",
+    log:
+        P.log(stage="detection_seeds", name="all"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/seeds_tables.py"

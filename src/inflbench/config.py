@@ -9,6 +9,7 @@ registers its check with ``@section_check``: the study switches (:mod:`inflbench
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from inflbench.errors import ConfigError
@@ -18,19 +19,44 @@ from inflbench.schemas import SECTION_CHECKS, load_schema, section_check, valida
 CHECK_ORDER = ("studies", "methods", "data", "model", "gradients", "synthetic", "layers")
 
 
+#: names of `methods:` entries (they become wildcard values and file names)
+ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def run_seeds(cfg: dict) -> list[int]:
+    """The replicate seeds of a run: ``seeds`` when given, else the single ``seed``."""
+    return list(cfg["seeds"]) if cfg.get("seeds") else [cfg["seed"]]
+
+
 @section_check("methods")
 def check_methods(cfg: dict) -> None:
-    """Every method is registered, its parameters are valid and its optional dependency is installed."""
+    """Every entry names a registered method (itself or its ``method`` key), its parameters are valid and its
+    optional dependency is installed."""
     from inflbench import methods
+    from inflbench.methods import method_entry
 
-    for name, params in cfg["methods"].items():
+    for name, entry in cfg["methods"].items():
+        key = f"methods.{name}"
+        if not ENTRY_NAME.match(str(name)):
+            raise ConfigError(key, "entry names may hold only letters, digits, '_' and '-'")
+        entry = entry or {}
+        base = entry.get("method", name)
+        valid = ", ".join(methods.available())
+        if "method" in entry and (not isinstance(base, str) or base not in methods.available()):
+            raise ConfigError(f"{key}.method", f"unknown influence method {base!r}; valid choices: {valid}")
+        if base not in methods.available():
+            raise ConfigError(key, f"unknown influence method {name!r}; valid choices: {valid} (a variant names "
+                                   f"its method: {name}: {{method: <one of them>, ...}})")
+        if base != name and name in methods.available():
+            raise ConfigError(key, f"the entry is named after method {name!r} but computes {base!r}; rename it")
         try:
-            methods.make_params(name, **params)
-        except ValueError as exc:
-            raise ConfigError(f"methods.{name}", str(exc)) from None
-        missing = methods.get(name).missing_dependency()
+            base, params = method_entry(name, entry)
+            methods.make_params(base, **params)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(key, str(exc)) from None
+        missing = methods.get(base).missing_dependency()
         if missing:
-            raise ConfigError(f"methods.{name}", missing)
+            raise ConfigError(key, missing)
 
 
 @section_check("gradients")

@@ -29,11 +29,14 @@ def _num_labels(frames: list[pd.DataFrame]) -> int:
 
 
 def stage_prepare_data(inputs: dict, outputs: dict, params: dict) -> None:
-    """params: data (section), task, seed -> outputs train/val/test split tables."""
+    """params: data (section), task, seed -> outputs train/val/test split tables (+ sizes: the sizes used)."""
     data_cfg, task, seed = params["data"], params["task"], params["seed"]
-    tables = data_mod.prepare_splits(data_cfg, task, seed)
+    plan: list = []
+    tables = data_mod.prepare_splits(data_cfg, task, seed, plan)
     for split, frame in tables.items():
         write_table(frame, outputs[split], {"data": data_cfg, "task": task, "seed": seed})
+    if "sizes" in outputs:  # the sizes actually drawn (capped to the pools with data.cap_sizes)
+        write_table(plan[0], outputs["sizes"], {"data": data_cfg, "task": task, "seed": seed})
         log.info("%s: %d rows, %d flipped", split, len(frame), int(frame["flipped"].sum()))
 
 
@@ -136,16 +139,19 @@ def stage_block_stats(inputs: dict, outputs: dict, params: dict) -> None:
 
 
 def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train, target (gradient files), optional stats (block statistics of train); params method,
-    method_params, scores [, shard, shards] -> outputs scores. Streamed block group by block group
-    (:mod:`inflbench.scoring`); with ``shards`` = k only the ``shard``-th of k block ranges (joined by
-    :func:`stage_merge_scores`)."""
+    """inputs train, target (gradient files), optional stats (block statistics of train); params method (entry
+    name), method_params (its entry), scores, seed (optional: the replicate's, for methods with a seed)
+    [, shard, shards] -> outputs scores. Streamed block group by block group (:mod:`inflbench.scoring`); with
+    ``shards`` = k only the ``shard``-th of k block ranges (joined by :func:`stage_merge_scores`)."""
+    from inflbench.methods import method_entry
     from inflbench.scoring import score_stores
 
+    entry = params["method"]
+    method, method_params = method_entry(entry, params["method_params"], params.get("seed"))
     shard = (int(params.get("shard", 0)), int(params.get("shards", 1)))
-    score_stores(params["method"], dict(params["method_params"]), inputs["train"], inputs["target"],
-                 outputs["scores"], dict(params.get("scores") or {}), shard,
-                 base_meta=checkpoint_choice(inputs["train"]), stats_path=inputs.get("stats") or None)
+    score_stores(method, method_params, inputs["train"], inputs["target"], outputs["scores"],
+                 dict(params.get("scores") or {}), shard, base_meta={"entry": entry, **checkpoint_choice(inputs["train"])},
+                 stats_path=inputs.get("stats") or None)
 
 
 def stage_merge_scores(inputs: dict, outputs: dict, params: dict) -> None:
@@ -162,9 +168,10 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     inputs train/val/test, adapter; params method, method_params, model, seed, device, target_split, batch_size.
     """
     from inflbench.gradients import trainable_blocks
-    from inflbench.methods import get, make_params
+    from inflbench.methods import get, make_params, method_entry
 
-    method, method_params = params["method"], dict(params["method_params"])
+    entry = params["method"]
+    method, method_params = method_entry(entry, params["method_params"], params.get("seed"))
     target_split, batch_size = params["target_split"], params["batch_size"]
     spec = get(method)
     if not spec.needs_model:
@@ -181,7 +188,7 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     if wanted:
         unknown = sorted(set(wanted) - set(names.values()))
         if unknown:
-            raise ValueError(f"methods.{method}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
+            raise ValueError(f"methods.{entry}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
         names = {k: v for k, v in names.items() if v in set(wanted)}
     batches = {split: list(iterate_batches(family.encode(frames[split]), batch_size))
                for split in ("train", target_split)}
@@ -189,8 +196,8 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     result = spec.fn(model, batches["train"], batches[target_split], family.per_sample_loss, list(names), p)
     seconds = time.perf_counter() - start
     scores = {names[k]: v for k, v in result.items()}
-    meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
-            **checkpoint_choice(inputs["adapter"])}
+    meta = {"method": method, "entry": entry, "params": method_params, "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(), **checkpoint_choice(inputs["adapter"])}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
     save_scores(outputs["scores"], scores, meta,
                 {"train": frames["train"]["id"].tolist(), "target": frames[target_split]["id"].tolist()})

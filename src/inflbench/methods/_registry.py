@@ -20,6 +20,7 @@ __all__ = [
     "get",
     "available",
     "make_params",
+    "method_entry",
     "compute_influence",
     "NumericalError",
 ]
@@ -216,6 +217,16 @@ def get(name: str) -> MethodSpec:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown influence method {name!r}; valid choices: {', '.join(available())}") from None
+
+
+def method_entry(name: str, entry: dict | None, seed: int | None = None) -> tuple[str, dict]:
+    """A ``methods:`` entry -> (registered method, its parameters). The entry's ``method`` key names the method
+    (default: the entry name); ``seed``, when given, fills the method's own ``seed`` parameter unless set."""
+    params = dict(entry or {})
+    base = params.pop("method", name)
+    if seed is not None and "seed" not in params and "seed" in get(base).param_names():
+        params["seed"] = int(seed)
+    return base, params
 
 
 def make_params(method: str, **params) -> MethodParams:

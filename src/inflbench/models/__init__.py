@@ -46,7 +46,7 @@ def check_model(cfg: dict) -> None:
     check_model_path(cfg["model"]["name_or_path"])
     family.check(cfg)
     for name in cfg["methods"]:
-        if methods.get(name).needs_model and family.rows_per_sample != 1:
+        if methods.get(methods.method_entry(name, cfg["methods"][name])[0]).needs_model and family.rows_per_sample != 1:
             raise ConfigError(f"methods.{name}", f"not available for model family {cfg['model']['family']!r}, "
                                                  f"which uses {family.rows_per_sample} model rows per sample")
 

@@ -31,6 +31,7 @@ def stage_detection(inputs: dict, outputs: dict, params: dict) -> None:
     write_table(curve, outputs["curve"], {"method": method, "task": task, "points": points})
     summary = {"task": task, "method": method, "auc": detection_auc(scores, flipped),
                "detection_at_20pct": detection_rate_at(scores, flipped, 0.2),
+               "detection_at_40pct": detection_rate_at(scores, flipped, 0.4),  # HyperINF Table 2
                "curve_area": float(np.trapezoid(curve["fraction_detected"], curve["fraction_inspected"])),
                "seconds": meta.get("seconds"), "peak_rss_mb": meta.get("peak_rss_mb"),
                "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(scores),

@@ -115,6 +115,7 @@ def validate_config(cfg_full: dict) -> dict:
         if m not in cfg_full["methods"]:
             raise ConfigError("layers.methods", f"method {m!r} is not in the top-level methods {list(cfg_full['methods'])}")
     lay["methods"] = methods
+    lay["total_only"] = total_only_methods(cfg_full, methods)
     groups = resolved_groups(lay)
     we = bool((cfg_full.get("gradients") or {}).get("word_embeddings"))
     blocks = model_block_names(cfg_full["model"], we)
@@ -167,12 +168,21 @@ def validate_config(cfg_full: dict) -> dict:
         for m in ens["methods"]:
             if m not in cfg_full["methods"]:
                 raise ConfigError(f"{key}.methods", f"method {m!r} is not in the top-level methods {list(cfg_full['methods'])}")
+            if m in lay["total_only"]:
+                raise ConfigError(f"{key}.methods", f"method {m!r} scores only the whole model (no blocks to group)")
         for g in ens["groups"]:
             if g not in groups:
                 raise ConfigError(f"{key}.groups", f"unknown group {g!r}; declared: {sorted(groups)}")
         if len(ens["methods"]) * len(ens["groups"]) < 2:
             raise ConfigError(key, "an ensemble needs at least two method x group members")
     return lay
+
+
+def total_only_methods(cfg_full: dict, names) -> list[str]:
+    """The entries among ``names`` whose method couples blocks (scores only the whole model's ``total``)."""
+    from inflbench import methods
+
+    return [m for m in names if methods.get(methods.method_entry(m, cfg_full["methods"][m])[0]).couples_blocks]
 
 
 @section_check("layers")

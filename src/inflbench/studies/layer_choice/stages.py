@@ -24,6 +24,7 @@ from inflbench.studies.layer_choice import metrics as lm
 
 log = logging.getLogger("inflbench")
 ENSEMBLE = "ensemble"  # pseudo-method of layers.ensembles (its "groups" are the ensemble names)
+TOTAL = "total"  # the one group of a method that scores only the whole model (layers.total_only)
 LAYER_RE = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
@@ -32,11 +33,16 @@ def selectors(lay: dict) -> dict[str, dict]:
     """Every training subset the config asks for: id -> spec (kind, method, group, agg, fraction, index).
 
     Filtering covers the declared groups (the implicit ``all`` only when declared); selection and LOGO
-    cover ``selection_groups``."""
+    cover ``selection_groups``. A method of ``total_only`` (it couples blocks) has the single group ``total``."""
     out: dict[str, dict] = {}
     p = lay["filter_fraction"]
+    total_only = set(lay.get("total_only") or ())
+
+    def groups_of(m: str, groups) -> list[str]:
+        return [TOTAL] if m in total_only else list(groups)
+
     for m in lay["methods"]:
-        for g in lay["groups"]:
+        for g in groups_of(m, lay["groups"]):
             for a in lay["aggregations"]:
                 out[f"filter/{m}/{g}/{a}"] = {"kind": "filter", "method": m, "group": g, "agg": a, "fraction": p}
     for e in lay.get("ensembles", {}):
@@ -49,12 +55,12 @@ def selectors(lay: dict) -> dict[str, dict]:
     for k in lay["selection_keep"]:
         out[f"select/random/k{round(100 * k)}"] = {"kind": "select_random", "fraction": k}
         for m in lay["methods"]:
-            for g in lay["selection_groups"]:
+            for g in groups_of(m, lay["selection_groups"]):
                 out[f"select/{m}/{g}/{a}/k{round(100 * k)}"] = {"kind": "select", "method": m, "group": g,
                                                                 "agg": a, "fraction": k}
     for j in range(lay["logo_groups"]):
         for m in lay["methods"]:
-            for g in lay["selection_groups"]:
+            for g in groups_of(m, lay["selection_groups"]):
                 out[f"logo/{m}/{g}/{a}/g{j}"] = {"kind": "logo", "method": m, "group": g, "agg": a,
                                                  "index": j, "groups": lay["logo_groups"]}
     seeds = list(lay["retrain_seeds"])
@@ -125,11 +131,12 @@ def stage_aggregate(inputs: dict, out: dict, params: dict) -> None:
     method, task, val_predictions = params["method"], params["task"], inputs["predictions"]
     scores = LazyScores(scores_path)  # blocks read when aggregated
     blocks = [b for b in scores if b != "total"]
-    members = {}
-    for g, patterns in groups.items():
-        members[g] = agg_mod.match_blocks(patterns, blocks)
-        if not members[g]:
-            raise ValueError(f"layers.groups.{g}: {patterns} matches no block of {scores_path}")
+    members = {g: agg_mod.match_blocks(patterns, blocks) for g, patterns in groups.items()}
+    if not blocks:  # a method that couples blocks: its per-sample score is the whole model's total
+        blocks, members = ["total"], {TOTAL: ["total"]}
+    for g, m in members.items():
+        if not m:
+            raise ValueError(f"layers.groups.{g}: {groups[g]} matches no block of {scores_path}")
     train = read_split(inputs["train"])
     _aggregate_outputs({g: [(scores, m)] for g, m in members.items()}, train, val_predictions, lay, method,
                        task, out)
