@@ -47,7 +47,7 @@ class LissaParams(DampedParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check_int("depth", self.depth, 0)
+        check_int("depth", self.depth, 1)
         check_pos_float("scale", self.scale, allow_none=True)
         check_choice("variant", self.variant, ("correct", "published"))
         check_choice("dtype", self.dtype, DTYPES)
