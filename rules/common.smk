@@ -91,3 +91,51 @@ def seed_of(wildcards):
 def per_seed(pattern, **wildcards):
     """``pattern`` (a path of R) for every replicate seed (and the product of ``wildcards``)."""
     return expand(pattern, rep=SEEDS, **wildcards)
+
+
+# ---- helpers of rules/core.smk (called when the DAG is built; they read that file's constants)
+
+
+def _grad_mem(wildcards):
+    return scaled_mb(RES.gradients_mem_mb(grad_shape(), CFG["model"], CFG["gradients"]["batch_size"], 1,
+                                          _GRAD_BYTES, CFG["device"]))
+
+
+def _grad_runtime(wildcards, chunks=1):
+    return scaled_min(RES.gradients_runtime(grad_shape(), split_size(wildcards.split), CFG["device"], MAX_THREADS,
+                                            chunks))
+
+
+def _shard_shape(shards):
+    shape = dict(grad_shape())
+    shape["d"] = shape["d"] // shards + shape["d_max"] * (shards > 1)
+    return shape
+
+
+def _scores_mem(wildcards, shards=1):
+    return scaled_mb(RES.scores_mem_mb(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET,
+                                       CFG["scores"]["group_mb"], _separable(BASE_METHOD[wildcards.method]), _STORE_BYTES))
+
+
+def _scores_runtime(wildcards, shards=1):
+    return scaled_min(RES.scores_runtime(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET, MAX_THREADS,
+                                         SCORES_DEVICE))
+
+
+# ---- helpers of rules/layer_choice.smk (bundled retrainings)
+
+
+def _run_index(w):
+    return RUN_INDEX[R.layer_retrain(task=w.task, selector=w.selector, seed=w.seed)]
+
+
+def retrain_previous(w):
+    i = _run_index(w)
+    if not (RETRAIN_K > 1 and i % RETRAIN_K):
+        return []
+    return [LAYER_RUNS[i - 1].format(rep=w.rep) if REPLICATED else LAYER_RUNS[i - 1]]
+
+
+def retrain_group(w):
+    rep = f"{w.rep}_" if REPLICATED else ""
+    return f"retrain{rep}{_run_index(w) // RETRAIN_K}" if RETRAIN_K > 1 else None

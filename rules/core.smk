@@ -59,16 +59,6 @@ GRAD_CHUNKS = CFG["gradients"]["chunks"]
 _GRAD_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}[CFG["gradients"]["dtype"]]
 
 
-def _grad_mem(wildcards):
-    return scaled_mb(RES.gradients_mem_mb(grad_shape(), CFG["model"], CFG["gradients"]["batch_size"], 1,
-                                          _GRAD_BYTES, CFG["device"]))
-
-
-def _grad_runtime(wildcards, chunks=1):
-    return scaled_min(RES.gradients_runtime(grad_shape(), split_size(wildcards.split), CFG["device"], MAX_THREADS,
-                                            chunks))
-
-
 rule gradients_chunk:
     """Per-sample gradients of the selected blocks (gradients.blocks) for one sample chunk of a split,
     streamed batch by batch into a store (gradients.chunks > 1; rule gradients merges the chunks)."""
@@ -155,23 +145,6 @@ SHARDED_METHODS = [m for m in GRADIENT_METHODS if SHARDS > 1 and _separable(BASE
 WHOLE_METHODS = [m for m in GRADIENT_METHODS if m not in SHARDED_METHODS]
 _STORE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}[CFG["gradients"]["dtype"]]
 SCORES_PARAMS = {**CFG["scores"], "device": SCORES_DEVICE}
-
-
-def _shard_shape(shards):
-    shape = dict(grad_shape())
-    shape["d"] = shape["d"] // shards + shape["d_max"] * (shards > 1)
-    return shape
-
-
-def _scores_mem(wildcards, shards=1):
-    return scaled_mb(RES.scores_mem_mb(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET,
-                                       CFG["scores"]["group_mb"], _separable(BASE_METHOD[wildcards.method]), _STORE_BYTES))
-
-
-def _scores_runtime(wildcards, shards=1):
-    return scaled_min(RES.scores_runtime(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET, MAX_THREADS,
-                                         SCORES_DEVICE))
-
 
 
 rule block_stats:

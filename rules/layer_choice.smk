@@ -39,22 +39,6 @@ RETRAIN_K = CFG["resources"]["retrain_group_size"]
 RUN_INDEX = {path: i for i, path in enumerate(LAYER_RUNS)}
 
 
-def _run_index(w):
-    return RUN_INDEX[R.layer_retrain(task=w.task, selector=w.selector, seed=w.seed)]
-
-
-def retrain_previous(w):
-    i = _run_index(w)
-    if not (RETRAIN_K > 1 and i % RETRAIN_K):
-        return []
-    return [LAYER_RUNS[i - 1].format(rep=w.rep) if REPLICATED else LAYER_RUNS[i - 1]]
-
-
-def retrain_group(w):
-    rep = f"{w.rep}_" if REPLICATED else ""
-    return f"retrain{rep}{_run_index(w) // RETRAIN_K}" if RETRAIN_K > 1 else None
-
-
 rule layers_aggregate:
     """Group x aggregation scores of one method, NDR@p, NDR-AUC, NDR curve, noise deciles, per-block NDR."""
     input:
