@@ -66,10 +66,10 @@ def test_variant_scores_are_the_base_method_with_its_parameters(tmp_path):
     train = {"a": torch.randn(12, 3, 4, generator=gen, dtype=torch.float64),
              "b": torch.randn(12, 5, generator=gen, dtype=torch.float64)}
     test = {k: torch.randn(4, *v.shape[1:], generator=gen, dtype=torch.float64) for k, v in train.items()}
-    from safetensors.torch import save_file
+    from inflbench.artifacts import save_gradients
 
-    save_file(train, str(tmp_path / "train.safetensors"))
-    save_file(test, str(tmp_path / "val.safetensors"))
+    save_gradients(tmp_path / "train.safetensors", train, list(range(12)), {"split": "train"})
+    save_gradients(tmp_path / "val.safetensors", test, list(range(100, 104)), {"split": "val"})
     entry = {"method": "rrinf", "sampling": "neuron", "batch_size": 2, "iterations": 40, "lr": 0.05}
     out = tmp_path / "rrinf_small.safetensors"
     stage_scores({"train": str(tmp_path / "train.safetensors"), "target": str(tmp_path / "val.safetensors")},
