@@ -253,8 +253,20 @@ def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
     assert "synthetic_cell" not in jobs and "layers_retrain" not in jobs  # nothing inherited from config.yaml
-    assert int(jobs["scores_shard"]) == 8 * 6 * 4 and int(jobs["scores_merge"]) == 8 * 6  # 6 separable methods
-    assert int(jobs["scores"]) == 8 * 2  # exact_joint, rrinf couple blocks: one job each
+    import yaml
+
+    from inflbench.methods import get, method_entry
+    from inflbench.scoring import separable
+
+    cfg = yaml.safe_load((ROOT / "configs" / "paper-glue.yaml").read_text())
+    units = len(cfg["data"]["tasks"]) * len(cfg.get("seeds") or [0])  # (task, replicate) pairs
+    bases = [method_entry(name, entry)[0] for name, entry in cfg["methods"].items()]
+    bases = [b for b in bases if not get(b).needs_model]
+    n_sep = sum(separable(b) for b in bases)
+    assert n_sep and n_sep < len(bases)
+    shards = cfg["scores"]["shards"]
+    assert int(jobs["scores_shard"]) == units * n_sep * shards and int(jobs["scores_merge"]) == units * n_sep
+    assert int(jobs["scores"]) == units * (len(bases) - n_sep)  # exact_joint, rrinf couple blocks: one job each
     gpu_jobs = [line for line in proc.stdout.splitlines() if "resources:" in line and "gpu=1" in line]
     assert len(gpu_jobs) == int(jobs["finetune"]) + int(jobs["gradients"]) + int(jobs["model_scores"]) + \
         int(jobs["scores"]) + int(jobs["scores_shard"])
