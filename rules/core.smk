@@ -256,6 +256,7 @@ rule model_scores:
         device=CFG["device"],
         batch_size=CFG["gradients"]["batch_size"],
         target_split=TARGET_SPLIT,
+        scores=SCORES_PARAMS,
     log:
         R.log(stage="scores", name="{task}_{method}"),
     wildcard_constraints:

@@ -140,7 +140,9 @@ def test_tiny_run_rerun_and_param_change(tiny_run, tmp_path):
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump({"methods": {"datainf": {"damping": 0.01}}}))
     proc = snakemake("-n", *args[:2], str(overlay), *args[2:], workdir=work)
-    assert _planned_jobs(proc.stdout) == {"scores": 1, "detection_metrics": 1, "detection_figure": 1,
+    shards = TEST_CONFIG["scores"]["shards"]  # datainf is block-separable: shard jobs plus their merge
+    scoring = {"scores_shard": shards, "scores_merge": 1} if shards > 1 else {"scores": 1}
+    assert _planned_jobs(proc.stdout) == {**scoring, "detection_metrics": 1, "detection_figure": 1,
                                           "detection_table": 1, "all": 1}
 
 

@@ -267,12 +267,15 @@ class ScoreWriter:
         self.writer.abort()
 
 
-def save_scores(path: str | Path, scores: dict, meta: dict, ids: dict | None = None) -> None:
-    """Per-block (n_train, n_target) scores plus the float64 ``total`` (the sum of the blocks unless given),
-    written block by block; the metadata travels inside the file."""
+def save_scores(path: str | Path, scores: dict, meta: dict, ids: dict | None = None,
+                block_dtype: str = "float64") -> None:
+    """Per-block (n_train, n_target) scores in ``block_dtype`` plus the float64 ``total`` (the sum of the blocks
+    unless given), written block by block; the metadata travels inside the file."""
+    import torch
+
     blocks = [k for k in scores if k != "total"]
     n, m = next(iter(scores.values())).shape
-    writer = ScoreWriter(path, blocks, n, m, ids)
+    writer = ScoreWriter(path, blocks, n, m, ids, getattr(torch, block_dtype))
     for k, v in scores.items():
         writer.add(k, v.detach(), count="total" not in scores)
     writer.close(meta)

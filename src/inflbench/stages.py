@@ -200,4 +200,5 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
             "peak_rss_mb": peak_rss_mb(), **checkpoint_choice(inputs["adapter"])}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
     save_scores(outputs["scores"], scores, meta,
-                {"train": frames["train"]["id"].tolist(), "target": frames[target_split]["id"].tolist()})
+                {"train": frames["train"]["id"].tolist(), "target": frames[target_split]["id"].tolist()},
+                (params.get("scores") or {}).get("block_dtype", "float64"))
