@@ -72,7 +72,8 @@ def test_kill_nine_then_unlock_and_rerun_is_bit_identical(tmp_path):
         if isinstance(value, dict):  # a score file: the same blocks, equal to float32 rounding
             assert sorted(result[name]) == sorted(value), name
             for block, ref in value.items():
-                np.testing.assert_allclose(result[name][block], ref, rtol=1e-5, atol=1e-7 * float(np.abs(ref).max(initial=0.0)),
+                np.testing.assert_allclose(result[name][block], ref, rtol=1e-5,
+                                           atol=1e-7 * float(np.abs(ref).max(initial=0.0)),
                                            err_msg=f"{name}:{block}")
         else:
             assert result[name] == value, name
