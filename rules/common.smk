@@ -5,7 +5,7 @@ import sys
 from inflbench.config import validate_config
 from inflbench.errors import InputError
 from inflbench.methods import get as get_method
-from inflbench.paths import Layout
+from inflbench.paths import Layout, html_of
 from inflbench.studies import STUDIES
 
 try:
@@ -22,6 +22,7 @@ MODEL_METHODS = [m for m in METHODS if get_method(m).needs_model]
 GPU = int(CFG["device"] == "cuda")
 MAX_THREADS = 8  # torch-heavy jobs; Snakemake caps it at --cores
 ENV = "../envs/inflbench-cpu.yaml"
+DETECTION_PRIORITY = 10  # the core path and the headline tables run before the slower studies
 
 
 wildcard_constraints:
@@ -35,3 +36,7 @@ TARGET_SPLIT = "test" if ON["identification"] else "val"
 
 def split_inputs(task):
     return {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
+
+
+# flagged training examples of every (task, method), for the detection and identification studies
+TOPK_TARGETS = expand(html_of(P.topk(task="{task}", method="{method}")), task=TASKS, method=METHODS)

@@ -12,6 +12,7 @@ rule prepare_data:
         seed=CFG["seed"],
     log:
         P.log(stage="prepare_data", name="{task}"),
+    priority: DETECTION_PRIORITY
     threads: 1
     resources:
         mem_mb=4000,
@@ -28,13 +29,15 @@ rule finetune:
         unpack(lambda w: split_inputs(w.task)),
     output:
         adapter=P.adapter(task="{task}"),
-        curve=report(
-            P.curve(task="{task}"),
+        curve=P.curve(task="{task}"),
+        curve_html=report(
+            html_of(P.curve(task="{task}")),
             caption="../reports/training_curve.rst",
             category="Fine-tuning",
             labels={"task": "{task}", "table": "training curve"},
         ),
         predictions=P.val_predictions(task="{task}"),
+        peft=directory(P.peft_adapter(task="{task}")),
     params:
         model=CFG["model"],
         train=CFG["train"],
@@ -42,6 +45,7 @@ rule finetune:
         device=CFG["device"],
     log:
         P.log(stage="finetune", name="{task}"),
+    priority: DETECTION_PRIORITY
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
@@ -68,6 +72,7 @@ rule gradients:
         device=CFG["device"],
     log:
         P.log(stage="gradients", name="{task}_{split}"),
+    priority: DETECTION_PRIORITY
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
@@ -90,6 +95,7 @@ rule scores:
         method_params=lambda w: CFG["methods"][w.method],
     log:
         P.log(stage="scores", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
     wildcard_constraints:
         method="|".join(GRADIENT_METHODS) or "^$",
     threads: MAX_THREADS
@@ -118,6 +124,7 @@ rule model_scores:
         target_split=TARGET_SPLIT,
     log:
         P.log(stage="scores", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
     wildcard_constraints:
         method="|".join(MODEL_METHODS) or "^$",
     threads: MAX_THREADS
@@ -129,3 +136,32 @@ rule model_scores:
         ENV
     script:
         "../scripts/model_scores.py"
+
+
+rule topk:
+    """The k most harmful and most helpful training examples of one method, with text and labels."""
+    input:
+        scores=P.scores(task="{task}", method="{method}"),
+        train=P.split(task="{task}", split="train"),
+    output:
+        table=P.topk(task="{task}", method="{method}"),
+        html=report(
+            html_of(P.topk(task="{task}", method="{method}")),
+            caption="../reports/topk.rst",
+            category="2. Flagged training examples",
+            subcategory="{task}",
+            labels={"task": "{task}", "method": "{method}"},
+        ),
+    params:
+        k=CFG["evaluate"]["top_k"],
+    log:
+        P.log(stage="topk", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/topk.py"

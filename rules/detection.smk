@@ -2,7 +2,11 @@
 
 
 DETECTION_TARGETS = (
-    [P.detection_table()] + expand(P.detection_figure(task="{task}"), task=TASKS) if ON["detection"] else []
+    [html_of(P.leaderboard()), html_of(P.detection_table())]
+    + expand(P.detection_figure(task="{task}"), task=TASKS)
+    + TOPK_TARGETS
+    if ON["detection"]
+    else []
 )
 
 
@@ -24,6 +28,7 @@ rule detection_metrics:
         points=CFG["evaluate"]["curve_points"],
     log:
         P.log(stage="detection_metrics", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,
@@ -39,8 +44,9 @@ rule detection_table:
     input:
         summaries=expand(P.detection_summary(task="{task}", method="{method}"), task=TASKS, method=METHODS),
     output:
-        table=report(
-            P.detection_table(),
+        table=P.detection_table(),
+        html=report(
+            html_of(P.detection_table()),
             caption="../reports/detection_table.rst",
             category="Mislabeled-data detection",
             labels={"table": "AUC and runtime per method"},
@@ -49,6 +55,7 @@ rule detection_table:
         config={k: CFG[k] for k in ("seed", "data", "model", "train", "gradients", "methods")},
     log:
         P.log(stage="detection_table", name="all"),
+    priority: DETECTION_PRIORITY
     threads: 1
     resources:
         mem_mb=1000,
@@ -57,6 +64,31 @@ rule detection_table:
         ENV
     script:
         "../scripts/detection_table.py"
+
+
+rule leaderboard:
+    """Methods ranked by their detection AUC over tasks, with runtime and memory (the report's first table)."""
+    input:
+        table=P.detection_table(),
+    output:
+        table=P.leaderboard(),
+        html=report(
+            html_of(P.leaderboard()),
+            caption="../reports/leaderboard.rst",
+            category="1. Leaderboard",
+            labels={"table": "leaderboard"},
+        ),
+    log:
+        P.log(stage="leaderboard", name="all"),
+    priority: DETECTION_PRIORITY
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/leaderboard.py"
 
 
 rule detection_figure:

@@ -5,7 +5,9 @@
 #   snakemake --cores 2 identification --configfile configs/diffusion.yaml
 
 IDENTIFICATION_TARGETS = (
-    [P.identification_table()] + expand(P.identification_figure(task="{task}"), task=TASKS)
+    [html_of(P.identification_table())]
+    + expand(P.identification_figure(task="{task}"), task=TASKS)
+    + TOPK_TARGETS
     if ON["identification"]
     else []
 )
@@ -49,8 +51,9 @@ rule identification_table:
             method=METHODS,
         ),
     output:
-        table=report(
-            P.identification_table(),
+        table=P.identification_table(),
+        html=report(
+            html_of(P.identification_table()),
             caption="../reports/identification_table.rst",
             category="Influential data",
             labels={"table": "class detection per method"},

@@ -178,9 +178,10 @@ rule layers_tables:
         cancellation=expand(P.layer_cancellation(task="{task}"), task=TASKS),
         scores=expand(P.layer_scores(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS),
     output:
+        **{t: P.layer_table(table=t) for t in LAYER_TABLES},
         **{
-            t: report(
-                P.layer_table(table=t),
+            f"{t}_html": report(
+                html_of(P.layer_table(table=t)),
                 caption=f"../reports/layers_{t}.rst",
                 category="Layer analysis",
                 labels={"table": t},

@@ -131,6 +131,8 @@ def stage_tables(inputs: dict, out: dict, params: dict) -> None:
     tables["cancellation"] = canc
     tables["ndr"] = ndr
     for name, path in out.items():
+        if name.endswith("_html"):  # rendered from the CSV by jobs.run
+            continue
         frame = tables[name]
         if frame.empty:  # keep every table readable (and the report renderable) when a study is off
             frame = pd.DataFrame({"note": [f"no {name} results in this configuration"]})
