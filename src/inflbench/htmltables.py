@@ -1,5 +1,5 @@
 """HTML renderings of result tables (CSV) and generated summaries (markdown) for ``snakemake --report``:
-numbers rounded, columns sortable by clicking their header, an optional caption saying how to read it."""
+numbers rounded, columns sortable by clicking their header (no script element), an optional caption saying how to read it."""
 
 from __future__ import annotations
 
@@ -11,17 +11,21 @@ from pathlib import Path
 import pandas as pd
 
 STYLE = """<style>
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:14px;margin:12px;color:#222}
-table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eef2f7;cursor:pointer;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr:nth-child(even) td{background:#fafafa}caption{caption-side:top;text-align:left;color:#555;padding:4px 0}
-td.text{max-width:520px}</style>"""
-SORT_JS = """<script>
-document.querySelectorAll('table.sortable th').forEach(function(th,i){th.title='click to sort';
-th.addEventListener('click',function(){var tb=th.closest('table').tBodies[0],rows=[].slice.call(tb.rows),
-asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(a,b){var x=a.cells[i].dataset.v,
-y=b.cells[i].dataset.v,nx=parseFloat(x),ny=parseFloat(y);var c=(isNaN(nx)||isNaN(ny))?x.localeCompare(y):nx-ny;
-return asc?c:-c});rows.forEach(function(r){tb.appendChild(r)})})});</script>"""
+.ib{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:14px;margin:12px;color:#222}
+.ib table{border-collapse:collapse;margin:8px 0}.ib th,.ib td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+.ib th{background:#eef2f7;cursor:pointer;white-space:nowrap}.ib td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ib tr:nth-child(even) td{background:#fafafa}.ib caption{caption-side:top;text-align:left;color:#555;padding:4px 0}
+.ib td.text{max-width:520px}.ib h3{font-size:16px;margin:4px 0}</style>"""
+# click handler of every header: sort the rows by that column (numbers numerically), again to reverse; inline
+# rather than a <script>, so the report can embed the table in its first page
+SORT = ("var th=this,i=th.cellIndex,tb=th.closest('table').tBodies[0],r=[].slice.call(tb.rows),"
+        "a=th.dataset.asc!=='1';th.dataset.asc=a?'1':'0';r.sort(function(p,q){var x=p.cells[i].dataset.v,"
+        "y=q.cells[i].dataset.v,m=parseFloat(x),n=parseFloat(y),c=(isNaN(m)||isNaN(n))?x.localeCompare(y):m-n;"
+        "return a?c:-c});r.forEach(function(e){tb.appendChild(e)})")
+
+
+def _th(content: str) -> str:
+    return f'<th title="click to sort" onclick="{SORT}">{content}</th>'
 
 
 def format_value(value, digits: int = 3) -> str:
@@ -48,7 +52,7 @@ def _cell(value) -> str:
 
 def table_html(frame: pd.DataFrame, caption: str = "") -> str:
     """One sortable ``<table>`` of ``frame`` (values rounded)."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(_th(html.escape(str(c))) for c in frame.columns)
     rows = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>"
                      for row in frame.astype(object).itertuples(index=False))
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
@@ -56,9 +60,10 @@ def table_html(frame: pd.DataFrame, caption: str = "") -> str:
 
 
 def page(body: str, title: str = "") -> str:
+    """A standalone page that is also a clean fragment (no html/head/body tags, styles scoped to ``.ib``),
+    so the report's first page can embed it."""
     heading = f"<h3>{html.escape(title)}</h3>" if title else ""
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{STYLE}'
-            f"</head><body>{heading}{body}{SORT_JS}</body></html>\n")
+    return f'<meta charset="utf-8">{STYLE}\n<div class="ib">{heading}{body}</div>\n'
 
 
 def _inline(text: str) -> str:
@@ -69,7 +74,9 @@ def _inline(text: str) -> str:
 
 
 def _pipe_cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+    """Cells of a markdown table row (``\\|`` is a literal bar)."""
+    cells = re.split(r"(?<!\\)\|", line.strip().removeprefix("|").removesuffix("|"))
+    return [c.strip().replace("\\|", "|") for c in cells]
 
 
 def markdown_html(text: str) -> str:
@@ -83,7 +90,7 @@ def markdown_html(text: str) -> str:
                 block.append(lines[i])
                 i += 1
             header, body = _pipe_cells(block[0]), [b for b in block[1:] if not re.fullmatch(r"[\s|:\-]+", b)]
-            head = "".join(f"<th>{_inline(c)}</th>" for c in header)
+            head = "".join(_th(_inline(c)) for c in header)
             rows = "".join("<tr>" + "".join(f'<td data-v="{html.escape(c)}">{_inline(c)}</td>'
                                             for c in _pipe_cells(b)) + "</tr>" for b in body)
             out.append(f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')
@@ -108,4 +115,7 @@ def render(source: str | Path, target: str | Path, title: str = "", caption: str
     else:
         body = table_html(pd.read_csv(source), caption)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    Path(target).write_text(page(body, title or source.stem.replace("_", " ")))
+    if not title:  # tables/x.csv -> "x"; <task>/topk/m.csv -> "<task> · topk · m"
+        parts = source.resolve().parts
+        title = source.stem if source.parent.name == "tables" else " · ".join(parts[-3:-1] + (source.stem,))
+    Path(target).write_text(page(body, title.replace("_", " ")))

@@ -118,22 +118,24 @@ def test_html_table_rounds_and_sorts(tmp_path):
     html = htmltables.table_html(frame)
     assert ">0.940<" in html and "0.9403515625" not in html.split("data-v")[0]
     assert ">1.50e-07<" in html and ">3<" in html and ">True<" in html and "a&lt;b" in html
-    assert 'class="sortable"' in html and "<th>auc</th>" in html
+    assert 'class="sortable"' in html and ">auc</th>" in html and "<script" not in html
 
 
 def test_markdown_summary_becomes_html_tables():
     html = htmltables.markdown_html("# Title\n\nSome *text* with **bold**.\n\n| a | b |\n|---|---|\n| 1 | x |\n- item")
     assert "<h3>Title</h3>" in html and "<i>text</i>" in html and "<b>bold</b>" in html
-    assert "<th>a</th><th>b</th>" in html and '<td data-v="1">1</td>' in html and "<li>item</li>" in html
+    assert ">a</th><th title=\"click to sort\"" in html and '<td data-v="1">1</td>' in html and "<li>item</li>" in html
     assert "---" not in html
 
 
 def test_jobs_render_declared_html_outputs(tmp_path):
     csv, md = tmp_path / "t.csv", tmp_path / "s.md"
     pd.DataFrame({"x": [0.123456]}).to_csv(csv, index=False)
-    md.write_text("| a |\n|---|\n| 2 |\n")
+    md.write_text("| a |\n|---|\n| 2 |\n| a \\| b |\n")
     outputs = {"table": str(csv), "html": str(tmp_path / "t.html"), "s": str(md), "s_html": str(tmp_path / "s.html")}
     render_html_outputs(outputs)
-    assert ">0.123<" in (tmp_path / "t.html").read_text() and "<td data-v=\"2\">2</td>" in (tmp_path / "s.html").read_text()
+    assert ">0.123<" in (tmp_path / "t.html").read_text()
+    summary = (tmp_path / "s.html").read_text()
+    assert '<td data-v="2">2</td>' in summary and '<td data-v="a | b">a | b</td>' in summary  # escaped bar
     with pytest.raises(ValueError, match="no .csv or .md output"):
         render_html_outputs({"html": str(tmp_path / "other.html")})

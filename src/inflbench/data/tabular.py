@@ -61,8 +61,7 @@ def label_codes(values: list, labels: list | None, where: str) -> tuple[list[int
     return [code[str(v)] for v in values], dict(enumerate(names))
 
 
-def to_records(frame: pd.DataFrame, options: dict, where: str, names: dict[int, str] | None = None) -> list[dict]:
-    """Rows -> records; ``names`` (code -> class name) adds a ``class_name`` field."""
+def _columns(frame: pd.DataFrame, options: dict, where: str) -> list[str]:
     cols = [options["text_column"], options["label_column"]] + ([options["text_b_column"]]
                                                                 if options["text_b_column"] else [])
     missing = [c for c in cols if c not in frame.columns]
@@ -71,8 +70,14 @@ def to_records(frame: pd.DataFrame, options: dict, where: str, names: dict[int, 
                         "set data.options.text_column / label_column")
     if frame[cols].isna().any().any():
         raise DataError(f"{where}: empty values in {cols}")
-    labels, _ = label_codes(frame[options["label_column"]].tolist(), options["labels"] if names is None
-                            else list(names.values()), where)
+    return cols
+
+
+def to_records(frame: pd.DataFrame, options: dict, where: str, names: dict[int, str] | None) -> list[dict]:
+    """Rows -> records; ``names`` (code -> class name, for class-name labels) adds a ``class_name`` field."""
+    _columns(frame, options, where)
+    labels, _ = label_codes(frame[options["label_column"]].tolist(),
+                            options["labels"] if names is None else list(names.values()), where)
     text_b = frame[options["text_b_column"]].astype(str) if options["text_b_column"] else [None] * len(frame)
     records = [{"text_a": str(a), "text_b": b, "label": y}
                for a, b, y in zip(frame[options["text_column"]], text_b, labels)]
@@ -84,12 +89,11 @@ def to_records(frame: pd.DataFrame, options: dict, where: str, names: dict[int, 
 
 def pools(train: pd.DataFrame, test: pd.DataFrame | None, options: dict, where: str, seed: int):
     """(train/val pool, test pool): ``test`` when given, else a seeded ``test_fraction`` of ``train``."""
-    all_labels = train[options["label_column"]].tolist() + ([] if test is None else
-                                                            test[options["label_column"]].tolist())
-    if options["label_column"] in train:
-        names = label_codes(all_labels, options["labels"], where)[1]
-    else:
-        names = None
+    frames = [(train, where)] + ([] if test is None else [(test, f"{where} (test)")])
+    for frame, at in frames:
+        _columns(frame, options, at)
+    values = [v for frame, _ in frames for v in frame[options["label_column"]].tolist()]
+    names = label_codes(values, options["labels"], where)[1]  # one numbering for both files
     records = to_records(train, options, where, names)
     if test is not None:
         return records, to_records(test, options, f"{where} (test)", names)
