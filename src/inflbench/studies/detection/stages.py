@@ -6,12 +6,11 @@ Stages: ``stage_detection`` (curve + summary of one method), ``stage_detection_t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from inflbench.artifacts import read_json, read_scores_meta, read_split, train_sample_scores, write_json, write_table
+from inflbench.figures import method_label, pyplot, save
 from inflbench.metrics import average_ranks, detection_auc, detection_curve, detection_rate_at
 
 
@@ -69,21 +68,14 @@ def stage_leaderboard(inputs: dict, outputs: dict, params: dict) -> pd.DataFrame
 
 def stage_detection_figure(inputs: dict, outputs: dict, params: dict) -> None:
     """inputs curves (one per method of params methods); params task -> outputs figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     curves, task, out = dict(zip(params["methods"], inputs["curves"])), params["task"], outputs["figure"]
     fig, ax = plt.subplots(figsize=(5, 4))
     for method, path in sorted(curves.items()):
         c = pd.read_csv(path)
-        ax.plot(c["fraction_inspected"], c["fraction_detected"], label=method)
+        ax.plot(c["fraction_inspected"], c["fraction_detected"], label=method_label(method))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random")
     ax.set(xlabel="fraction of training data inspected", ylabel="fraction of flipped labels found",
            title=f"Mislabeled-data detection: {task}", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    ax.legend(loc="lower right")
+    save(fig, out)
