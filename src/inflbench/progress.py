@@ -48,6 +48,12 @@ class Progress:
             self.log(self.line(note))
 
 
+def iteration_progress(what: str, total: int, every: float = 10.0) -> Callable[[int, object], None]:
+    """A solver's ``callback(k, estimate)`` that reports how many of ``total`` iterations are done."""
+    progress = Progress(what, total, "iterations", every)
+    return lambda k, estimate: progress.update()
+
+
 def track(items: Iterable[T], what: str, total: int | None = None, unit: str = "", every: float = 10.0,
           log: Callable[[str], None] | None = None) -> Iterator[T]:
     """Yield ``items`` while reporting progress (``total`` defaults to ``len(items)`` when it has one)."""

@@ -39,3 +39,20 @@ def test_track_yields_every_item_and_reports_the_end():
         == [0, 1, 2, 3]
     assert len(lines) == 1 and lines[0].startswith("gradients val: 4/4 batches (100%)")
     assert list(track([1, 2], "x", every=1e9, log=lines.append)) == [1, 2] and lines[-1].startswith("x: 2/2 (100%)")
+
+
+def test_rrinf_reports_its_iterations(caplog):
+    import logging
+
+    import torch
+
+    from inflbench.methods import compute_influence
+
+    train = {"b": torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(0))}
+    test = {"b": torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(1))}
+    with caplog.at_level(logging.INFO, logger="inflbench.progress"):
+        compute_influence("rrinf", train, test, iterations=7, sampling="full")
+        compute_influence("lissa", train, test, depth=5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert "RRInf: 7/7 iterations (100%)" in lines[0]
+    assert any(line.startswith("LiSSA (1 blocks at once): 5/5 iterations (100%)") for line in lines)
