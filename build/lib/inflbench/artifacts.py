@@ -78,6 +78,19 @@ def save_adapter(path: str | Path, state: dict, provenance: dict, best_epoch: in
               metadata={"inflbench": json.dumps(provenance), "best_epoch": str(int(best_epoch))})
 
 
+def save_peft_adapter(folder: str | Path, model, provenance: dict) -> None:
+    """The fine-tuned adapter in PEFT's own format (``PeftModel.from_pretrained(base, folder)`` loads it; the
+    task head travels as a saved module) plus ``inflbench.json`` with our provenance. Models that are not
+    PEFT models get the provenance only."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(folder))
+    write_json({"provenance": provenance, "peft": hasattr(model, "peft_config"),
+                "load": "PeftModel.from_pretrained(<base model with the same head size>, this folder)"},
+               folder / "inflbench.json")
+
+
 def load_adapter(path: str | Path) -> dict:
     from safetensors.torch import load_file
 

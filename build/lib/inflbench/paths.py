@@ -15,12 +15,15 @@ TEMPLATES = {
     "adapter": "{task}/model/adapter.safetensors",
     "curve": "{task}/model/training_curve.csv",
     "val_predictions": "{task}/model/val_predictions.csv",
+    "peft_adapter": "{task}/model/peft",
     "gradients": "{task}/gradients/{split}.safetensors",
     "gradient_index": "{task}/gradients/{split}.json",
     "scores": "{task}/scores/{method}.safetensors",
     "detection": "{task}/metrics/detection_{method}.csv",
     "detection_summary": "{task}/metrics/summary_{method}.json",
     "detection_table": "tables/detection.csv",
+    "leaderboard": "tables/leaderboard.csv",
+    "topk": "{task}/topk/{method}.csv",
     "detection_figure": "figures/detection_{task}.png",
     # influential-data identification
     "identification": "{task}/metrics/identification_{method}.csv",
@@ -67,6 +70,11 @@ class Layout:
         if kind in TEMPLATES:
             return lambda **wildcards: self(kind, **wildcards)
         raise AttributeError(kind)
+
+
+def html_of(path: str | Path) -> str:
+    """The report's HTML rendering of a table or summary (``x.csv`` / ``x.md`` -> ``x.html``)."""
+    return str(Path(path).with_suffix(".html"))
 
 
 def sidecar(path: str | Path) -> Path:

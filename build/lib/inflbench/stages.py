@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 
 from inflbench import data as data_mod
-from inflbench.artifacts import (load_adapter, load_gradients, read_split, save_adapter, save_gradients, save_scores,
-                                 split_paths, write_table)
+from inflbench.artifacts import (load_adapter, load_gradients, read_split, save_adapter, save_gradients,
+                                 save_peft_adapter, save_scores, split_paths, write_table)
 from inflbench.gradients import fingerprint, input_embedding, per_sample_gradients, present_tokens
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
+from inflbench.progress import track
 from inflbench.training import TrainArgs, finetune, predictions
 
 log = logging.getLogger("inflbench")
@@ -45,7 +46,8 @@ def family_and_splits(model_cfg: dict, paths: dict[str, str]):
 
 
 def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train/val/test; params model, train, seed, device -> outputs adapter, curve, predictions."""
+    """inputs train/val/test; params model, train, seed, device -> outputs adapter, curve, predictions
+    (+ peft: the adapter in PEFT's format)."""
     model_cfg, train_cfg, seed = params["model"], params["train"], params["seed"]
     family, frames = family_and_splits(model_cfg, inputs)
     encoded = {k: family.encode(f) for k, f in frames.items()}
@@ -58,6 +60,8 @@ def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
     save_adapter(outputs["adapter"], state, provenance, curve.loc[curve["best"], "epoch"].iloc[0])
     write_table(curve, outputs["curve"], provenance)
     load_trainable(model, state)
+    if "peft" in outputs:
+        save_peft_adapter(outputs["peft"], model, provenance)
     model.to(dev)
     preds = predictions(family, model, {k: v.to(dev) for k, v in encoded["val"].items()}, args.eval_batch_size)
     preds.insert(0, "id", frames["val"]["id"].to_numpy())
@@ -86,6 +90,8 @@ def stage_gradients(inputs: dict, outputs: dict, params: dict) -> None:
         tokens = present_tokens(family.encode(f) for f in frames.values())
         extra = {"word_embeddings": {"block": input_embedding(model)[0], "token_ids": tokens.tolist()}}
     start = time.perf_counter()
+    n_batches = -(-len(frames[split]) // grad_cfg["batch_size"])
+    batches = track(batches, f"gradients {split}", n_batches, "batches")
     grads = per_sample_gradients(model, batches, family.per_sample_loss, family.rows_per_sample,
                                  dtype=getattr(torch, grad_cfg["dtype"]), word_embeddings=tokens)
     seconds = time.perf_counter() - start

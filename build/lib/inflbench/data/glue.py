@@ -1,7 +1,7 @@
 """GLUE readers: the official TSV layout (`glue_dir`) and the Hugging Face hub (`hub`).
 
 Every task is reduced to records ``{"text_a", "text_b", "label"}`` with integer labels.
-MNLI keeps only entailment (0) and neutral (1); STS-B scores are thresholded at 3 (seed 003, App. A).
+MNLI keeps only entailment (0) and neutral (1); STS-B scores are thresholded at 3 (layer-choice paper, App. A).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from ._registry import (
 
 # each module registers itself
 from . import tracin, cosine, datainf, exact_block, exact_joint, lissa, hyperinf, hyperinf_fim, rrinf, ekfac  # noqa: E402,F401
-from . import tracin_we  # noqa: E402,F401  (issue #5: seed 003 word-embedding variants)
+from . import tracin_we  # noqa: E402,F401  (word-embedding variants of the layer-choice paper)
 
 __all__ = [
     "compute_influence",

@@ -20,6 +20,7 @@ import torch
 
 from ._common import GradData, block_damping, compute_dtype, damping_meta, groups
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_int, check_pos_float, register
+from ..progress import iteration_progress
 from ..solvers import lissa_solve, sym_gram
 
 
@@ -101,6 +102,7 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
             depth=p.depth,
             variant=p.variant,
             batch_dims=1,
+            callback=iteration_progress(f"LiSSA ({len(items)} blocks at once)", p.depth),
         )
         for i, (k, _, _, nspace) in enumerate(items):
             if bool(div[i]):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ._common import GradData, compute_dtype, damping_meta, joint_damping
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
+from ..progress import iteration_progress
 from ..solvers import rrinf_sgd
 
 #: Gram matrices cached by the layer / full modes (n x n per block).
@@ -92,6 +93,7 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
         gram_cache_bytes=GRAM_CACHE_BYTES,
         target_scale=-float(data.n),
         stats=stats,
+        callback=iteration_progress("RRInf", p.iterations),
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega

@@ -1,4 +1,4 @@
-"""TracIn on word embeddings restricted to shared tokens, and its top-k variant (seed 003 §3.1, Yeh et al.).
+"""TracIn on word embeddings restricted to shared tokens, and its top-k variant (layer-choice paper §3.1, Yeh et al.).
 
 Meant for the word-embedding block (``gradients.word_embeddings: true``), whose rows are the tokens present
 in the task data: a row of a sample's gradient is non-zero exactly when its token occurs in the sample, so
@@ -68,12 +68,12 @@ def _scores(data: GradData, p: TracInWEParams) -> dict[str, torch.Tensor]:
 
 
 @register("tracin_we", params=TracInWEParams,
-          summary="TracIn over the rows (tokens) non-zero in both samples (seed 003 TracIn_WE)")
+          summary="TracIn over the rows (tokens) non-zero in both samples (layer-choice paper TracIn_WE)")
 def tracin_we(data: GradData, p: TracInWEParams) -> dict[str, torch.Tensor]:
     return _scores(data, p)
 
 
 @register("tracin_we_top10", params=TracInWETop10Params,
-          summary="TracIn over the top-10 shared rows (tokens) by training-gradient norm (seed 003 TracIn^10_WE)")
+          summary="TracIn over the top-10 shared rows (tokens) by training-gradient norm (layer-choice paper TracIn^10_WE)")
 def tracin_we_top10(data: GradData, p: TracInWEParams) -> dict[str, torch.Tensor]:
     return _scores(data, p)

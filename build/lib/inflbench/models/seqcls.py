@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from inflbench.errors import ConfigError
-from inflbench.models.base import Batch, ModelFamily, resolve_pretrained
+from inflbench.models.base import Batch, ModelFamily, quiet_pretrained, resolve_pretrained
 
 
 class SequenceClassification(ModelFamily):
@@ -26,8 +28,9 @@ class SequenceClassification(ModelFamily):
         from transformers import AutoModelForSequenceClassification
 
         torch.manual_seed(seed)  # same LoRA/head initialisation for every (re)training from this seed
-        base = AutoModelForSequenceClassification.from_pretrained(
-            resolve_pretrained(self.cfg["name_or_path"]), num_labels=self.num_labels)
+        with quiet_pretrained(self.cfg["name_or_path"]):
+            base = AutoModelForSequenceClassification.from_pretrained(
+                resolve_pretrained(self.cfg["name_or_path"]), num_labels=self.num_labels)
         lora = self.cfg["lora"]
         targets = list(lora["target_modules"])
         names = [n for n, _ in base.named_modules()]
@@ -35,7 +38,9 @@ class SequenceClassification(ModelFamily):
             raise ConfigError("model.lora.target_modules", f"{targets} match no module of {self.cfg['name_or_path']}")
         peft_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora["r"], lora_alpha=lora["alpha"],
                               lora_dropout=lora.get("dropout", 0.0), target_modules=targets)
-        return get_peft_model(base, peft_cfg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers deprecations raised inside peft
+            return get_peft_model(base, peft_cfg)
 
     def encode(self, frame: pd.DataFrame) -> Batch:
         tok = self._tokenizer()

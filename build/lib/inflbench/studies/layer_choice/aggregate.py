@@ -1,9 +1,9 @@
-"""Aggregating per-block influence columns into one harmfulness score per training sample (seed 003 §3.3).
+"""Aggregating per-block influence columns into one harmfulness score per training sample (layer-choice paper §3.3).
 
 Sign convention: a positive influence score means *harmful* (removing the sample lowers the validation
 loss). Every aggregate returned here is oriented the same way: the **highest** aggregate is the **most
 harmful** sample. Seed 003 uses the opposite sign ("least influential" = detrimental), so its
-"lowest-ranked" samples are our highest-scored ones; Rank and Vote below are Eqs. 9-10 of seed 003
+"lowest-ranked" samples are our highest-scored ones; Rank and Vote below are Eqs. 9-10 of the layer-choice paper
 rewritten for our sign.
 
 The columns of an aggregation are (block in the group) x (validation sample): ``stack_columns`` builds the
@@ -42,7 +42,7 @@ def stack_columns(scores: Mapping[str, np.ndarray], blocks: Iterable[str],
 
 
 def mean_aggregate(columns: np.ndarray) -> np.ndarray:
-    """Mean over columns (Eq. 2 of seed 003 up to a constant)."""
+    """Mean over columns (Eq. 2 of the layer-choice paper up to a constant)."""
     return np.asarray(columns, float).mean(axis=1)
 
 

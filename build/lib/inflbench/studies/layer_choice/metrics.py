@@ -16,7 +16,7 @@ from inflbench.metrics import harm_order
 
 
 def noise_histogram(scores: np.ndarray, flipped: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Flipped samples per influence decile (decile 1 = the most harmful 10%), seed 003 Fig. 19."""
+    """Flipped samples per influence decile (decile 1 = the most harmful 10%), layer-choice paper Fig. 19."""
     flipped = np.asarray(flipped, bool)
     order = harm_order(scores)
     edges = np.round(np.linspace(0, len(order), bins + 1)).astype(int)
@@ -44,7 +44,7 @@ def cancellation(grads: np.ndarray, eps: float = 0.0) -> np.ndarray:
 
 
 def layer_cancellation(grads: np.ndarray) -> float:
-    """Layer-level C(W) = sum_i ||g_i|| / ||sum_i g_i|| (Yeh et al. 2022, Eq. 7 of seed 003), L2 norms."""
+    """Layer-level C(W) = sum_i ||g_i|| / ||sum_i g_i|| (Yeh et al. 2022, Eq. 7 of the layer-choice paper), L2 norms."""
     g = np.asarray(grads, np.float64).reshape(len(grads), -1)
     den = np.linalg.norm(g.sum(0))
     num = np.linalg.norm(g, axis=1).sum()

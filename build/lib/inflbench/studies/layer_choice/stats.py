@@ -1,4 +1,4 @@
-"""Comparing retrained configurations (seed 003 §5 protocol): win rates, mean rank, Pareto front, Wilcoxon.
+"""Comparing retrained configurations (layer-choice paper §5 protocol): win rates, mean rank, Pareto front, Wilcoxon.
 
 ``runs`` is a long table with one row per retraining: ``config`` (e.g. ``tracin|L0-2|vote``), ``task``,
 ``seed`` and ``accuracy``. Configuration A beats B on a (task, seed) pair when its accuracy is higher there
