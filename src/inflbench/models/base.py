@@ -47,8 +47,8 @@ def quiet_pretrained(name: str):
     finally:
         hf_logging.set_verbosity(level)
         hf_logging.enable_progress_bar()
-    logging.getLogger("inflbench").info("backbone %s loaded (task head and LoRA initialised from the seed; "
-                                        "fine-tuned values come from the adapter)", name)
+    logging.getLogger("inflbench").info("backbone %s loaded; task head and LoRA start from the seed (stages after "
+                                        "fine-tuning restore their trained values from the adapter)", name)
 
 
 class ModelFamily(ABC):
