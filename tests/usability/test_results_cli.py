@@ -139,3 +139,13 @@ def test_jobs_render_declared_html_outputs(tmp_path):
     assert '<td data-v="2">2</td>' in summary and '<td data-v="a | b">a | b</td>' in summary  # escaped bar
     with pytest.raises(ValueError, match="no .csv or .md output"):
         render_html_outputs({"html": str(tmp_path / "other.html")})
+
+
+def test_cli_grid_is_the_ablation_grid_driver(capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["grid", "-h"])
+    assert exc.value.code == 0 and "ablation grid" in capsys.readouterr().out
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["grid", "configs/test.yaml", "--grid", "no-such-grid.yaml", "--dry-run"])
+    assert str(exc.value).startswith("inflbench: invalid input:") and "no-such-grid.yaml" in str(exc.value)
