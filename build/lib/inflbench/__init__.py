@@ -1,3 +1,0 @@
-"""inflbench: training-data influence estimation benchmark (package side of the workflow)."""
-
-__version__ = "0.1.0"

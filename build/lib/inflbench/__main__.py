@@ -1,4 +1,0 @@
-"""``python -m inflbench``: the ``inflbench`` command."""
-from inflbench.cli import main
-
-main()
