@@ -1,27 +1,36 @@
-"""Benchmark of the influence methods: wall time, peak memory, agreement with exact.
+"""Benchmark of the influence methods: wall time, peak memory, cost model, roofline, agreement with exact.
 
-Writes ``benchmarks/out/methods.csv`` (one row per method configuration):
+Writes ``benchmarks/out/methods.csv`` (one row per method configuration and setting):
 
     python benchmarks/bench_methods.py --n-train 900 --n-test 100
     python benchmarks/bench_methods.py --quick
     python benchmarks/bench_methods.py --grads results/<run>/grads   # real cached gradients
 
+Settings: ``Q`` scores every training sample against every test sample (what the workflow stores);
+``P`` against the mean test gradient (one test vector, what the papers' detection code runs).
+Configurations ending in ``+stats`` are given the shared block statistics (computed once per store,
+timed in the ``block_stats`` row) instead of rebuilding their Grams.
+
+Each row has the minimal floating-point work (``flops32``, ``flops64``) and memory traffic (``bytes``)
+of the method as run (formulas in docs/methods.md, "Cost model"), and ``roofline`` = the bound
+``max(flops32/gemm_f32 + flops64/gemm_f64, bytes/read_bw)`` divided by the wall time, from a GEMM and
+read-bandwidth probe of the same run (``gemm_f32_gflops``, ``gemm_f64_gflops``, ``read_gbs``). With
+``--threads 1`` both the probe and the roofline use process CPU time instead of wall time, so the share
+of the cores that other jobs take on a shared machine cancels out.
+
 Synthetic gradients use RoBERTa-large LoRA shapes (24 layers x query/value x
 A (4x1024) and B (1024x4), d = 393,216) with realistic structure (latent
 class structure seen through a decaying spectrum, isotropic noise floor,
-log-normal per-sample norms); see ``inflbench.methods._synthetic``.
+log-normal per-sample norms); see ``tests/methods/synthetic_grads.py``.
 
 Agreement columns compare each method's scores with ``exact_block`` and
-``exact_joint`` on the same data: ``spearman_*`` is the Spearman rank
+``exact_joint`` of the same setting: ``spearman_*`` is the Spearman rank
 correlation over training samples, averaged over test samples; ``top20_*``
 is the overlap of the 20% highest-scoring (most harmful) training samples,
-averaged over test samples; ``spearman_mean_*`` ranks the mean score over the
-test set (the averaged-validation-loss influence used for mislabel detection).
-Peak memory is the peak resident-set growth during the call (sampled every 2 ms).
-``cpu_s`` is the process CPU time of the call; with ``--threads 1`` it measures
-the work independently of other load on a shared machine. ``gemm_*_gflops`` and
-``loadavg_1m`` record the machine's state just before each call.
-Not a timed test: numbers depend on the machine and its load.
+averaged over test samples; ``rel_err_*`` is ``max|s - ref| / max|ref|``.
+Peak memory is the peak resident-set growth during the call (sampled every 5 ms).
+``cpu_s`` is the process CPU time of the call; ``loadavg_1m`` the machine's load
+just before it. Not a timed test: numbers depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import platform
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,41 +51,35 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests" / "methods"))  # synthetic_grads
 
 from inflbench.methods import compute_influence  # noqa: E402
 from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
-# (label, method, params). Defaults first, then the published-behaviour options.
-CONFIGS: list[tuple[str, str, dict]] = [
-    ("tracin", "tracin", {}),
-    ("cosine", "cosine", {}),
-    ("datainf", "datainf", {}),
-    ("lissa", "lissa", {}),
-    ("lissa[depth=100]", "lissa", {"depth": 100}),
-    ("lissa[published]", "lissa", {"variant": "published"}),
-    ("hyperinf", "hyperinf", {}),
-    ("hyperinf[published]", "hyperinf", {"variant": "published"}),
-    ("hyperinf_fim", "hyperinf_fim", {}),
-    ("rrinf", "rrinf", {}),
-    ("rrinf[lr=0.01]", "rrinf", {"lr": 0.01}),
-    ("rrinf[paper:neuron,1000,published]", "rrinf", {"variant": "published", "sampling": "neuron", "iterations": 1000, "lr": 0.01}),
-    ("rrinf[neuron,bs=64]", "rrinf", {"sampling": "neuron", "batch_size": 64}),
-    ("rrinf[layer,published]", "rrinf", {"variant": "published"}),
-    ("exact_block", "exact_block", {}),
-    ("exact_joint", "exact_joint", {}),
+# (label, method, params, shared block statistics?). Defaults first, then fast paths and published options.
+CONFIGS: list[tuple[str, str, dict, bool]] = [
+    ("tracin", "tracin", {}, False),
+    ("cosine", "cosine", {}, False),
+    ("datainf", "datainf", {}, False),
+    ("lissa", "lissa", {}, False),
+    ("lissa+stats", "lissa", {}, True),
+    ("lissa[published]", "lissa", {"variant": "published"}, False),
+    ("lissa[published]+stats", "lissa", {"variant": "published"}, True),
+    ("hyperinf", "hyperinf", {}, False),
+    ("hyperinf[direct]", "hyperinf", {"solver": "direct"}, False),
+    ("hyperinf_fim", "hyperinf_fim", {}, False),
+    ("hyperinf_fim+stats", "hyperinf_fim", {}, True),
+    ("hyperinf_fim[direct]+stats", "hyperinf_fim", {"solver": "direct"}, True),
+    ("rrinf", "rrinf", {}, False),
+    ("rrinf+stats", "rrinf", {}, True),
+    ("rrinf[paper:neuron,1000,published]", "rrinf", {"variant": "published", "sampling": "neuron", "iterations": 1000, "lr": 0.01}, False),
+    ("exact_block", "exact_block", {}, False),
+    ("exact_block[gram_dtype=float32]", "exact_block", {"gram_dtype": "float32"}, False),
+    ("exact_block+stats", "exact_block", {}, True),
+    ("exact_joint", "exact_joint", {}, False),
+    ("exact_joint+stats", "exact_joint", {}, True),
 ]
-
-# speed targets at n_train=900 / n_test=100 (seconds)
-TARGETS = {
-    "tracin": 0.1,
-    "datainf": 0.7,
-    "lissa": 3.5,
-    "hyperinf": 10.0,
-    "rrinf[paper:neuron,1000,published]": 14.0,
-    "rrinf": 14.0,
-    "exact_block": 2.5,
-    "exact_joint": 2.5,
-}
+REFS = ("exact_block+stats", "exact_joint+stats")
 
 
 def rss_bytes() -> int:
@@ -98,7 +102,7 @@ class PeakRSS:
     def _poll(self):
         while not self._stop.is_set():
             self.peak = max(self.peak, rss_bytes())
-            time.sleep(0.002)
+            time.sleep(0.005)
 
     def __exit__(self, *exc):
         self._stop.set()
@@ -110,21 +114,119 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-def calibrate() -> dict:
-    """Achieved GEMM throughput right now (the machine is shared; timings scale with it)."""
-    a = torch.randn(900, 4096)
-    b = torch.randn(100, 4096)
-    a @ b.T
-    t0 = time.perf_counter()
-    for _ in range(5):
-        a @ b.T
-    f32 = 5 * 2 * 900 * 100 * 4096 / (time.perf_counter() - t0) / 1e9
-    ad = a.double()
-    ad @ ad[:300].T
-    t0 = time.perf_counter()
-    ad @ ad.T
-    f64 = 2 * 900 * 900 * 4096 / (time.perf_counter() - t0) / 1e9
-    return {"gemm_f32_gflops": round(f32, 1), "gemm_f64_gflops": round(f64, 1), "loadavg_1m": round(os.getloadavg()[0], 2)}
+def probe() -> dict:
+    """Achieved GEMM throughput (float32, float64) and read bandwidth (one GEMV over 512 MB) right now."""
+    out = {}
+    for key, dt, k in (("gemm_f32_gflops", torch.float32, 2048), ("gemm_f64_gflops", torch.float64, 1536)):
+        a = torch.randn(k, k, dtype=dt)
+        a @ a
+        best = min(_timed(lambda: a @ a) for _ in range(3))
+        out[key] = round(2 * k**3 / best / 1e9, 1)
+    big = torch.ones(4096, 32768)
+    v = torch.ones(32768)
+    torch.mv(big, v)
+    out["read_gbs"] = round(big.numel() * 4 / min(_timed(lambda: torch.mv(big, v)) for _ in range(3)) / 1e9, 2)
+    return out
+
+
+def _timed(f) -> float:
+    """Seconds of ``f``: wall time, or with one thread the process CPU time (which the share of the
+    cores other jobs take does not inflate; the roofline then compares CPU times on both sides)."""
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    t0 = clock()
+    f()
+    return clock() - t0
+
+
+# --------------------------------------------------------------------------- cost model (docs/methods.md)
+
+
+def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, shapes: dict, meta: dict) -> dict:
+    """Minimal (flops32, flops64, bytes) of the method as configured; see docs/methods.md "Cost model"."""
+    from inflbench.methods.lissa import lissa_route
+
+    d = sum(dims.values())
+    one_read = 4 * (n + m) * d  # the train and test stores, float32
+    f32 = f64 = 0.0
+    extra = 0.0  # bytes beyond one read of the store
+    if method in ("tracin", "cosine"):
+        f32 = 2 * n * m * d + (2 * n * d if method == "cosine" else 0)
+    elif method == "datainf":
+        for db in dims.values():
+            if 2 * n * n * db + 2 * n * n * m < 4 * n * m * db:
+                f32 += n * n * db + 2 * n * m * db + 2 * n * n * m
+            else:
+                f32 += 6 * n * m * db
+                extra += 2 * 4 * n * db  # W = X^T coef and X W each need X again
+    elif method == "lissa":
+        depth = params.get("depth", 10)
+        published = params.get("variant") == "published"
+        for db in dims.values():
+            have = ("n" if n <= db else "d") if stats else None
+            route = lissa_route(n, db, m, depth, gram_needed=params.get("scale") is None and not published, have=have)
+            s = min(n, db)
+            if route == "matfree":
+                f32 += depth * 4 * n * db * m + 2 * n * m * db
+                extra += 2 * depth * 4 * n * db + (8 * s * s if stats and not published else 0)
+            elif route == "nspace":
+                f32 += (0 if have == "n" else n * n * db) + 2 * n * m * db + depth * 2 * n * n * m
+                extra += 8 * n * n if have == "n" else 0
+            else:
+                f32 += (0 if have == "d" else n * db * db) + depth * 2 * db * db * m + 2 * n * m * db
+                extra += 8 * db * db if have == "d" else 0
+    elif method == "hyperinf":
+        k = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
+        for name, db in dims.items():
+            L = max(shapes[name]) if len(shapes[name]) > 1 else db
+            r = db // L
+            f32 += L * L * n * r + 2 * n * m * db
+            thin = min(n, m) * r
+            if params.get("solver") == "direct":
+                f64 += L**3 / 3 + 2 * L * L * thin
+            else:
+                f32 += k * (L**3 + 2 * L * L * thin)
+    elif method in ("hyperinf_fim", "exact_block", "exact_joint"):
+        direct = method != "hyperinf_fim" or params.get("solver") == "direct"
+        k = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
+        for db in dims.values():
+            s = min(n, db)
+            on_n = method == "exact_joint" or n <= db
+            gram = 0.0 if stats and (n <= db or method != "exact_joint") else (n * n * db if on_n else n * db * db)
+            extra += 8 * (n * n if on_n else db * db) if stats else 0
+            if method == "exact_joint":
+                f64 += gram + 2 * n * m * db
+                continue
+            if direct:
+                gram_f32 = params.get("gram_dtype") == "float32"
+                f32 += gram if gram_f32 else 0.0
+                f64 += (0.0 if gram_f32 else gram) + 2 * n * m * db + s**3 / 3 + 2 * s * s * m
+            else:
+                f32 += gram + 2 * n * m * db + k * (s**3 + 2 * s * s * m)
+        if method == "exact_joint":
+            f64 += n**3 / 3 + 2 * n * n * m
+    elif method == "rrinf":
+        it = params.get("iterations", 1000)
+        if params.get("sampling", "layer") == "neuron":
+            f32 = it * 4.0 * n * m
+            extra = it * 64.0 * n - one_read  # one cache line per gathered element; the store is not streamed
+        else:
+            visits = it / len(dims)
+            for db in dims.values():
+                if stats and n <= db:
+                    f32 += visits * 2 * n * n * m + 2 * n * m * db
+                    extra += 8 * n * n + visits * 4 * n * n
+                else:
+                    direct_f = visits * 4 * n * db * m
+                    gram_f = n * n * db + visits * 2 * n * n * m + 2 * n * m * db
+                    f32 += min(direct_f, gram_f)
+                    extra += visits * 2 * 4 * n * db if direct_f <= gram_f else visits * 4 * n * n
+    return {"flops32": f32, "flops64": f64, "bytes": one_read + extra}
+
+
+def roofline(c: dict, probe_: dict, wall: float) -> tuple[float, str]:
+    t_flops = c["flops32"] / (probe_["gemm_f32_gflops"] * 1e9) + c["flops64"] / (probe_["gemm_f64_gflops"] * 1e9)
+    t_bytes = c["bytes"] / (probe_["read_gbs"] * 1e9)
+    return max(t_flops, t_bytes) / wall, ("compute" if t_flops >= t_bytes else "memory")
 
 
 def rankdata(x: np.ndarray) -> np.ndarray:
@@ -153,11 +255,11 @@ def top_overlap(a: np.ndarray, b: np.ndarray, frac: float = 0.2) -> float:
 
 def agreement(s: np.ndarray, ref: np.ndarray) -> dict:
     if not np.isfinite(s).all():
-        return {"spearman": float("nan"), "top20": float("nan"), "spearman_mean": float("nan")}
+        return {"spearman": float("nan"), "top20": float("nan"), "rel_err": float("nan")}
     return {
         "spearman": spearman_cols(s, ref),
         "top20": top_overlap(s, ref),
-        "spearman_mean": spearman_cols(s.mean(1, keepdims=True), ref.mean(1, keepdims=True)),
+        "rel_err": float(np.abs(s - ref).max() / max(np.abs(ref).max(), 1e-300)),
     }
 
 
@@ -171,22 +273,21 @@ def load_grads(path: Path):
 
 
 def main(argv=None) -> int:
+    from inflbench.methods._stats import block_stats
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-train", type=int, default=900)
     ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--layers", type=int, default=24, help="RoBERTa-large layers of the synthetic store")
     ap.add_argument("--quick", action="store_true", help="4 layers, n_train=200, n_test=20 (a smoke run)")
     ap.add_argument("--grads", type=Path, default=None, help="directory with train.safetensors and val.safetensors")
     ap.add_argument("--methods", nargs="*", default=None, help="config labels to run (default: all)")
+    ap.add_argument("--settings", nargs="*", default=["P", "Q"], choices=["P", "Q"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "methods.csv")
     ap.add_argument("--append", action="store_true", help="append to the CSV instead of overwriting")
     ap.add_argument("--repeat", type=int, default=1, help="run each method this many times and keep the fastest")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="intra-op threads (torch and BLAS); with 1 thread cpu_s is a load-independent measure of the work",
-    )
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (torch and BLAS)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,95 +302,93 @@ def main(argv=None) -> int:
         train, test = load_grads(args.grads)
         source = f"real:{args.grads}"
     else:
-        layers = 4 if args.quick else 24
+        layers = 4 if args.quick else args.layers
         n_tr, n_te = (200, 20) if args.quick else (args.n_train, args.n_test)
         t0 = time.perf_counter()
         train, test, _, _ = synthetic_grads(roberta_lora_shapes(layers=layers), n_tr, n_te, seed=args.seed)
         print(f"generated synthetic gradients in {time.perf_counter() - t0:.1f}s", flush=True)
         source = f"synthetic:roberta-large-lora-{layers}L"
     n = next(iter(train.values())).shape[0]
-    m = next(iter(test.values())).shape[0]
-    d = sum(v[0].numel() for v in train.values())
-    print(f"{source}: n_train={n} n_test={m} blocks={len(train)} d={d} threads={torch.get_num_threads()}", flush=True)
+    dims = {k: v[0].numel() for k, v in train.items()}
+    shapes = {k: tuple(v.shape[1:]) for k, v in train.items()}
+    d = sum(dims.values())
+    print(f"{source}: n_train={n} n_test={next(iter(test.values())).shape[0]} blocks={len(train)} d={d} "
+          f"threads={torch.get_num_threads()}", flush=True)
+    probes = [probe()]
+    print("probe", probes[-1], flush=True)
 
-    configs = [c for c in CONFIGS if args.methods is None or c[0] in args.methods]
-    # references first (needed for the agreement columns)
-    refs = {}
-    results = {}
-    order = sorted(configs, key=lambda c: c[1] not in ("exact_block", "exact_joint"))
-    for label, method, params in order:
-        walls, cpus = [], []
-        for _ in range(max(1, args.repeat)):
-            gc.collect()
-            cal = calibrate()
-            with PeakRSS() as mem:
-                t0, c0 = time.perf_counter(), time.process_time()
-                res = compute_influence(method, train, test, **params)
-                walls.append(time.perf_counter() - t0)
-                cpus.append(time.process_time() - c0)
-        wall = min(walls)
-        cal["cpu_s"] = round(min(cpus), 3)
-        scores = res.total().numpy()
-        results[label] = (wall, mem.mb, scores, res.meta, cal)
-        if label in ("exact_block", "exact_joint"):
-            refs[label] = scores
-        print(f"{label:40s} {wall:8.2f}s {mem.mb:8.0f}MB  {cal}", flush=True)
-        del res
+    with PeakRSS() as mem:
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats = block_stats(train)
+        stats_wall, stats_cpu = time.perf_counter() - t0, time.process_time() - c0
+    stats_row = {"config": "block_stats", "method": "block_stats", "setting": "P,Q", "wall_s": stats_wall,
+                 "cpu_s": stats_cpu, "peak_mem_mb": mem.mb, "loadavg_1m": os.getloadavg()[0],
+                 "flops64": sum(min(n, db) ** 2 * max(n, db) for db in dims.values()), "flops32": 0.0,
+                 "bytes": 4 * n * d + sum(8 * min(n, db) ** 2 for db in dims.values())}
+    print(f"block_stats {stats_wall:.2f}s {mem.mb:.0f}MB", flush=True)
 
-    if "exact_block" not in refs or "exact_joint" not in refs:
-        for ref in ("exact_block", "exact_joint"):
-            if ref not in refs:
-                refs[ref] = compute_influence(ref, train, test).total().numpy()
-
-    rows = []
-    for label, method, params in configs:
-        wall, mb, scores, meta, cal = results[label]
-        ab = agreement(scores, refs["exact_block"])
-        aj = agreement(scores, refs["exact_joint"])
-        rows.append(
-            {
-                "method": method,
-                "config": label,
-                "params": ";".join(f"{k}={v}" for k, v in params.items()),
-                "source": source,
-                "n_train": n,
-                "n_test": m,
-                "d": d,
-                "threads": torch.get_num_threads(),
-                "wall_s": round(wall, 4),
-                "target_s": TARGETS.get(label, "") if (n, m) == (900, 100) and args.grads is None and not args.quick else "",
-                "peak_mem_mb": round(mb, 1),
-                "spearman_vs_exact_block": round(ab["spearman"], 4),
-                "top20_vs_exact_block": round(ab["top20"], 4),
-                "spearman_mean_vs_exact_block": round(ab["spearman_mean"], 4),
-                "spearman_vs_exact_joint": round(aj["spearman"], 4),
-                "top20_vs_exact_joint": round(aj["top20"], 4),
-                "spearman_mean_vs_exact_joint": round(aj["spearman_mean"], 4),
-                "diverged": bool(meta.get("diverged", False)),
-                "touched_fraction": meta.get("touched_fraction", ""),
-                **cal,
-                "meta": ";".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in meta.items()
-                    if not k.startswith("param.") and k not in ("method", "touched_fraction", "diverged")
-                ),
-                "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}",
-            }
-        )
+    configs = [c for c in CONFIGS if args.methods is None or c[0] in args.methods or c[0] in REFS]
+    rows = [stats_row]
+    for setting in args.settings:
+        target = test if setting == "Q" else {k: v.mean(0, keepdim=True) for k, v in test.items()}
+        m = next(iter(target.values())).shape[0]
+        refs, results = {}, []
+        order = sorted(configs, key=lambda c: c[0] not in REFS)  # references first
+        for label, method, params, use_stats in order:
+            walls, cpus = [], []
+            for _ in range(max(1, args.repeat)):
+                gc.collect()
+                load = os.getloadavg()[0]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    with PeakRSS() as mem:
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        res = compute_influence(method, train, target, block_stats=stats if use_stats else None, **params)
+                        walls.append(time.perf_counter() - t0)
+                        cpus.append(time.process_time() - c0)
+            scores = res.total().numpy()
+            if label in REFS:
+                refs[label] = scores
+            row = {"config": label, "method": method, "setting": setting, "wall_s": min(walls), "cpu_s": min(cpus),
+                   "peak_mem_mb": mem.mb, "loadavg_1m": load, **cost(method, params, use_stats, n, m, dims, shapes, res.meta)}
+            row["scores"] = scores
+            row["diverged"] = bool(res.meta.get("diverged", False))
+            row["meta"] = ";".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.meta.items()
+                                   if not k.startswith("param.") and k not in ("method", "diverged"))
+            row["params"] = ";".join(f"{k}={v}" for k, v in params.items())
+            results.append(row)
+            print(f"{setting} {label:40s} {min(walls):8.3f}s {mem.mb:8.0f}MB load={load:.1f}", flush=True)
+            del res
+        for row in results:
+            scores = row.pop("scores")
+            for ref in REFS:
+                row.update({f"{k}_vs_{ref.split('+')[0]}": v for k, v in agreement(scores, refs[ref]).items()})
+        rows.extend(sorted(results, key=lambda r: [c[0] for c in configs].index(r["config"])))
+        probes.append(probe())
+        print("probe", probes[-1], flush=True)
+    best = {k: max(p[k] for p in probes) for k in probes[0]}
+    for r in rows:
+        r["roofline"], r["bound"] = roofline(r, best, r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"])
+        r.update({"source": source, "n_train": n, "n_test": test[next(iter(test))].shape[0], "d": d,
+                  "threads": torch.get_num_threads(), **best,
+                  "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}"})
+    fields = ["config", "method", "setting", "params", "wall_s", "cpu_s", "peak_mem_mb", "flops32", "flops64", "bytes",
+              "roofline", "bound", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
+              "spearman_vs_exact_joint", "top20_vs_exact_joint", "rel_err_vs_exact_joint", "diverged", "meta",
+              "source", "n_train", "n_test", "d", "threads", "gemm_f32_gflops", "gemm_f64_gflops", "read_gbs",
+              "loadavg_1m", "machine"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     mode = "a" if args.append and args.out.exists() else "w"
     with open(args.out, mode, newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if mode == "w":
             w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {args.out}")
+        for r in rows:
+            w.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()})
+    print(f"wrote {args.out}  (probe max: {best})")
     for r in rows:
-        print(
-            f"{r['config']:40s} {r['wall_s']:8.2f}s  rho_blk={r['spearman_vs_exact_block']:.3f} "
-            f"top20_blk={r['top20_vs_exact_block']:.3f}  rho_jnt={r['spearman_vs_exact_joint']:.3f} "
-            f"top20_jnt={r['top20_vs_exact_joint']:.3f}  {'DIVERGED' if r['diverged'] else ''}"
-        )
+        print(f"{r['setting']:3s} {r['config']:40s} {r['wall_s']:8.3f}s  roofline={r['roofline']:.2f} ({r['bound']})  "
+              f"rho_blk={r.get('spearman_vs_exact_block', float('nan')):.4f} rho_jnt={r.get('spearman_vs_exact_joint', float('nan')):.4f}")
     return 0
 
 

@@ -2,23 +2,33 @@
 # resolved) as CFG, the run's Layout P, and the constants of the rules. Snakemake's `config` is left as given.
 import sys
 
-from inflbench.config import validate_config
+from inflbench.checks import check_config_files, dry_run_requested
+from inflbench.config import profile_config, run_seeds, validate_config
 from inflbench.errors import InputError
-from inflbench.methods import get as get_method
+from inflbench.methods import get as get_method, method_entry
 from inflbench.paths import Layout, html_of
 from inflbench.studies import STUDIES
 
 try:
-    CFG = validate_config(config)
+    # the files as written (Snakemake's reader keeps the last of duplicate keys), base first
+    check_config_files([f for f in workflow.configfiles if f not in workflow.overwrite_configfiles]
+                       + list(workflow.overwrite_configfiles))
+    # a standalone profile (standalone: true) is not merged over config.yaml
+    CFG = validate_config(profile_config(dict(config), workflow.config_settings.overwrite_config),
+                          planning_only=dry_run_requested(sys.argv))
 except InputError as exc:
     sys.exit(f"inflbench: invalid input: {exc}")
 
-P = Layout.from_config(CFG)
+P = Layout.from_config(CFG)  # the run: tables over seeds (and everything of a single-seed run)
+SEEDS = run_seeds(CFG)  # replicates: each re-draws data, label flips, fine-tune and scores
+REPLICATED = bool(CFG.get("seeds"))
+R = P.replicate("{rep}") if REPLICATED else P  # the outputs of one replicate (wildcard rep)
 ON = {name: study.enabled(CFG) for name, study in STUDIES.items()}  # study -> enabled
 TASKS = list(CFG["data"]["tasks"])
 METHODS = list(CFG["methods"])
-GRADIENT_METHODS = [m for m in METHODS if not get_method(m).needs_model]
-MODEL_METHODS = [m for m in METHODS if get_method(m).needs_model]
+BASE_METHOD = {m: method_entry(m, CFG["methods"][m])[0] for m in METHODS}  # entry name -> registered method
+GRADIENT_METHODS = [m for m in METHODS if not get_method(BASE_METHOD[m]).needs_model]
+MODEL_METHODS = [m for m in METHODS if get_method(BASE_METHOD[m]).needs_model]
 GPU = int(CFG["device"] == "cuda")
 MAX_THREADS = 8  # torch-heavy jobs; Snakemake caps it at --cores
 ENV = "../envs/inflbench-cpu.yaml"
@@ -28,6 +38,7 @@ DETECTION_PRIORITY = 10  # the core path and the headline tables run before the 
 wildcard_constraints:
     task="|".join(TASKS),
     split="train|val|test",
+    rep=r"\d+",
 
 
 # influence targets: validation samples for mislabeled detection, test samples for identification
@@ -35,8 +46,101 @@ TARGET_SPLIT = "test" if ON["identification"] else "val"
 
 
 def split_inputs(task):
-    return {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
+    return {s: R.split(task=task, split=s) for s in ("train", "val", "test")}
 
 
-# flagged training examples of every (task, method), for the detection and identification studies
-TOPK_TARGETS = expand(html_of(P.topk(task="{task}", method="{method}")), task=TASKS, method=METHODS)
+# ---- resources that follow the data (inflbench.resources; docs/scale.md)
+from inflbench import resources as RES
+from inflbench.scoring import separable as _separable
+
+N_TRAIN = CFG["data"]["sizes"]["train"]
+N_TARGET = CFG["data"]["sizes"][TARGET_SPLIT]
+SCORES_DEVICE = CFG["scores"].get("device") or CFG["device"]
+SCORES_GPU = int(SCORES_DEVICE == "cuda")
+_SHAPE = {}
+
+
+def grad_shape():
+    """Per-sample gradient size of the stored blocks (built once, from the model's config on the meta device)."""
+    if not _SHAPE:
+        from inflbench.shapes import gradient_shape
+
+        _SHAPE.update(gradient_shape(CFG["model"], CFG["gradients"]["blocks"]) or RES.FALLBACK)
+    return _SHAPE
+
+
+def scaled_mb(mb):
+    return int(mb * CFG["resources"]["mem_factor"])
+
+
+def scaled_min(m):
+    return int(m * CFG["resources"]["runtime_factor"])
+
+
+def split_size(split):
+    return CFG["data"]["sizes"][split]
+
+
+SEED_TABLES = ["per_seed", "aggregate", "paired"]  # tables over replicate seeds
+
+
+def seed_of(wildcards):
+    """The replicate seed of a job."""
+    return int(wildcards.rep) if REPLICATED else CFG["seed"]
+
+
+def per_seed(pattern, **wildcards):
+    """``pattern`` (a path of R) for every replicate seed (and the product of ``wildcards``)."""
+    return expand(pattern, rep=SEEDS, **wildcards)
+
+
+# flagged training examples of every (replicate,) task and method, for the detection and identification studies
+TOPK_TARGETS = per_seed(html_of(R.topk(task="{task}", method="{method}")), task=TASKS, method=METHODS)
+
+
+# ---- helpers of rules/core.smk (called when the DAG is built; they read that file's constants)
+
+
+def _grad_mem(wildcards):
+    return scaled_mb(RES.gradients_mem_mb(grad_shape(), CFG["model"], CFG["gradients"]["batch_size"], 1,
+                                          _GRAD_BYTES, CFG["device"]))
+
+
+def _grad_runtime(wildcards, chunks=1):
+    return scaled_min(RES.gradients_runtime(grad_shape(), split_size(wildcards.split), CFG["device"], MAX_THREADS,
+                                            chunks))
+
+
+def _shard_shape(shards):
+    shape = dict(grad_shape())
+    shape["d"] = shape["d"] // shards + shape["d_max"] * (shards > 1)
+    return shape
+
+
+def _scores_mem(wildcards, shards=1):
+    return scaled_mb(RES.scores_mem_mb(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET,
+                                       CFG["scores"]["group_mb"], _separable(BASE_METHOD[wildcards.method]), _STORE_BYTES))
+
+
+def _scores_runtime(wildcards, shards=1):
+    return scaled_min(RES.scores_runtime(BASE_METHOD[wildcards.method], _shard_shape(shards), N_TRAIN, N_TARGET, MAX_THREADS,
+                                         SCORES_DEVICE))
+
+
+# ---- helpers of rules/layer_choice.smk (bundled retrainings)
+
+
+def _run_index(w):
+    return RUN_INDEX[R.layer_retrain(task=w.task, selector=w.selector, seed=w.seed)]
+
+
+def retrain_previous(w):
+    i = _run_index(w)
+    if not (RETRAIN_K > 1 and i % RETRAIN_K):
+        return []
+    return [LAYER_RUNS[i - 1].format(rep=w.rep) if REPLICATED else LAYER_RUNS[i - 1]]
+
+
+def retrain_group(w):
+    rep = f"{w.rep}_" if REPLICATED else ""
+    return f"retrain{rep}{_run_index(w) // RETRAIN_K}" if RETRAIN_K > 1 else None

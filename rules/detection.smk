@@ -2,8 +2,9 @@
 
 
 DETECTION_TARGETS = (
-    [html_of(P.leaderboard()), html_of(P.detection_table())]
-    + expand(P.detection_figure(task="{task}"), task=TASKS)
+    [html_of(P.leaderboard())] + per_seed(html_of(R.detection_table())) + per_seed(R.detection_figure(task="{task}"), task=TASKS)
+    + ([P.seeds_table(study="detection", table=t) for t in SEED_TABLES] + [P.seeds_figure(study="detection")]
+       if REPLICATED else [])
     + TOPK_TARGETS
     if ON["detection"]
     else []
@@ -19,15 +20,15 @@ rule detection:
 rule detection_metrics:
     """AUC and detection-rate curve of one method's scores against the flip mask."""
     input:
-        scores=P.scores(task="{task}", method="{method}"),
-        train=P.split(task="{task}", split="train"),
+        scores=R.scores(task="{task}", method="{method}"),
+        train=R.split(task="{task}", split="train"),
     output:
-        curve=P.detection(task="{task}", method="{method}"),
-        summary=P.detection_summary(task="{task}", method="{method}"),
+        curve=R.detection(task="{task}", method="{method}"),
+        summary=R.detection_summary(task="{task}", method="{method}"),
     params:
         points=CFG["evaluate"]["curve_points"],
     log:
-        P.log(stage="detection_metrics", name="{task}_{method}"),
+        R.log(stage="detection_metrics", name="{task}_{method}"),
     priority: DETECTION_PRIORITY
     threads: 1
     resources:
@@ -42,11 +43,11 @@ rule detection_metrics:
 rule detection_table:
     """AUC, detection rate at 20%, runtime and peak memory per task and method."""
     input:
-        summaries=expand(P.detection_summary(task="{task}", method="{method}"), task=TASKS, method=METHODS),
+        summaries=expand(R.detection_summary(task="{task}", method="{method}"), task=TASKS, method=METHODS, allow_missing=True),
     output:
-        table=P.detection_table(),
+        table=R.detection_table(),
         html=report(
-            html_of(P.detection_table()),
+            html_of(R.detection_table()),
             caption="../reports/detection_table.rst",
             category="Mislabeled-data detection",
             labels={"table": "AUC and runtime per method"},
@@ -54,7 +55,7 @@ rule detection_table:
     params:
         config={k: CFG[k] for k in ("seed", "data", "model", "train", "gradients", "methods")},
     log:
-        P.log(stage="detection_table", name="all"),
+        R.log(stage="detection_table", name="all"),
     priority: DETECTION_PRIORITY
     threads: 1
     resources:
@@ -69,7 +70,7 @@ rule detection_table:
 rule leaderboard:
     """Methods ranked by their detection AUC over tasks, with runtime and memory (the report's first table)."""
     input:
-        table=P.detection_table(),
+        tables=per_seed(R.detection_table()),
     output:
         table=P.leaderboard(),
         html=report(
@@ -94,10 +95,10 @@ rule leaderboard:
 rule detection_figure:
     """Detection-rate curves of all methods for one task."""
     input:
-        curves=expand(P.detection(task="{{task}}", method="{method}"), method=METHODS),
+        curves=expand(R.detection(task="{{task}}", method="{method}"), method=METHODS, allow_missing=True),
     output:
         figure=report(
-            P.detection_figure(task="{task}"),
+            R.detection_figure(task="{task}"),
             caption="../reports/detection_figure.rst",
             category="Mislabeled-data detection",
             labels={"task": "{task}", "figure": "detection curves"},
@@ -105,7 +106,7 @@ rule detection_figure:
     params:
         methods=METHODS,
     log:
-        P.log(stage="detection_figure", name="{task}"),
+        R.log(stage="detection_figure", name="{task}"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -114,3 +115,27 @@ rule detection_figure:
         ENV
     script:
         "../scripts/detection_figure.py"
+
+
+rule detection_seeds:
+    """Over the replicate seeds: per-seed rows, mean / std / 95% CI per task and method, paired tests between
+    methods, and a figure of the spread."""
+    input:
+        tables=per_seed(R.detection_table()),
+    output:
+        **{t: P.seeds_table(study="detection", table=t) for t in SEED_TABLES},
+        figure=P.seeds_figure(study="detection"),
+    params:
+        seeds=SEEDS,
+        metrics=["auc", "detection_at_20pct", "detection_at_40pct", "seconds"],
+        paired_metric="auc",
+    log:
+        P.log(stage="detection_seeds", name="all"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/seeds_tables.py"

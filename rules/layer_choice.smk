@@ -20,41 +20,47 @@ if LAYERS_ON:
     LAYER_SCORERS = LAYER_METHODS + ([ENSEMBLE] if ENSEMBLES else [])  # layer score tables
     SELECTORS = layer_selectors(LAYERS)
     LAYER_RUNS = [
-        P.layer_retrain(task=t, selector=s, seed=seed)
+        R.layer_retrain(task=t, selector=s, seed=seed)
         for t in TASKS
         for s, spec in SELECTORS.items()
         for seed in spec["seeds"]
     ]
-    LAYER_TARGETS = [P.layer_table(table=t) for t in LAYER_TABLES] + [
-        P.layer_figure(figure=f) for f in LAYER_FIGURES
-    ]
+    LAYER_TARGETS = per_seed(R.layer_table(table="{table}"), table=LAYER_TABLES) + per_seed(
+        R.layer_figure(figure="{figure}"), figure=LAYER_FIGURES
+    )
 else:
     LAYER_GROUPS, LAYER_METHODS, SELECTORS, LAYER_RUNS, LAYER_TARGETS = {}, [], {}, [], []
     ENSEMBLE_METHODS, LAYER_SCORERS = [], []
+
+# Retrainings bundled into cluster jobs (resources.retrain_group_size = K): each run waits for the previous run
+# of its bundle, and the bundle is one Snakemake group, so it is submitted as one job running K retrainings in
+# sequence (one start-up, resources of one run, runtimes added).
+RETRAIN_K = CFG["resources"]["retrain_group_size"]
+RUN_INDEX = {path: i for i, path in enumerate(LAYER_RUNS)}
 
 
 rule layers_aggregate:
     """Group x aggregation scores of one method, NDR@p, NDR-AUC, NDR curve, noise deciles, per-block NDR."""
     input:
-        scores=P.scores(task="{task}", method="{method}"),
-        train=P.split(task="{task}", split="train"),
-        predictions=P.val_predictions(task="{task}"),
+        scores=R.scores(task="{task}", method="{method}"),
+        train=R.split(task="{task}", split="train"),
+        predictions=R.val_predictions(task="{task}"),
     output:
-        scores=P.layer_scores(task="{task}", method="{method}"),
-        ndr=P.layer_ndr(task="{task}", method="{method}"),
-        curve=P.layer_ndr_curve(task="{task}", method="{method}"),
-        deciles=P.layer_deciles(task="{task}", method="{method}"),
-        blocks=P.layer_ndr_blocks(task="{task}", method="{method}"),
+        scores=R.layer_scores(task="{task}", method="{method}"),
+        ndr=R.layer_ndr(task="{task}", method="{method}"),
+        curve=R.layer_ndr_curve(task="{task}", method="{method}"),
+        deciles=R.layer_deciles(task="{task}", method="{method}"),
+        blocks=R.layer_ndr_blocks(task="{task}", method="{method}"),
     params:
         groups=LAYER_GROUPS,
         layers=LAYERS,
     log:
-        P.log(stage="layers_aggregate", name="{task}_{method}"),
+        R.log(stage="layers_aggregate", name="{task}_{method}"),
     wildcard_constraints:
         method="|".join(LAYER_METHODS) or "^$",
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda w: scaled_mb(RES.layers_mem_mb("aggregate", grad_shape(), N_TRAIN, N_TARGET)),
         runtime=10,
     conda:
         ENV
@@ -65,20 +71,20 @@ rule layers_aggregate:
 rule layers_ensemble:
     """Method x group ensembles (layers.ensembles): stacked columns, each aggregation, NDR, curves, deciles."""
     input:
-        scores=[P.scores(task="{task}", method=m) for m in ENSEMBLE_METHODS],
-        train=P.split(task="{task}", split="train"),
-        predictions=P.val_predictions(task="{task}"),
+        scores=[R.scores(task="{task}", method=m) for m in ENSEMBLE_METHODS],
+        train=R.split(task="{task}", split="train"),
+        predictions=R.val_predictions(task="{task}"),
     output:
-        scores=P.layer_scores(task="{task}", method=ENSEMBLE),
-        ndr=P.layer_ndr(task="{task}", method=ENSEMBLE),
-        curve=P.layer_ndr_curve(task="{task}", method=ENSEMBLE),
-        deciles=P.layer_deciles(task="{task}", method=ENSEMBLE),
+        scores=R.layer_scores(task="{task}", method=ENSEMBLE),
+        ndr=R.layer_ndr(task="{task}", method=ENSEMBLE),
+        curve=R.layer_ndr_curve(task="{task}", method=ENSEMBLE),
+        deciles=R.layer_deciles(task="{task}", method=ENSEMBLE),
     params:
         methods=ENSEMBLE_METHODS,
         groups=LAYER_GROUPS,
         layers=LAYERS,
     log:
-        P.log(stage="layers_ensemble", name="{task}"),
+        R.log(stage="layers_ensemble", name="{task}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -92,18 +98,18 @@ rule layers_ensemble:
 rule layers_cancellation:
     """Cancellation effect C(W) per parameter, summarised per block and group (layer-choice paper Table 1)."""
     input:
-        grads=P.gradients(task="{task}", split="train"),
+        grads=R.gradients(task="{task}", split="train"),
     output:
-        cancellation=P.layer_cancellation(task="{task}"),
+        cancellation=R.layer_cancellation(task="{task}"),
     params:
         groups=LAYER_GROUPS,
         extreme=LAYERS.get("extreme_cancellation", 1000.0),
     log:
-        P.log(stage="layers_cancellation", name="{task}"),
+        R.log(stage="layers_cancellation", name="{task}"),
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=lambda w: scaled_mb(RES.layers_mem_mb("cancellation", grad_shape(), N_TRAIN, N_TARGET)),
+        runtime=lambda w: scaled_min(10 + 4 * N_TRAIN * grad_shape()["d"] // 10**11),
     conda:
         ENV
     script:
@@ -115,19 +121,19 @@ rule layers_mask:
     input:
         unpack(
             lambda w: (
-                {"scores": P.layer_scores(task=w.task, method=SELECTORS[w.selector]["method"])}
+                {"scores": R.layer_scores(task=w.task, method=SELECTORS[w.selector]["method"])}
                 if "method" in SELECTORS[w.selector]
                 else {}
             )
         ),
-        train=P.split(task="{task}", split="train"),
+        train=R.split(task="{task}", split="train"),
     output:
-        mask=P.layer_mask(task="{task}", selector="{selector}", seed="{seed}"),
+        mask=R.layer_mask(task="{task}", selector="{selector}", seed="{seed}"),
     params:
         spec=lambda w: SELECTORS[w.selector],
     localrule: True
     log:
-        P.log(stage="layers_mask", name="{task}_{selector}_{seed}"),
+        R.log(stage="layers_mask", name="{task}_{selector}_{seed}"),
     wildcard_constraints:
         selector="|".join(re.escape(s) for s in SELECTORS) or "^$",
         seed=r"\d+",
@@ -145,24 +151,29 @@ rule layers_retrain:
     """Retrain from the scored checkpoint's initialisation on the kept ids; records the best test accuracy."""
     input:
         unpack(lambda w: split_inputs(w.task)),
-        keep=P.layer_mask(task="{task}", selector="{selector}", seed="{seed}"),
+        keep=R.layer_mask(task="{task}", selector="{selector}", seed="{seed}"),
+        previous=retrain_previous,
     output:
-        run=P.layer_retrain(task="{task}", selector="{selector}", seed="{seed}"),
+        run=R.layer_retrain(task="{task}", selector="{selector}", seed="{seed}"),
     params:
         model=CFG["model"],
         train=CFG["train"],
-        init_seed=CFG["seed"],
+        init_seed=seed_of,
         device=CFG["device"],
         spec=lambda w: SELECTORS[w.selector],
     log:
-        P.log(stage="layers_retrain", name="{task}_{selector}_{seed}"),
+        R.log(stage="layers_retrain", name="{task}_{selector}_{seed}"),
     wildcard_constraints:
         selector="|".join(re.escape(s) for s in SELECTORS) or "^$",
         seed=r"\d+",
+    group:
+        retrain_group
     threads: LAYERS.get("retrain_threads", 1)
     resources:
-        mem_mb=LAYERS.get("retrain_mem_mb", 3000),
-        runtime=LAYERS.get("retrain_runtime", 30),
+        mem_mb=lambda w: LAYERS.get("retrain_mem_mb") or scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])),
+        runtime=lambda w: LAYERS.get("retrain_runtime") or scaled_min(RES.train_runtime(
+            grad_shape(), sum(CFG["data"]["sizes"].values()), CFG["train"]["epochs"], CFG["device"],
+            LAYERS.get("retrain_threads", 1))),
         gpu=GPU,
     conda:
         ENV
@@ -174,14 +185,14 @@ rule layers_tables:
     """Rankings, win rates, Pareto front, Wilcoxon, Spearman, selection and LOGO tables (layer-choice paper Tables 1-6)."""
     input:
         runs=LAYER_RUNS,
-        ndr=expand(P.layer_ndr(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS),
-        cancellation=expand(P.layer_cancellation(task="{task}"), task=TASKS),
-        scores=expand(P.layer_scores(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS),
+        ndr=expand(R.layer_ndr(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS, allow_missing=True),
+        cancellation=expand(R.layer_cancellation(task="{task}"), task=TASKS, allow_missing=True),
+        scores=expand(R.layer_scores(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS, allow_missing=True),
     output:
-        **{t: P.layer_table(table=t) for t in LAYER_TABLES},
+        **{t: R.layer_table(table=t) for t in LAYER_TABLES},
         **{
             f"{t}_html": report(
-                html_of(P.layer_table(table=t)),
+                html_of(R.layer_table(table=t)),
                 caption=f"../reports/layers_{t}.rst",
                 category="Layer analysis",
                 labels={"table": t},
@@ -193,7 +204,7 @@ rule layers_tables:
         methods=LAYER_SCORERS,
         layers=LAYERS,
     log:
-        P.log(stage="layers_tables", name="all"),
+        R.log(stage="layers_tables", name="all"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -207,13 +218,13 @@ rule layers_tables:
 rule layers_figures:
     """Accuracy distributions, NDR by module and layer, Rank/Vote vs mean, noise decile histograms."""
     input:
-        runs=P.layer_table(table="runs"),
-        blocks=expand(P.layer_ndr_blocks(task="{task}", method="{method}"), task=TASKS, method=LAYER_METHODS),
-        deciles=expand(P.layer_deciles(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS),
+        runs=R.layer_table(table="runs"),
+        blocks=expand(R.layer_ndr_blocks(task="{task}", method="{method}"), task=TASKS, method=LAYER_METHODS, allow_missing=True),
+        deciles=expand(R.layer_deciles(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS, allow_missing=True),
     output:
         **{
             f: report(
-                P.layer_figure(figure=f),
+                R.layer_figure(figure=f),
                 caption=f"../reports/layers_{f}.rst",
                 category="Layer analysis",
                 labels={"figure": f},
@@ -221,7 +232,7 @@ rule layers_figures:
             for f in LAYER_FIGURES
         },
     log:
-        P.log(stage="layers_figures", name="all"),
+        R.log(stage="layers_figures", name="all"),
     threads: 1
     resources:
         mem_mb=2000,

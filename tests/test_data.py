@@ -46,7 +46,7 @@ def test_too_many_samples_requested(tmp_path):
         _write(tmp_path / "SST-2" / name, "sentence\tlabel\n" + rows)
     cfg = dict(CFG, source="glue_dir", glue_dir=str(tmp_path), tasks=["SST-2"],
                sizes={"train": 25, "val": 10, "test": 20})
-    with pytest.raises(DataError, match="SST-2 train pool: asked for 35 samples but only 30"):
+    with pytest.raises(DataError, match=r"SST-2/train.tsv: asked for 35 samples but only 30"):  # names the file
         prepare_splits(cfg, "SST-2", seed=0)
     tables = prepare_splits(dict(cfg, sizes={"train": 20, "val": 10, "test": 20}), "SST-2", seed=0)
     assert not set(tables["train"]["text_a"]) & set(tables["val"]["text_a"])  # disjoint

@@ -119,7 +119,8 @@ def test_tiny_run_outputs(tiny_run):
             assert total.shape == (sizes["train"], sizes["val"]) and torch.isfinite(total).all()
             if method != "exact_joint":
                 blocks = [handle.get_tensor(k) for k in handle.keys() if k != "total"]
-                torch.testing.assert_close(torch.stack(blocks).sum(0), total)
+                assert total.dtype == torch.float64 and blocks[0].dtype == torch.float32  # scores.block_dtype
+                torch.testing.assert_close(torch.stack(blocks).double().sum(0), total, rtol=1e-5, atol=1e-9)
         det = pd.read_csv(layout.detection(task="generated", method=method))
         assert det["fraction_detected"].is_monotonic_increasing and det["fraction_detected"].iloc[-1] == 1.0
     table = pd.read_csv(layout.detection_table())
@@ -145,8 +146,11 @@ def test_tiny_run_rerun_and_param_change(tiny_run, tmp_path):
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump({"methods": {"datainf": {"damping": 0.01}}}))
     proc = snakemake("-n", *args[:2], str(overlay), *args[2:], workdir=work)
-    assert _planned_jobs(proc.stdout) == {"scores": 1, "detection_metrics": 1, "detection_figure": 1,
-                                          "detection_table": 1, "leaderboard": 1, "topk": 1, "all": 1}
+    shards = TEST_CONFIG["scores"]["shards"]  # datainf is block-separable: shard jobs plus their merge
+    scoring = {"scores_shard": shards, "scores_merge": 1} if shards > 1 else {"scores": 1}
+    assert _planned_jobs(proc.stdout) == {**scoring, "detection_metrics": 1, "detection_figure": 1,
+                                          "detection_table": 1, "leaderboard": 1, "topk": 1,
+                                          "all": 1}
 
 
 @pytest.mark.slow

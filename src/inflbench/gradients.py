@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -141,37 +142,86 @@ class _EmbeddingHook:
     take = _BlockHook.take
 
 
-def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
-                         rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
-                         word_embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Block name -> ``(n, out, in[+1])`` per-sample gradients over all ``batches``.
+def iter_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
+                          rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
+                          word_embeddings: torch.Tensor | None = None,
+                          blocks: Iterable[str] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Per batch: block name -> ``(batch samples, out, in[+1])`` per-sample gradients on the CPU in ``dtype``.
 
-    ``loss_fn(model, batch)`` returns one loss per model row; with ``rows_per_sample`` = k, k
-    consecutive rows belong to one sample and their gradients are summed. The model should be in
-    eval mode (no dropout), so a sample's gradient does not depend on the batch it is in.
-    ``word_embeddings``: token ids; adds the input embedding as a block ``(n, len(ids), hidden)``.
-    """
-    blocks = trainable_blocks(model)
-    hooks = {name: _BlockHook(module) for name, module in blocks.items()}
+    ``blocks``: names of the trainable blocks to hook (default all); see :func:`per_sample_gradients`."""
+    modules = trainable_blocks(model)
+    if blocks is not None:
+        wanted = set(blocks)
+        modules = {k: m for k, m in modules.items() if k in wanted}
+    hooks = {name: _BlockHook(module) for name, module in modules.items()}
     if word_embeddings is not None:
         we_name, we_module = input_embedding(model)
         hooks[we_name] = _EmbeddingHook(we_module, word_embeddings)
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in hooks}
     try:
         for batch in batches:
             model.zero_grad(set_to_none=True)
             losses = loss_fn(model, batch)
             losses.sum().backward()
+            out = {}
             for name, hook in hooks.items():
                 g = hook.take()
                 if rows_per_sample > 1:
                     g = g.reshape(-1, rows_per_sample, *g.shape[1:]).sum(1)
-                out[name].append(g.to("cpu", dtype))
+                out[name] = g.to("cpu", dtype)
+            yield out
     finally:
         for hook in hooks.values():
             hook.handle.remove()
         model.zero_grad(set_to_none=True)
+
+
+def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
+                         rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
+                         word_embeddings: torch.Tensor | None = None,
+                         blocks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Block name -> ``(n, out, in[+1])`` per-sample gradients over all ``batches`` (held in memory;
+    :func:`stream_gradients` writes them to a store batch by batch instead).
+
+    ``loss_fn(model, batch)`` returns one loss per model row; with ``rows_per_sample`` = k, k
+    consecutive rows belong to one sample and their gradients are summed. The model should be in
+    eval mode (no dropout), so a sample's gradient does not depend on the batch it is in.
+    ``word_embeddings``: token ids; adds the input embedding as a block ``(n, len(ids), hidden)``.
+    ``blocks``: trainable block names to keep (default all).
+    """
+    out: dict[str, list[torch.Tensor]] = {}
+    for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks):
+        for name, g in part.items():
+            out.setdefault(name, []).append(g)
     return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def stream_gradients(path: str | Path, model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
+                     sample_ids: list[int], meta: dict, rows_per_sample: int = 1,
+                     dtype: torch.dtype = torch.float32, word_embeddings: torch.Tensor | None = None,
+                     blocks: Iterable[str] | None = None) -> int:
+    """:func:`per_sample_gradients` + ``artifacts.save_gradients``, each batch written into the preallocated
+    store as it is computed (peak memory: the model plus one batch). Returns the number of blocks."""
+    from inflbench.artifacts import gradient_writer, write_gradient_index
+
+    n = len(sample_ids)
+    writer, start, specs = None, 0, {}
+    try:
+        for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks):
+            if writer is None:
+                specs = {k: ((n, *g.shape[1:]), g.dtype) for k, g in part.items()}
+                writer = gradient_writer(path, specs, meta)
+            for name, g in part.items():
+                writer.write(name, start, g)
+            start += next(iter(part.values())).shape[0]
+        if writer is None or start != n:
+            raise ValueError(f"{path}: got gradients of {start} samples, expected {n}")
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    writer.close()
+    write_gradient_index(path, {k: (s[1:], d) for k, (s, d) in specs.items()}, sample_ids, meta)
+    return len(specs)
 
 
 def per_sample_gradients_loop(model: nn.Module, samples: Iterable[dict], loss_fn: LossFn,

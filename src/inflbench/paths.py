@@ -12,19 +12,27 @@ from pathlib import Path
 TEMPLATES = {
     "resolved_config": "config.yaml",
     "split": "{task}/data/{split}.csv",
+    "sizes": "{task}/data/sizes.csv",
     "adapter": "{task}/model/adapter.safetensors",
     "curve": "{task}/model/training_curve.csv",
     "val_predictions": "{task}/model/val_predictions.csv",
     "peft_adapter": "{task}/model/peft",
     "gradients": "{task}/gradients/{split}.safetensors",
     "gradient_index": "{task}/gradients/{split}.json",
+    "block_stats": "{task}/gradients/train_block_stats.safetensors",
+    "gradient_chunk": "{task}/gradients/chunks/{split}_{chunk}.safetensors",
+    "gradient_chunk_index": "{task}/gradients/chunks/{split}_{chunk}.json",
     "scores": "{task}/scores/{method}.safetensors",
+    "score_shard": "{task}/scores/shards/{method}_{shard}.safetensors",
     "detection": "{task}/metrics/detection_{method}.csv",
     "detection_summary": "{task}/metrics/summary_{method}.json",
     "detection_table": "tables/detection.csv",
     "leaderboard": "tables/leaderboard.csv",
     "topk": "{task}/topk/{method}.csv",
     "detection_figure": "figures/detection_{task}.png",
+    # over the replicate seeds of a multi-seed run (at the run root)
+    "seeds_table": "tables/{study}_seeds_{table}.csv",
+    "seeds_figure": "figures/{study}_seeds.png",
     # influential-data identification
     "identification": "{task}/metrics/identification_{method}.csv",
     "identification_summary": "{task}/metrics/identification_summary_{method}.json",
@@ -62,6 +70,11 @@ class Layout:
     @classmethod
     def from_config(cls, cfg: dict) -> "Layout":
         return cls(cfg["results_dir"], cfg["run"])
+
+    def replicate(self, seed: int | str) -> "Layout":
+        """The layout of one replicate seed of a multi-seed run: ``<run>/seed<seed>/`` (``seed`` may be a
+        wildcard such as ``"{rep}"``)."""
+        return Layout(self.root, f"seed{seed}")
 
     def __call__(self, kind: str, **wildcards: str) -> str:
         return str(self.root / TEMPLATES[kind].format(**wildcards))

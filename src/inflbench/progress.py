@@ -54,6 +54,17 @@ def iteration_progress(what: str, total: int, every: float = 10.0) -> Callable[[
     return lambda k, estimate: progress.update()
 
 
+def chain(*callbacks: Callable[[int, object], None] | None) -> Callable[[int, object], None]:
+    """One solver callback that calls each of ``callbacks`` (None entries skipped) in order."""
+    live = [c for c in callbacks if c is not None]
+
+    def call(k, estimate):
+        for c in live:
+            c(k, estimate)
+
+    return call
+
+
 def track(items: Iterable[T], what: str, total: int | None = None, unit: str = "", every: float = 10.0,
           log: Callable[[str], None] | None = None) -> Iterator[T]:
     """Yield ``items`` while reporting progress (``total`` defaults to ``len(items)`` when it has one)."""

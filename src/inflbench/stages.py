@@ -6,8 +6,6 @@ gradients, influence scores. Each is ``stage(inputs, outputs, params)`` over pla
 from __future__ import annotations
 
 import logging
-import resource
-import sys
 import time
 from pathlib import Path
 
@@ -15,12 +13,14 @@ import pandas as pd
 import torch
 
 from inflbench import data as data_mod
-from inflbench.artifacts import (load_adapter, load_gradients, read_split, save_adapter, save_gradients,
-                                 save_peft_adapter, save_scores, split_paths, write_table)
-from inflbench.gradients import fingerprint, input_embedding, per_sample_gradients, present_tokens
+from inflbench.artifacts import (checkpoint_choice, gradient_index_path, load_adapter, merge_gradient_stores,
+                                 read_gradient_index, read_split, save_adapter, save_peft_adapter, save_scores,
+                                 split_paths, write_json, write_table)
+from inflbench.gradients import fingerprint, input_embedding, present_tokens
+from inflbench.resources import peak_rss_mb
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
 from inflbench.progress import track
-from inflbench.training import TrainArgs, finetune, predictions
+from inflbench.training import TrainArgs, finetune, predictions, selection_reason
 
 log = logging.getLogger("inflbench")
 
@@ -30,11 +30,14 @@ def _num_labels(frames: list[pd.DataFrame]) -> int:
 
 
 def stage_prepare_data(inputs: dict, outputs: dict, params: dict) -> None:
-    """params: data (section), task, seed -> outputs train/val/test split tables."""
+    """params: data (section), task, seed -> outputs train/val/test split tables (+ sizes: the sizes used)."""
     data_cfg, task, seed = params["data"], params["task"], params["seed"]
-    tables = data_mod.prepare_splits(data_cfg, task, seed)
+    plan: list = []
+    tables = data_mod.prepare_splits(data_cfg, task, seed, plan)
     for split, frame in tables.items():
         write_table(frame, outputs[split], {"data": data_cfg, "task": task, "seed": seed})
+    if "sizes" in outputs:  # the sizes actually drawn (capped to the pools with data.cap_sizes)
+        write_table(plan[0], outputs["sizes"], {"data": data_cfg, "task": task, "seed": seed})
         log.info("%s: %d rows, %d flipped", split, len(frame), int(frame["flipped"].sum()))
 
 
@@ -57,7 +60,8 @@ def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
     state, curve = finetune(family, model, encoded["train"], encoded["val"], args, dev,
                             test=encoded.get("test"), log=log.info)
     provenance = {"model": model_cfg, "train": train_cfg, "seed": seed}
-    save_adapter(outputs["adapter"], state, provenance, curve.loc[curve["best"], "epoch"].iloc[0])
+    save_adapter(outputs["adapter"], state, provenance, curve.loc[curve["best"], "epoch"].iloc[0],
+                 selection_reason(curve))
     write_table(curve, outputs["curve"], provenance)
     load_trainable(model, state)
     if "peft" in outputs:
@@ -78,47 +82,87 @@ def load_finetuned(model_cfg: dict, seed: int, adapter: str, paths: dict[str, st
 
 
 def stage_gradients(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train/val/test, adapter; params model, gradients, seed, device, split -> outputs grads (+ index)."""
+    """inputs train/val/test, adapter; params model, gradients, seed, device, split [, chunk, chunks] -> outputs
+    grads (+ index). Per-sample gradients of the selected blocks (``gradients.blocks``), streamed batch by batch
+    into the store; with ``chunks`` = k only the ``chunk``-th of k contiguous sample ranges (merged by
+    :func:`stage_merge_gradients`)."""
+    import numpy as np
+
+    from inflbench.gradients import stream_gradients, trainable_blocks
+    from inflbench.store import select_blocks
+
     model_cfg, grad_cfg, seed, split = params["model"], params["gradients"], params["seed"], params["split"]
     adapter = inputs["adapter"]
     family, model, frames = load_finetuned(model_cfg, seed, adapter, inputs, params["device"])
+    trainable = list(trainable_blocks(model))
+    blocks = select_blocks(trainable, grad_cfg.get("blocks"))
+    log.info("storing %d of %d trainable blocks (gradients.blocks); left out: %s", len(blocks), len(trainable),
+             sorted(set(trainable) - set(blocks))[:5])
     dev = next(model.parameters()).device
-    encoded = family.encode(frames[split])
+    rows = np.array_split(np.arange(len(frames[split])), int(params.get("chunks", 1)))[int(params.get("chunk", 0))]
+    frame = frames[split].iloc[rows[0]:rows[-1] + 1] if len(rows) else frames[split].iloc[:0]
+    encoded = family.encode(frame)
     batches = ({k: v.to(dev) for k, v in b.items()} for b in iterate_batches(encoded, grad_cfg["batch_size"]))
     tokens, extra = None, {}
     if grad_cfg.get("word_embeddings"):  # WE block over the tokens of all task splits (layer-choice paper)
         tokens = present_tokens(family.encode(f) for f in frames.values())
         extra = {"word_embeddings": {"block": input_embedding(model)[0], "token_ids": tokens.tolist()}}
-    start = time.perf_counter()
-    n_batches = -(-len(frames[split]) // grad_cfg["batch_size"])
+    n_batches = -(-len(frame) // grad_cfg["batch_size"])
     batches = track(batches, f"gradients {split}", n_batches, "batches")
-    grads = per_sample_gradients(model, batches, family.per_sample_loss, family.rows_per_sample,
-                                 dtype=getattr(torch, grad_cfg["dtype"]), word_embeddings=tokens)
-    seconds = time.perf_counter() - start
-    log.info("%d blocks, %d samples, %.2fs", len(grads), len(frames[split]), seconds)
-    meta = {"split": split, "seconds": seconds, "model": model_cfg, "seed": seed, **extra,
+    meta = {"split": split, "model": model_cfg, "seed": seed, **extra, **checkpoint_choice(adapter),
             "fingerprint": fingerprint({"model": model_cfg, "seed": seed, "adapter": Path(adapter).stat().st_size})}
-    save_gradients(outputs["grads"], grads, frames[split]["id"].tolist(), meta)
+    start = time.perf_counter()
+    n_blocks = stream_gradients(outputs["grads"], model, batches, family.per_sample_loss, frame["id"].tolist(), meta,
+                                family.rows_per_sample, dtype=getattr(torch, grad_cfg["dtype"]),
+                                word_embeddings=tokens, blocks=blocks)
+    seconds = time.perf_counter() - start
+    index = read_gradient_index(outputs["grads"])
+    index.update(seconds=seconds, peak_rss_mb=peak_rss_mb())
+    write_json(index, gradient_index_path(outputs["grads"]))
+    log.info("%d blocks, %d samples, %.2fs", n_blocks, len(frame), seconds)
 
 
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+def stage_merge_gradients(inputs: dict, outputs: dict, params: dict) -> None:
+    """inputs chunks (the sample-chunk stores of ``gradients.chunks`` jobs) -> outputs grads (+ index)."""
+    seconds = sum(read_gradient_index(p).get("seconds", 0.0) for p in inputs["chunks"])
+    merge_gradient_stores(inputs["chunks"], outputs["grads"], {"seconds": seconds, "chunks": len(inputs["chunks"])})
+
+
+def stage_block_stats(inputs: dict, outputs: dict, params: dict) -> None:
+    """inputs train (gradient file) -> outputs stats: Grams and per-sample norms of every block, once per
+    store (shared by the curvature methods)."""
+    from inflbench.artifacts import save_block_stats
+    from inflbench.methods._stats import block_stats
+    from inflbench.store import TensorStore
+
+    start = time.perf_counter()
+    stats = block_stats(TensorStore(inputs["train"]).lazy())  # one block read at a time
+    meta = {"source": str(inputs["train"]), "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+    log.info("block statistics: %d blocks, %.3fs", len(stats.shapes), meta["seconds"])
+    save_block_stats(outputs["stats"], stats, meta)
 
 
 def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train, target (gradient files); params method, method_params -> outputs scores."""
-    from inflbench.methods import compute_influence
+    """inputs train, target (gradient files), optional stats (block statistics of train); params method (entry
+    name), method_params (its entry), scores, seed (optional: the replicate's, for methods with a seed)
+    [, shard, shards] -> outputs scores. Streamed block group by block group (:mod:`inflbench.scoring`); with
+    ``shards`` = k only the ``shard``-th of k block ranges (joined by :func:`stage_merge_scores`)."""
+    from inflbench.methods import method_entry
+    from inflbench.scoring import score_stores
 
-    method, method_params = params["method"], dict(params["method_params"])
-    train, test = load_gradients(inputs["train"]), load_gradients(inputs["target"])
-    start = time.perf_counter()
-    result = compute_influence(method, train, test, **method_params)
-    seconds = time.perf_counter() - start
-    meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-            **{f"meta.{k}": v for k, v in getattr(result, "meta", {}).items()}}
-    log.info("%s: %.3fs, blocks=%d", method, seconds, len(result))
-    save_scores(outputs["scores"], dict(result), meta)
+    entry = params["method"]
+    method, method_params = method_entry(entry, params["method_params"], params.get("seed"))
+    shard = (int(params.get("shard", 0)), int(params.get("shards", 1)))
+    score_stores(method, method_params, inputs["train"], inputs["target"], outputs["scores"],
+                 dict(params.get("scores") or {}), shard, base_meta={"entry": entry, **checkpoint_choice(inputs["train"])},
+                 stats_path=inputs.get("stats") or None)
+
+
+def stage_merge_scores(inputs: dict, outputs: dict, params: dict) -> None:
+    """inputs shards (score files of one method's block ranges) -> outputs scores."""
+    from inflbench.scoring import merge_score_files
+
+    merge_score_files(inputs["shards"], outputs["scores"])
 
 
 def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
@@ -128,9 +172,10 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     inputs train/val/test, adapter; params method, method_params, model, seed, device, target_split, batch_size.
     """
     from inflbench.gradients import trainable_blocks
-    from inflbench.methods import get, make_params
+    from inflbench.methods import get, make_params, method_entry
 
-    method, method_params = params["method"], dict(params["method_params"])
+    entry = params["method"]
+    method, method_params = method_entry(entry, params["method_params"], params.get("seed"))
     target_split, batch_size = params["target_split"], params["batch_size"]
     spec = get(method)
     if not spec.needs_model:
@@ -147,7 +192,7 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     if wanted:
         unknown = sorted(set(wanted) - set(names.values()))
         if unknown:
-            raise ValueError(f"methods.{method}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
+            raise ValueError(f"methods.{entry}.module_names: unknown blocks {unknown[:3]}; blocks are {sorted(names.values())[:4]} ...")
         names = {k: v for k, v in names.items() if v in set(wanted)}
     batches = {split: list(iterate_batches(family.encode(frames[split]), batch_size))
                for split in ("train", target_split)}
@@ -155,6 +200,9 @@ def stage_model_scores(inputs: dict, outputs: dict, params: dict) -> None:
     result = spec.fn(model, batches["train"], batches[target_split], family.per_sample_loss, list(names), p)
     seconds = time.perf_counter() - start
     scores = {names[k]: v for k, v in result.items()}
-    meta = {"method": method, "params": method_params, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+    meta = {"method": method, "entry": entry, "params": method_params, "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(), **checkpoint_choice(inputs["adapter"])}
     log.info("%s: %.3fs, blocks=%d", method, seconds, len(scores))
-    save_scores(outputs["scores"], scores, meta)
+    save_scores(outputs["scores"], scores, meta,
+                {"train": frames["train"]["id"].tolist(), "target": frames[target_split]["id"].tolist()},
+                (params.get("scores") or {}).get("block_dtype", "float64"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inflbench.artifacts import read_split, train_sample_scores, write_table
+from inflbench.artifacts import read_score_ids, read_split, train_sample_scores, write_table
 
 NON_TEXT = ("id", "label", "clean_label", "flipped", "class_name")
 COLUMNS = ["kind", "rank", "id", "text", "label", "clean_label", "flipped", "score"]
@@ -39,7 +39,11 @@ def top_examples(train: pd.DataFrame, scores: np.ndarray, k: int) -> pd.DataFram
 
 
 def topk_table(scores_path: str | Path, train_path: str | Path, k: int) -> pd.DataFrame:
-    return top_examples(read_split(train_path), train_sample_scores(scores_path), k)
+    train = read_split(train_path)
+    ids = read_score_ids(scores_path).get("train")
+    if ids is not None and [int(i) for i in ids] != train["id"].astype(int).tolist():
+        raise ValueError(f"{scores_path}: its train sample ids differ from those of {train_path}")
+    return top_examples(train, train_sample_scores(scores_path), k)
 
 
 def stage_topk(inputs: dict, outputs: dict, params: dict) -> None:

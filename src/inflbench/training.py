@@ -9,8 +9,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from inflbench.errors import ConfigError
 from inflbench.models import Batch, ModelFamily, iterate_batches, trainable_state
 from inflbench.progress import Progress
+
+
+class TrainingDiverged(ConfigError):
+    """A non-finite loss during fine-tuning; names the config key most likely at fault."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,20 @@ class TrainArgs:
     weight_decay: float = 0.0
     seed: int = 0
     eval_batch_size: int = 64
+    precision: str = "float32"  # float32 | tf32 | bfloat16 (the latter two on CUDA only)
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast / TF32 for the training steps on CUDA (``train.precision``); a no-op elsewhere."""
+    import contextlib
+
+    if torch.device(device).type != "cuda" or precision == "float32":
+        return contextlib.nullcontext()
+    if precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
 @torch.no_grad()
@@ -84,22 +103,47 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
         return row
 
     curve = [record(0, math.nan, 0.0)]
+    _check_finite(curve[0]["val_loss"], "validation loss of the initial model", "model")
     best_loss, best_state = curve[0]["val_loss"], trainable_state(model)
     steps = Progress("fine-tune", args.epochs * math.ceil(n / args.batch_size), "steps", log=log)
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         model.train()
         total = 0.0
-        for batch in iterate_batches(train, args.batch_size, torch.randperm(n, generator=generator)):
-            loss = family.per_sample_loss(model, on_device(batch)).mean()
+        for step, batch in enumerate(iterate_batches(train, args.batch_size, torch.randperm(n, generator=generator))):
+            with precision_context(args.precision, device):
+                loss = family.per_sample_loss(model, on_device(batch)).mean()
+            value = loss.item()
+            _check_finite(value, f"training loss at epoch {epoch}, batch {step + 1}")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += loss.item() * next(iter(batch.values())).shape[0]
+            total += value * next(iter(batch.values())).shape[0]
             steps.update(note=f"(epoch {epoch}/{args.epochs})")
         curve.append(record(epoch, total / n, time.perf_counter() - start))
+        _check_finite(curve[-1]["val_loss"], f"validation loss after epoch {epoch}")
         if curve[-1]["val_loss"] < best_loss:
             best_loss, best_state = curve[-1]["val_loss"], trainable_state(model)
     frame = pd.DataFrame(curve)
     frame["best"] = frame["val_loss"] == best_loss
+    frame["selection"] = ""
+    frame.loc[frame["best"].idxmax(), "selection"] = selection_reason(frame)
+    if int(frame.loc[frame["best"], "epoch"].iloc[0]) == 0:
+        log(f"WARNING: {selection_reason(frame)}")
     return best_state, frame
+
+
+def selection_reason(curve: pd.DataFrame) -> str:
+    """Why the kept checkpoint is the one it is (written to the curve, the adapter and the tables)."""
+    best = int(curve.loc[curve["best"], "epoch"].iloc[0])
+    last = int(curve["epoch"].max())
+    if best == 0:
+        return (f"epoch 0 of {last}: no fine-tuning epoch lowered the validation loss, so the untrained "
+                "model is kept")
+    return f"epoch {best} of {last}: lowest validation loss"
+
+
+def _check_finite(value: float, what: str, key: str = "train.lr") -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(key, f"the {what} is {value}; the fine-tune stopped (no checkpoint is written) -- "
+                               "lower the learning rate or check the data")

@@ -173,7 +173,7 @@ def test_style_folders(tmp_path):
                                   "paper-sd-style.yaml", "paper-sd-subject.yaml"])
 def test_profiles_validate_offline(name):
     needs_diffusers(name)
-    cfg = validate_config(profile(name))
+    cfg = validate_config(profile(name), planning_only=True)  # paper profiles name a GPU
     assert cfg["experiment"] == "influential_data" and cfg["data"]["noise_fraction"] == 0
 
 

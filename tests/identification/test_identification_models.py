@@ -110,7 +110,7 @@ def test_lm_4bit_load_path(monkeypatch):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     monkeypatch.setattr(peft, "prepare_model_for_kbit_training", prepare)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    cfg = validate_config(profile("paper-svamp-llama.yaml"))["model"]
+    cfg = validate_config(profile("paper-svamp-llama.yaml"), planning_only=True)["model"]
     family = get_family(cfg)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="model.options.load_in_4bit.*CUDA"):
@@ -204,13 +204,15 @@ def test_local_model_folders_are_checked_from_their_config(tmp_path):
     get_family(LLAMA)._tiny_config().save_pretrained(tmp_path / "llama")
     with pytest.raises(ConfigError, match=r"model.lora.target_modules.*'query' matches no module of .*llama"):
         validate_config(profile("paper-svamp-llama.yaml", model={"name_or_path": str(tmp_path / "llama"),
-                                                                 "lora": {"target_modules": ["q_proj", "query"]}}))
+                                                                 "lora": {"target_modules": ["q_proj", "query"]}}),
+                        planning_only=True)
     needs_diffusers()
     family = get_family(UNET)
     family._new_tiny_unet().save_config(tmp_path / "sd" / "unet")
     with pytest.raises(ConfigError, match=r"model.lora.target_modules.*'to_x' matches no module of the UNet of"):
         validate_config(profile("paper-sd-style.yaml", model={"name_or_path": str(tmp_path / "sd"),
-                                                              "lora": {"target_modules": ["to_q", "to_x"]}}))
+                                                              "lora": {"target_modules": ["to_q", "to_x"]}}),
+                        planning_only=True)
 
 
 def test_bad_model_options():

@@ -68,13 +68,5 @@ def check_data(cfg: dict) -> None:
     check_sources(cfg["data"])
 
 
-@section_check("data")
-def check_data(cfg: dict) -> None:
-    """The ``data`` section: sizes, then the source's own checks (files are parsed here, before any job)."""
-    if cfg["data"]["sizes"]["train"] < 2:
-        raise ConfigError("data.sizes.train", "need at least 2 training samples")
-    check_sources(cfg["data"])
-
-
 def load_pools(data_cfg: dict, task: str, seed: int) -> tuple[list[dict], list[dict]]:
     return get_source(data_cfg["source"]).load_pools(data_cfg, task, seed)

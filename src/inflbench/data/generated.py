@@ -57,5 +57,5 @@ class GeneratedSource(DataSource):
         sizes = data_cfg["sizes"]
         n = sizes["train"] + sizes["val"] + sizes["test"]
         records = generate_sentiment(n, seed=seed, ambiguity=data_cfg.get("generated", {}).get("ambiguity", 0.15))
-        cut = sizes["train"] + sizes["val"]
+        cut = sizes["train"] + sizes["val"] * (data_cfg.get("validation_from", "train") == "train")
         return records[:cut], records[cut:]

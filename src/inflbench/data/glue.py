@@ -93,8 +93,22 @@ def read_glue_tsv(path: str | Path, task: str) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the official GLUE layout <glue_dir>/{task}/)")
+    try:
+        return _read_glue_rows(path, task, layout)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start:exc.end]!r}); "
+                            "save the file as UTF-8") from None
+        raise
+
+
+def _read_glue_rows(path: Path, task: str, layout: GlueLayout) -> list[dict]:
     records = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: a byte-order mark is not a header character
         rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         if layout.header:
             header = next(rows, None)
@@ -173,12 +187,25 @@ class GlueSource(DataSource):
             if self.local:
                 if not data_cfg.get("glue_dir"):
                     raise ConfigError("data.glue_dir", "must be set when data.source is 'glue_dir'")
-                for path in glue_files(data_cfg["glue_dir"], task).values():
-                    read_glue_tsv(path, task)  # parses every row: a malformed one fails here, before any job
+                self._pools(data_cfg, task)  # parses every row: a malformed one fails here, before any job
+
+    def _pools(self, data_cfg, task):
+        from inflbench.data.splits import check_pool
+
+        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
+        sizes = data_cfg["sizes"]
+        val_from_dev = data_cfg.get("validation_from") == "dev"
+        need = {"train": sizes["train"] + (0 if val_from_dev else sizes["val"]),
+                "dev": sizes["test"] + (sizes["val"] if val_from_dev else 0)}
+        if data_cfg.get("cap_sizes"):  # sizes are cut to the pools later; only the classes are checked here
+            need = {k: 0 for k in need}
+        where = glue_files(data_cfg["glue_dir"], task) if self.local else {k: f"GLUE {task} {k} (hub)" for k in need}
+        for split, records in raw.items():
+            check_pool([r["label"] for r in records], need[split], str(where[split]))
+        return raw["train"], raw["dev"]
 
     def load_pools(self, data_cfg, task, seed):
-        raw = load_glue_dir(data_cfg["glue_dir"], task) if self.local else load_glue_hub(task)
-        return raw["train"], raw["dev"]
+        return self._pools(data_cfg, task)
 
 
 register_source("glue_dir", local=True)(GlueSource)

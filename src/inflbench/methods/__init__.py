@@ -43,6 +43,7 @@ from ._registry import (
     compute_influence,
     get,
     make_params,
+    method_entry,
     register,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "get",
     "register",
     "make_params",
+    "method_entry",
     "InfluenceResult",
     "MethodSpec",
     "MethodParams",

@@ -20,20 +20,36 @@ GROUP_BYTES = 192 << 20
 STACK_MAX_ELEMS = 1 << 20
 
 
+class LazyNorms(dict):
+    """``block -> (n,) float64`` squared norms, each computed on first access (one pass over that block)."""
+
+    def __init__(self, grads: Mapping[str, Tensor], known: Mapping[str, Tensor] | None = None):
+        super().__init__(known or {})
+        self._grads = grads
+
+    def __missing__(self, k: str) -> Tensor:
+        v = self[k] = sq_norms(self._grads[k])
+        return v
+
+
 @dataclass
 class GradData:
-    """Validated per-sample gradients ``block -> (n, *shape)`` plus per-sample squared norms."""
+    """Validated per-sample gradients ``block -> (n, *shape)``; squared norms computed lazily.
+
+    ``stats``: optional :class:`inflbench.methods._stats.BlockStats` of the train gradients
+    (shared Grams and norms); methods that use Grams take them from there when present.
+    """
 
     train: dict[str, Tensor]
     test: dict[str, Tensor]
     train_sq: dict[str, Tensor] = field(default_factory=dict)  # block -> (n,) float64
     test_sq: dict[str, Tensor] = field(default_factory=dict)  # block -> (m,) float64
+    stats: object | None = None
 
     def __post_init__(self):
-        for src, dst in ((self.train, self.train_sq), (self.test, self.test_sq)):
-            for k, v in src.items():
-                if k not in dst:
-                    dst[k] = sq_norms(v)
+        known = self.stats.train_sq if self.stats is not None else self.train_sq
+        self.train_sq = LazyNorms(self.train, known)
+        self.test_sq = LazyNorms(self.test, self.test_sq)
 
     @property
     def names(self) -> list[str]:
@@ -74,12 +90,19 @@ def sq_norms(x: Tensor) -> Tensor:
 
 
 def compute_dtype(choice: str, data: GradData) -> torch.dtype:
-    """``"auto"``: float64 if any input is float64, else float32."""
-    if choice == "float32":
-        return torch.float32
+    """``"auto"``: float64 if any input is float64 or float32 would under/overflow, else float32."""
+    from ._health import float32_unsafe_block
+
     if choice == "float64":
         return torch.float64
-    return data.input_dtype()
+    unsafe = float32_unsafe_block(data.train_sq, data.test_sq)
+    if choice == "float32":
+        if unsafe:
+            raise ValueError(f"parameter 'dtype': float32 cannot hold the products of block '{unsafe[0]}' (mean "
+                             f"squared gradient norm {unsafe[1]:.2g}); use dtype 'auto' or 'float64'")
+        return torch.float32
+    dt = data.input_dtype()
+    return torch.float64 if unsafe and dt == torch.float32 else dt
 
 
 def _rule(mean_sq: float, d: int) -> float:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import cholesky_solve
-from ..solvers import sym_gram as gram
+from ._stats import chunked_apply, chunked_cross, flat, gram_of, side_of
 
 
 def use_woodbury(n: int, d: int, m: int) -> bool:
@@ -16,20 +16,21 @@ def use_woodbury(n: int, d: int, m: int) -> bool:
     return cost_nn <= cost_dd
 
 
-def exact_scores(tr: Tensor, te: Tensor, lam: Tensor) -> Tensor:
-    """``-tr (tr^T tr / n + lam I)^{-1} te^T`` for stacked blocks.
+GRAM_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
-    tr: (B, n, d), te: (B, m, d) float64; lam: (B,) -> (B, n, m) float64.
+
+def block_exact_scores(data, k: str, lam: float, gram_dtype: str = "float64") -> Tensor:
+    """``-X (XᵀX/n + lam I)⁻¹ Tᵀ`` for block ``k`` (n x m, float64), on the block's smaller side.
+
+    The Gram comes from the shared statistics when present, else is accumulated in float64 from
+    float32 chunks (``gram_dtype="float32"``: one float32 product, then the float64 solve).
     """
-    B, n, d = tr.shape
-    m = te.shape[1]
-    lam = lam.to(tr.dtype).reshape(B, 1, 1)
-    if use_woodbury(n, d, m):
-        K = gram(tr)
-        K.diagonal(dim1=-2, dim2=-1).add_((n * lam).reshape(B, 1))
-        C = tr @ te.transpose(-1, -2)
-        return cholesky_solve(K, C).mul_(-n)
-    G = gram(tr.transpose(-1, -2), 1.0 / n)
-    G.diagonal(dim1=-2, dim2=-1).add_(lam.reshape(B, 1))
-    W = cholesky_solve(G, te.transpose(-1, -2))
-    return (tr @ W).neg_()
+    X, T = flat(data.train[k]), flat(data.test[k])
+    n, d = X.shape
+    G = gram_of(data, k, side_of(n, d), GRAM_DTYPES[gram_dtype]).to(torch.float64)
+    if side_of(n, d) == "n":
+        G.diagonal().add_(n * lam)
+        return cholesky_solve(G, chunked_cross(X, T)).mul_(-n)
+    G.div_(n).diagonal().add_(lam)
+    W = cholesky_solve(G, T.T.to(torch.float64))
+    return chunked_apply(X, W).neg_()

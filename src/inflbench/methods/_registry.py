@@ -20,6 +20,7 @@ __all__ = [
     "get",
     "available",
     "make_params",
+    "method_entry",
     "compute_influence",
     "NumericalError",
 ]
@@ -147,6 +148,11 @@ class MethodSpec:
     summary: str = ""
     #: returns a one-line install hint when an optional dependency is missing, else None
     requires: Callable[[], str | None] | None = None
+    #: consumes shared block statistics (Grams, norms) when given
+    block_stats: bool = False
+    #: every train element reaches every score column (a product over the whole store), so non-finite
+    #: train gradients always give non-finite scores: their check runs only then (no extra pass)
+    checks_by_scores: bool = False
 
     def missing_dependency(self) -> str | None:
         return self.requires() if self.requires is not None else None
@@ -172,6 +178,8 @@ def register(
     needs_model: bool = False,
     summary: str = "",
     requires: Callable[[], str | None] | None = None,
+    block_stats: bool = False,
+    checks_by_scores: bool = False,
 ):
     """Decorator: ``@register("tracin", params=TracInParams)`` on ``fn(data, params)``.
 
@@ -192,7 +200,8 @@ def register(
         if name in _REGISTRY:
             raise ValueError(f"method '{name}' is already registered")
         _REGISTRY[name] = MethodSpec(name, fn, params, couples_blocks, needs_model,
-                                     summary or (fn.__doc__ or "").strip().split("\n")[0], requires)
+                                     summary or (fn.__doc__ or "").strip().split("\n")[0], requires,
+                                     block_stats, checks_by_scores)
         return fn
 
     return deco
@@ -208,6 +217,16 @@ def get(name: str) -> MethodSpec:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown influence method {name!r}; valid choices: {', '.join(available())}") from None
+
+
+def method_entry(name: str, entry: dict | None, seed: int | None = None) -> tuple[str, dict]:
+    """A ``methods:`` entry -> (registered method, its parameters). The entry's ``method`` key names the method
+    (default: the entry name); ``seed``, when given, fills the method's own ``seed`` parameter unless set."""
+    params = dict(entry or {})
+    base = params.pop("method", name)
+    if seed is not None and "seed" not in params and "seed" in get(base).param_names():
+        params["seed"] = int(seed)
+    return base, params
 
 
 def make_params(method: str, **params) -> MethodParams:
@@ -259,23 +278,30 @@ def _validate_inputs(train: Mapping[str, Tensor], test: Mapping[str, Tensor]) ->
     return tr, te
 
 
-def check_finite_inputs(data) -> None:
+def check_finite_inputs(data, sides: tuple[str, ...] = ("train", "test")) -> None:
     """Raise naming the first block whose gradients hold nan/inf (uses the float64 norms)."""
     for which, grads, sq in (("train", data.train, data.train_sq), ("test", data.test, data.test_sq)):
-        for k, v in sq.items():
+        if which not in sides:
+            continue
+        for k in grads:
+            v = sq[k]
             if not bool(torch.isfinite(v).all()):
                 if bool(torch.isfinite(grads[k]).all()):
                     raise ValueError(f"{which} gradients of block '{k}' are too large (their squared norm overflows)")
                 raise ValueError(f"non-finite values (nan/inf) in the {which} gradients of block '{k}'")
 
 
-def compute_influence(method: str, train: Mapping[str, Tensor], test: Mapping[str, Tensor], **params) -> InfluenceResult:
+def compute_influence(
+    method: str, train: Mapping[str, Tensor], test: Mapping[str, Tensor], *, block_stats=None, **params
+) -> InfluenceResult:
     """Influence scores of every training sample on every test sample.
 
     See the package docstring of :mod:`inflbench.methods` for the contract and
     sign convention. Returns an :class:`InfluenceResult` mapping block ->
     ``(n_train, n_test)`` float64 scores (``{"total": ...}`` for methods that
-    couple blocks), with ``.meta`` describing the run.
+    couple blocks), with ``.meta`` describing the run. ``block_stats``: shared
+    statistics of ``train`` (:mod:`inflbench.methods._stats`), used by the methods
+    that consume them (``get(name).block_stats``) instead of recomputing Grams.
     """
     from ._common import GradData
 
@@ -287,13 +313,20 @@ def compute_influence(method: str, train: Mapping[str, Tensor], test: Mapping[st
         )
     p = make_params(method, **params)
     tr, te = _validate_inputs(train, test)
-    data = GradData(tr, te)
-    check_finite_inputs(data)
+    if block_stats is not None:
+        block_stats.check(tr)
+    data = GradData(tr, te, stats=block_stats if spec.block_stats else None)
+    check_finite_inputs(data, ("test",) if spec.checks_by_scores else ("train", "test"))
     out = spec.fn(data, p)
+    if spec.checks_by_scores and not all(bool(torch.isfinite(v).all()) for v in out.values()):
+        check_finite_inputs(data, ("train",))
     meta = dict(getattr(out, "meta", {}) or {})
     n = next(iter(tr.values())).shape[0]
     m = next(iter(te.values())).shape[0]
     res = InfluenceResult(meta={"method": method, **p.as_meta(), **meta})
+    if res.meta.get("diverged"):
+        res.meta["converged"] = False
+        res.meta["convergence"] = res.meta.get("convergence") or f"diverged in {res.meta.get('diverged_blocks') or 'some blocks'}"
     for k, v in out.items():
         if tuple(v.shape) != (n, m):
             raise RuntimeError(f"method '{method}' returned shape {tuple(v.shape)} for '{k}', expected {(n, m)}")

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..solvers import schulz_apply_tracked, schulz_inverse
+from ..solvers import cholesky_solve, schulz_apply_tracked, schulz_inverse
 
 #: HyperINF's published code adds this absolute constant to the damping.
 PUBLISHED_DAMPING_OFFSET = 1e-3
@@ -51,8 +51,22 @@ def schulz_solve(G: Tensor, lam: Tensor, V: Tensor, *, iterations: int, x0, tol:
     return X @ V, torch.stack([r0, resid, resid], -1), iterations
 
 
+def gfim_solve(G: Tensor, lam: Tensor, V: Tensor, solver: str, **schulz) -> tuple[Tensor, Tensor, int]:
+    """:func:`schulz_solve`, or with ``solver="direct"`` the inverse it converges to: a float64
+    Cholesky solve of ``(G + lam I) W = V`` (residuals reported as 0, no iterations)."""
+    if solver != "direct":
+        return schulz_solve(G, lam, V, **schulz)
+    A = G.to(torch.float64, copy=True)
+    A.diagonal(dim1=-2, dim2=-1).add_(lam.to(torch.float64).reshape(-1, 1))
+    W = cholesky_solve(A, V.to(torch.float64)).to(G.dtype)
+    return W, torch.zeros(G.shape[0], 3, dtype=torch.float64), 0
+
+
 def meta_from(resids: list[Tensor], names: list[list[str]], done: list[int]) -> dict:
-    """Diverged = final residual non-finite or larger than the initial one (cannot happen with a safe X0)."""
+    """Diverged = final residual non-finite or larger than the initial one (cannot happen with a safe X0);
+    not converged = the final residual bound still above ``SCHULZ_TOL`` (e.g. a tiny X0 that never moves)."""
+    from ._health import SCHULZ_TOL, convergence_meta
+
     allr = torch.cat([x.reshape(-1, 3).to(torch.float64) for x in resids])
     r0, last, r = allr[:, 0], allr[:, 1], allr[:, 2]
     flat = [k for ks in names for k in ks]
@@ -63,4 +77,6 @@ def meta_from(resids: list[Tensor], names: list[list[str]], done: list[int]) -> 
         "schulz_iterations_run": float(max(done)) if done else 0.0,
         "diverged": bool(bad),
         "diverged_blocks": ",".join(bad),
+        **convergence_meta(dict(zip(flat, r.tolist())), SCHULZ_TOL, "final residual",
+                           "raise iterations or use x0: safe"),
     }

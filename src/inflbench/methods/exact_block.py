@@ -8,27 +8,30 @@ the cheaper of the Woodbury ``n x n`` form ``-n (K_b + n lambda_b I)^{-1} C_b``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import torch
-
-from ._common import GradData, block_damping, damping_meta, groups
-from ._exact import exact_scores
-from ._registry import DampedParams, InfluenceResult, register
+from ._common import GradData, block_damping, damping_meta
+from ._exact import GRAM_DTYPES, block_exact_scores
+from ._registry import DampedParams, InfluenceResult, check_choice, register
 
 
 @dataclass(frozen=True)
 class ExactBlockParams(DampedParams):
-    pass
+    gram_dtype: str = field(
+        default="float64",
+        metadata={"help": "Precision of the Gram products: 'float64', or 'float32' (then solved in float64; "
+                          "see docs/methods.md for the measured error). Shared block statistics are float64."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("gram_dtype", self.gram_dtype, tuple(GRAM_DTYPES))
 
 
-@register("exact_block", params=ExactBlockParams, summary="Exact block-diagonal damped Fisher influence (float64 direct solve)")
+@register("exact_block", params=ExactBlockParams, block_stats=True, summary="Exact block-diagonal damped Fisher influence (float64 direct solve)")
 def exact_block(data: GradData, p: ExactBlockParams) -> InfluenceResult:
     lams = block_damping(p.damping, data)
     out = InfluenceResult(meta=damping_meta(lams))
-    for names, tr, te in groups(data, dtype=torch.float64):
-        lam = torch.tensor([lams[k] for k in names], dtype=torch.float64)
-        s = exact_scores(tr, te, lam)
-        for i, k in enumerate(names):
-            out[k] = s[i]
+    for k in data.names:
+        out[k] = block_exact_scores(data, k, lams[k], p.gram_dtype)
     return out

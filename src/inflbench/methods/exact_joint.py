@@ -18,14 +18,16 @@ from typing import Mapping
 
 import torch
 
-from ._common import GradData, damping_meta, groups, joint_damping
-from ._exact import gram, use_woodbury
+from ._common import GradData, damping_meta, joint_damping
+from ._exact import GRAM_DTYPES, use_woodbury
 from ..solvers import cholesky_solve
-from ._registry import DampedParams, InfluenceResult, register
+from ._registry import InfluenceResult, register
+from ._stats import chunked_cross, flat, gram_of
+from .exact_block import ExactBlockParams
 
 
 @dataclass(frozen=True)
-class ExactJointParams(DampedParams):
+class ExactJointParams(ExactBlockParams):
     pass
 
 
@@ -33,6 +35,7 @@ class ExactJointParams(DampedParams):
     "exact_joint",
     params=ExactJointParams,
     couples_blocks=True,
+    block_stats=True,
     summary="Exact whole-model damped Fisher influence (float64), the RRInf estimand",
 )
 def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
@@ -50,10 +53,10 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
         return out
     K = torch.zeros(n, n, dtype=torch.float64)
     C = torch.zeros(n, m, dtype=torch.float64)
-    for names, tr, te in groups(data, dtype=torch.float64):
-        w = torch.tensor([1.0 / lam_of(k) for k in names], dtype=torch.float64)[:, None, None]
-        K += (gram(tr) * w).sum(0)
-        C += (torch.bmm(tr, te.transpose(1, 2)) * w).sum(0)
+    for k in data.names:  # one block at a time, float64 accumulated from chunks
+        w = 1.0 / lam_of(k)
+        K.add_(gram_of(data, k, "n", GRAM_DTYPES[p.gram_dtype]).to(torch.float64), alpha=w)
+        C.add_(chunked_cross(flat(data.train[k]), flat(data.test[k])), alpha=w)
     K.diagonal().add_(n)
     out["total"] = cholesky_solve(K, C).mul_(-n)
     return out

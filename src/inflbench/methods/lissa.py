@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._common import GradData, block_damping, compute_dtype, damping_meta, groups
+from ._common import GradData, block_damping, compute_dtype, damping_meta
+from ._health import LISSA_TOL, LastChange, convergence_meta
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_int, check_pos_float, register
-from ..progress import iteration_progress
-from ..solvers import lissa_solve, sym_gram
+from ._stats import flat, stacked_grams
+from ..progress import chain, iteration_progress
+from ..solvers import lissa_solve
 
 
 @dataclass(frozen=True)
@@ -46,54 +48,72 @@ class LissaParams(DampedParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check_int("depth", self.depth, 0)
+        check_int("depth", self.depth, 1)
         check_pos_float("scale", self.scale, allow_none=True)
         check_choice("variant", self.variant, ("correct", "published"))
         check_choice("dtype", self.dtype, DTYPES)
 
 
-def lissa_route(n: int, d: int, m: int, depth: int, *, gram_needed: bool) -> str:
+def lissa_route(n: int, d: int, m: int, depth: int, *, gram_needed: bool, have: str | None = None) -> str:
     """Cheapest of the n x n Gram ("nspace"), d x d Fisher ("dspace") and matrix-free ("matfree") forms.
 
     The default scale needs ``||G_b||_F`` and hence a Gram matrix; with an explicit
-    ``scale`` the matrix-free form (``G x = X^T (X x) / n``) is also allowed, which
-    wins for few test samples. All forms give the same iterates.
+    ``scale`` (or the published variant, which ignores it) the matrix-free form
+    (``G x = X^T (X x) / n``) is also allowed, which wins for few test samples.
+    ``have``: the side whose Gram is already known (shared block statistics): its
+    formation costs nothing and it gives ``||G_b||_F`` to the matrix-free form.
+    All forms give the same iterates.
     """
     costs = {
-        "nspace": 1.25 * n * n * d + 2 * n * m * d + depth * 2 * n * n * m,
-        "dspace": 1.25 * d * d * n + depth * 2 * d * d * m + 2 * n * m * d,
+        "nspace": (0.0 if have == "n" else 1.25 * n * n * d) + 2 * n * m * d + depth * 2 * n * n * m,
+        "dspace": (0.0 if have == "d" else 1.25 * d * d * n) + depth * 2 * d * d * m + 2 * n * m * d,
     }
-    if not gram_needed:
+    if not gram_needed or have is not None:
         costs["matfree"] = depth * 4 * n * d * m + 2 * n * m * d
     return min(costs, key=costs.get)
 
 
-#: Max bytes of Gram matrices stacked for one batched recursion.
-BATCH_BYTES = 256 << 20
-
-
-@register("lissa", params=LissaParams, summary="LiSSA damped/scaled Neumann recursion per block (converges to exact_block)")
+@register("lissa", params=LissaParams, block_stats=True, summary="LiSSA damped/scaled Neumann recursion per block (converges to exact_block)")
 def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
     dt = compute_dtype(p.dtype, data)
     lams = block_damping(p.damping, data)
     n, m = data.n, data.m
     out = InfluenceResult(meta=damping_meta(lams))
     diverged: list[str] = []
+    changes: dict[str, float] = {}  # relative change of the estimate in the last step
     scales: list[float] = []
-    pending: dict[int, list] = {}  # side -> [(name, gram, rhs, nspace)]
-    itemsize = torch.finfo(dt).bits // 8
-
-    def flush(side: int) -> None:
-        items = pending.pop(side, [])
-        if not items:
-            return
-        names = [it[0] for it in items]
-        G = torch.stack([it[1] for it in items])
-        V = torch.stack([it[2] for it in items])
+    published = p.variant == "published"
+    routed = []
+    for k in data.names:
+        d = data.dim(k)
+        have = data.stats.side(k) if data.stats is not None else None
+        route = lissa_route(n, d, m, p.depth, gram_needed=p.scale is None and not published, have=have)
+        if route != "matfree":
+            routed.append((k, "n" if route == "nspace" else "d"))
+            continue
+        # few right-hand sides: G x = X^T (X x) / n without forming any Gram matrix
+        X, T = flat(data.train[k]).to(dt), flat(data.test[k]).to(dt)
+        lam = lams[k]
+        if p.scale is not None or published:
+            s = float(p.scale) if p.scale is not None else 1.0
+        else:
+            s = float(torch.linalg.matrix_norm(data.stats.gram(k).to(torch.float64))) / n + lam
+        scales.append(s)
+        track = LastChange(p.depth, T.T / s if p.variant == "correct" else T.T)
+        est, div = lissa_solve(
+            lambda x: X.T @ (X @ x) / n, T.T, damping=lam, scale=s, depth=p.depth, variant=p.variant, callback=track
+        )
+        changes[k] = track.per_problem(1)[0]
+        if div:
+            diverged.append(k)
+        out[k] = (X @ est).neg()
+    # the others batched on the n x n side (K_b / n: the same recursion, projected on the train
+    # gradients) or the d x d side (G_b)
+    for names, sides, G, V in stacked_grams(data, routed, dt):
         lam = torch.tensor([lams[k] for k in names], dtype=dt)
-        fro = torch.linalg.matrix_norm(G, ord="fro")
-        sc = torch.full_like(lam, p.scale) if p.scale is not None else fro + lam
+        sc = torch.full_like(lam, p.scale) if p.scale is not None else torch.linalg.matrix_norm(G, ord="fro") + lam
         scales.extend(sc.tolist())
+        track = LastChange(p.depth, V / sc[:, None, None] if p.variant == "correct" else V, batch_dims=1)
         est, div = lissa_solve(
             lambda x: torch.bmm(G, x),
             V,
@@ -102,47 +122,18 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
             depth=p.depth,
             variant=p.variant,
             batch_dims=1,
-            callback=iteration_progress(f"LiSSA ({len(items)} blocks at once)", p.depth),
+            callback=chain(track, iteration_progress(f"LiSSA ({len(names)} blocks at once)", p.depth)),
         )
-        for i, (k, _, _, nspace) in enumerate(items):
+        changes.update(zip(names, track.per_problem(len(names))))
+        for i, k in enumerate(names):
             if bool(div[i]):
                 diverged.append(k)
-            e = est[i] if nspace else data.train[k].reshape(n, -1).to(dt) @ est[i]
+            e = est[i] if sides[i] == "n" else flat(data.train[k]).to(dt) @ est[i]
             out[k] = e.neg()
-
-    for names, tr, te in groups(data, dtype=dt):
-        d = tr.shape[-1]
-        route = lissa_route(n, d, m, p.depth, gram_needed=p.scale is None)
-        if route == "matfree":
-            # few right-hand sides: G x = X^T (X x) / n without forming any Gram matrix
-            for i, k in enumerate(names):
-                X = tr[i]
-                lam = lams[k]
-                s = float(p.scale)
-                scales.append(s)
-                est, div = lissa_solve(
-                    lambda x: X.T @ (X @ x) / n, te[i].T, damping=lam, scale=s, depth=p.depth, variant=p.variant
-                )
-                if div:
-                    diverged.append(k)
-                out[k] = (X @ est).neg()
-            continue
-        nspace = route == "nspace"
-        if nspace:
-            gram = sym_gram(tr, 1.0 / n)  # K_b / n: the same recursion, projected on the train gradients
-            rhs = torch.bmm(tr, te.transpose(1, 2))  # X_b T_b^T  (n, m)
-        else:
-            gram = sym_gram(tr.transpose(1, 2), 1.0 / n)  # G_b
-            rhs = te.transpose(1, 2)  # (d, m)
-        side = gram.shape[-1]
-        for i, k in enumerate(names):
-            pending.setdefault(side, []).append((k, gram[i], rhs[i], nspace))
-        if len(pending[side]) * side * (side + m) * itemsize > BATCH_BYTES:
-            flush(side)
-    for side in list(pending):
-        flush(side)
     out.meta["diverged"] = bool(diverged)
     out.meta["diverged_blocks"] = ",".join(k for k in data.names if k in set(diverged))
     out.meta["scale_min"] = min(scales)
     out.meta["scale_max"] = max(scales)
+    out.meta.update(convergence_meta({k: changes[k] for k in data.names}, LISSA_TOL, "last step change",
+                                     "raise depth (or check scale)"))
     return InfluenceResult({k: out[k] for k in data.names}, meta=out.meta)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._common import GradData, compute_dtype, damping_meta, joint_damping
+from ._health import RIDGE_TOL, convergence_meta, ridge_residual
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
 from ..progress import iteration_progress
 from ..solvers import rrinf_sgd
@@ -58,7 +59,7 @@ class RRInfParams(DampedParams):
     def __post_init__(self):
         check_damping(self.damping, allow_mapping=False)
         check_choice("sampling", self.sampling, SAMPLING)
-        check_int("iterations", self.iterations, 0)
+        check_int("iterations", self.iterations, 1)
         check_pos_float("lr", self.lr, upper=1.0)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)
@@ -67,10 +68,19 @@ class RRInfParams(DampedParams):
         check_choice("dtype", self.dtype, DTYPES)
 
 
+def _shared_grams(data: GradData):
+    """Block index -> loader of the shared n x n Gram, for the blocks whose statistics hold it."""
+    st = data.stats
+    if st is None:
+        return None
+    return {b: (lambda k=k: st.gram(k)) for b, k in enumerate(data.names) if st.side(k) == "n"}
+
+
 @register(
     "rrinf",
     params=RRInfParams,
     couples_blocks=True,
+    block_stats=True,
     summary="RRInf normalised SGD on the whole-model ridge problem (converges to exact_joint)",
 )
 def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
@@ -93,8 +103,13 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
         gram_cache_bytes=GRAM_CACHE_BYTES,
         target_scale=-float(data.n),
         stats=stats,
+        grams=_shared_grams(data),
+        block_sq=[float(data.train_sq[k].sum()) for k in names],  # the norms the damping rule used
         callback=iteration_progress("RRInf", p.iterations),
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
+    if p.variant == "correct":  # the published update has no fixed point at the ridge solution
+        residual = ridge_residual([data.train[k] for k in names], [data.test[k] for k in names], omega, float(lam))
+        out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "ridge residual", "raise iterations"))
     return out

@@ -21,7 +21,7 @@ class TracInParams(MethodParams):
         check_choice("dtype", self.dtype, DTYPES)
 
 
-@register("tracin", params=TracInParams, summary="Hessian-free (TracIn at the final checkpoint): -g_test . g_train")
+@register("tracin", params=TracInParams, checks_by_scores=True, summary="Hessian-free (TracIn at the final checkpoint): -g_test . g_train")
 def tracin(data: GradData, p: TracInParams) -> dict[str, torch.Tensor]:
     dt = compute_dtype(p.dtype, data)
     out = {}

@@ -12,8 +12,8 @@ import importlib
 
 from inflbench.errors import ConfigError
 from inflbench.schemas import section_check
-from inflbench.models.base import (Batch, ModelFamily, iterate_batches, load_trainable, pick_device,
-                                   resolve_pretrained, trainable_state)
+from inflbench.models.base import (Batch, ModelFamily, check_model_path, iterate_batches, load_trainable,
+                                   pick_device, resolve_pretrained, trainable_state)
 
 # family name -> "module:Class"; modules are imported lazily so optional dependencies stay optional
 FAMILIES: dict[str, str] = {
@@ -43,9 +43,10 @@ def check_model(cfg: dict) -> None:
     from inflbench import methods
 
     family = get_family(cfg["model"])
+    check_model_path(cfg["model"]["name_or_path"])
     family.check(cfg)
     for name in cfg["methods"]:
-        if methods.get(name).needs_model and family.rows_per_sample != 1:
+        if methods.get(methods.method_entry(name, cfg["methods"][name])[0]).needs_model and family.rows_per_sample != 1:
             raise ConfigError(f"methods.{name}", f"not available for model family {cfg['model']['family']!r}, "
                                                  f"which uses {family.rows_per_sample} model rows per sample")
 

@@ -7,6 +7,7 @@ import importlib
 import logging
 import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
@@ -26,6 +27,9 @@ def resolve_pretrained(name_or_path: str) -> str:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ConfigError("model.name_or_path", f"package {module_name!r} is not installed") from exc
+        if not callable(getattr(module, "get_model_path", None)):
+            raise ConfigError("model.name_or_path", f"package {module_name!r} is not a model package "
+                                                    "(it has no get_model_path())")
         return str(module.get_model_path())
     return name_or_path
 
@@ -49,6 +53,34 @@ def quiet_pretrained(name: str):
         hf_logging.enable_progress_bar()
     logging.getLogger("inflbench").info("backbone %s loaded; task head and LoRA start from the seed (stages after "
                                         "fine-tuning restore their trained values from the adapter)", name)
+
+
+def check_model_path(name_or_path: str) -> None:
+    """Pre-run: a local model folder exists and holds a config (hub ids are left to the family's check)."""
+    if name_or_path.startswith("tiny:"):
+        return
+    path = Path(resolve_pretrained(name_or_path)).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError("model.name_or_path", f"{path} is not a folder")
+        if not any((path / f).is_file() for f in ("config.json", "model_index.json", "unet/config.json")):
+            raise ConfigError("model.name_or_path", f"{path} holds no config.json (not a model folder)")
+        return
+    if _looks_local(str(path)) or name_or_path.startswith("pkg:"):
+        raise ConfigError("model.name_or_path", f"folder {path} does not exist")
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (``org/name``)."""
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        return True
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(name)
+    except ValueError:
+        return True
+    return False
 
 
 class ModelFamily(ABC):

@@ -211,7 +211,8 @@ class CausalLM(ModelFamily):
         targets = list(lora["target_modules"])
         check_lora_targets(base, targets, self.cfg["name_or_path"])
         peft_cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora["r"], lora_alpha=lora["alpha"],
-                              lora_dropout=lora.get("dropout", 0.0), target_modules=targets)
+                              lora_dropout=lora.get("dropout", 0.0), target_modules=targets,
+                              use_rslora=lora.get("rslora", False))
         model = get_peft_model(base, peft_cfg)
         for name, param in model.named_parameters():  # only LoRA: the per-sample gradient engine needs Linear blocks
             param.requires_grad_("lora_" in name)

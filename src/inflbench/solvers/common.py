@@ -13,10 +13,14 @@ from torch import Tensor
 _SMALL_OP_FLOPS = 2e7
 
 
+#: ... unless they stream at least this many bytes (memory-bound products gain from every core).
+_SMALL_OP_BYTES = 2 << 20
+
+
 @contextmanager
-def small_op_threads(flops_per_op: float) -> Iterator[None]:
+def small_op_threads(flops_per_op: float, bytes_per_op: float = 0.0) -> Iterator[None]:
     """Temporarily use one intra-op thread for loops of small operations."""
-    if flops_per_op >= _SMALL_OP_FLOPS or torch.get_num_threads() == 1:
+    if flops_per_op >= _SMALL_OP_FLOPS or bytes_per_op >= _SMALL_OP_BYTES or torch.get_num_threads() == 1:
         yield
         return
     prev = torch.get_num_threads()

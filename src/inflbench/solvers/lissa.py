@@ -79,7 +79,8 @@ def lissa_solve(
     eps = torch.finfo(v.dtype).eps
     x = v
     diverged = ~torch.isfinite(norm(v)) if red else ~torch.isfinite(v)
-    min_inc = torch.full(bshape, float("inf"), dtype=torch.float64)
+    # x_0 - x_{-1} = v (x_{-1} = 0): a first increment larger than v already shows divergence at depth 1
+    min_inc = torch.nan_to_num(norm(v).to(torch.float64), nan=float("inf")).expand(bshape).clone()
     for k in range(1, depth + 1):
         gx = matvec(x)
         if variant == "correct":

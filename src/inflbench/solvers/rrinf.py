@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -13,6 +13,11 @@ from inflbench.solvers.common import small_op_threads, sym_gram
 RRInfSampling = Literal["neuron", "minibatch", "layer", "full"]
 
 
+def _sq_cols(x: Tensor) -> Tensor:
+    """Squared column norms, taken in the input precision (no input-sized temporaries), squared in float64."""
+    return torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
+
+
 class RowSource:
     """Rows of ``Phi`` (one per parameter) stored block-wise as ``(n, d_b)`` tensors.
 
@@ -20,7 +25,8 @@ class RowSource:
     by a global index, mapped to (block, column) through cumulative sizes.
     """
 
-    def __init__(self, train_blocks: Sequence[Tensor], target_blocks: Sequence[Tensor], dtype, target_scale: float = 1.0):
+    def __init__(self, train_blocks: Sequence[Tensor], target_blocks: Sequence[Tensor], dtype, target_scale: float = 1.0,
+                 block_sq: Sequence[float] | None = None):
         if len(train_blocks) != len(target_blocks) or not train_blocks:
             raise ValueError("train_blocks and target_blocks must be non-empty and of equal length")
         self.X = [t.reshape(t.shape[0], -1) for t in train_blocks]
@@ -34,14 +40,20 @@ class RowSource:
         self.sizes = [x.shape[1] for x in self.X]
         self.offsets = torch.tensor([0] + self.sizes).cumsum(0)
         self.d = int(self.offsets[-1])
-        # squared row norms ||phi_iota||^2 per block (float64 for the sums)
-        # norms in the input precision (no input-sized temporaries), squared in float64
-        self.row_sq = [
-            torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
-            for x in self.X
-        ]
-        self.block_sq = torch.stack([r.sum() for r in self.row_sq])
+        self._row_sq: list[Tensor] | None = None
+        # ||Phi_b||_F^2: given (e.g. summed per-sample norms), else from the row norms
+        self.block_sq = (torch.tensor([float(v) for v in block_sq], dtype=torch.float64) if block_sq is not None
+                         else torch.stack([r.sum() for r in self.row_sq]))
         self.fro_sq = float(self.block_sq.sum())
+
+    @property
+    def row_sq(self) -> list[Tensor]:
+        """Squared row norms ``||phi_iota||^2`` per block (float64), computed on first use (a strided
+        pass over the store that the correct variant's layer / full modes never need)."""
+        if self._row_sq is None:
+            # norms in the input precision (no input-sized temporaries), squared in float64
+            self._row_sq = [_sq_cols(x) for x in self.X]
+        return self._row_sq
 
     def gather(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Rows ``idx`` (global, any order) -> (Phi_rows (n, B), Y_rows (C, B), row_sq (B,)) in that order."""
@@ -54,7 +66,10 @@ class RowSource:
             local = idx[sel] - self.offsets[b]
             P[:, sel] = self.X[b][:, local].to(self.dtype)
             Y[:, sel] = self.Y[b][:, local].to(self.dtype) * self.tscale
-            sq[sel] = self.row_sq[b][local]
+            if self._row_sq is not None:
+                sq[sel] = self._row_sq[b][local]
+            else:  # uniform sampling needs only the drawn rows' norms, not a pass over the store
+                sq[sel] = _sq_cols(self.X[b][:, local])
         return P, Y, sq.to(self.dtype)
 
 
@@ -74,6 +89,8 @@ def rrinf_sgd(
     target_scale: float = 1.0,
     callback: Callable[[int, Tensor], None] | None = None,
     stats: dict | None = None,
+    grams: Mapping[int, Callable[[], Tensor]] | None = None,
+    block_sq: Sequence[float] | None = None,
 ) -> Tensor:
     """RRInf normalised SGD (eq. (5), Remark 2) on the multi-target ridge problem.
 
@@ -119,25 +136,32 @@ def rrinf_sgd(
     from the rows directly. ``target_scale`` multiplies the targets on the fly
     (pass test gradients and ``-n`` to avoid a scaled copy). callback(k, Omega_k)
     after each step. If ``stats`` is a dict it receives ``touched_fraction``
-    (share of parameter rows used by at least one step). Returns ``Omega``
-    (n, C) in ``dtype``.
+    (share of parameter rows used by at least one step). ``grams``: block index ->
+    loader of a known ``Phi_b^T Phi_b`` (n x n); used by the correct variant's layer / full
+    modes at no formation cost. ``block_sq``: known ``||Phi_b||_F^2`` per block. Returns
+    ``Omega`` (n, C) in ``dtype``.
     """
+    C0 = max(1, target_blocks[0].shape[0] if target_blocks else 1)
+    n0 = train_blocks[0].shape[0] if train_blocks else 1
+    per_bytes = 0.0
     if sampling in ("neuron", "minibatch"):
-        per_op = 4.0 * batch_size * (train_blocks[0].shape[0] if train_blocks else 1) * max(1, target_blocks[0].shape[0] if target_blocks else 1)
+        per_op = 4.0 * batch_size * n0 * C0
     else:
-        n0 = train_blocks[0].shape[0] if train_blocks else 1
-        per_op = 2.0 * n0 * n0 * max(1, target_blocks[0].shape[0] if target_blocks else 1)
-    with small_op_threads(per_op):
+        per_op = 2.0 * n0 * n0 * C0
+        # a step streams a cached n x n Gram or (uncached) the block itself twice
+        d0 = min((t[0].numel() for t in train_blocks), default=1)
+        per_bytes = 4.0 * n0 * min(n0, 2 * d0)
+    with small_op_threads(per_op, per_bytes):
         return _rrinf_sgd_impl(
             train_blocks, target_blocks, damping=damping, iterations=iterations, lr=lr, sampling=sampling,
             batch_size=batch_size, seed=seed, variant=variant, dtype=dtype, gram_cache_bytes=gram_cache_bytes,
-            target_scale=target_scale, callback=callback, stats=stats,
+            target_scale=target_scale, callback=callback, stats=stats, grams=grams, block_sq=block_sq,
         )
 
 
 def _rrinf_sgd_impl(
     train_blocks, target_blocks, *, damping, iterations, lr, sampling, batch_size, seed, variant, dtype,
-    gram_cache_bytes, target_scale, callback, stats,
+    gram_cache_bytes, target_scale, callback, stats, grams=None, block_sq=None,
 ) -> Tensor:
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
@@ -151,7 +175,7 @@ def _rrinf_sgd_impl(
         raise ValueError(f"lr must be positive and finite, got {lr}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    src = RowSource(train_blocks, target_blocks, dtype, target_scale)
+    src = RowSource(train_blocks, target_blocks, dtype, target_scale, block_sq)
     n, C, d = src.n, src.C, src.d
     if src.fro_sq <= 0:
         raise ValueError("all training gradients are zero")
@@ -228,12 +252,14 @@ def _rrinf_sgd_impl(
     cache_used = 0
     gram_bytes = n * n * torch.finfo(dtype).bits // 8
 
+    known = dict(grams) if grams is not None and variant == "correct" else {}
     # cache a block's Gram only when its expected visits make it cheaper than row-wise steps
+    # (a known Gram costs nothing to form)
     if sampling == "layer":
         p_visit = (src.block_sq / src.block_sq.sum()).tolist() if variant == "correct" else [1.0 / nb] * nb
         worth = [
             iterations * p_visit[b] * (4.0 * n * src.sizes[b] * C - 2.0 * n * n * C)
-            > 1.25 * n * n * src.sizes[b] + 2.0 * n * src.sizes[b] * C
+            > (0.0 if b in known else 1.25 * n * n * src.sizes[b]) + 2.0 * n * src.sizes[b] * C
             for b in range(nb)
         ]
     else:
@@ -254,7 +280,8 @@ def _rrinf_sgd_impl(
             Xs = X * w.sqrt()
             terms = (sym_gram(Xs), ((X * w) @ Yb.T) * src.tscale)
         else:
-            terms = (sym_gram(X), (X @ Yb.T) * src.tscale)
+            K = known[b]().to(dtype) if b in known else sym_gram(X)
+            terms = (K, (X @ Yb.T) * src.tscale)
         cache[b] = terms
         cache_used += gram_bytes
         return terms
@@ -293,7 +320,7 @@ def _rrinf_sgd_impl(
     # full gradient descent: sum over all blocks; cache the summed Gram when it pays off
     K_all = None
     direct_cost = iterations * 4 * n * d * C
-    gram_cost = n * n * d + 2 * n * C * (d + n * iterations)
+    gram_cost = n * n * (d - sum(src.sizes[b] for b in known)) + 2 * n * C * (d + n * iterations)
     if iterations > 0 and gram_cost < direct_cost:
         K_all = torch.zeros(n, n, dtype=dtype)
         PY_all = torch.zeros(n, C, dtype=dtype)
@@ -306,7 +333,10 @@ def _rrinf_sgd_impl(
                 Xw = X * w
             else:
                 Xw = X
-            K_all += sym_gram(X * w.sqrt()) if variant == "published" else sym_gram(X)
+            if variant == "published":
+                K_all += sym_gram(X * w.sqrt())
+            else:
+                K_all += known[b]().to(dtype) if b in known else sym_gram(X)
             PY_all += (Xw @ Yb.T) * src.tscale
     norm = src.fro_sq if variant == "correct" else d
     for k in range(1, iterations + 1):

@@ -6,12 +6,18 @@ Stages: ``stage_detection`` (curve + summary of one method), ``stage_detection_t
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from inflbench.artifacts import read_json, read_scores_meta, read_split, train_sample_scores, write_json, write_table
 from inflbench.figures import method_label, pyplot, save
+from inflbench.health import health_columns, health_note
 from inflbench.metrics import average_ranks, detection_auc, detection_curve, detection_rate_at
+
+log = logging.getLogger("inflbench")
 
 
 def stage_detection(inputs: dict, outputs: dict, params: dict) -> None:
@@ -26,10 +32,11 @@ def stage_detection(inputs: dict, outputs: dict, params: dict) -> None:
     write_table(curve, outputs["curve"], {"method": method, "task": task, "points": points})
     summary = {"task": task, "method": method, "auc": detection_auc(scores, flipped),
                "detection_at_20pct": detection_rate_at(scores, flipped, 0.2),
+               "detection_at_40pct": detection_rate_at(scores, flipped, 0.4),  # HyperINF Table 2
                "curve_area": float(np.trapezoid(curve["fraction_detected"], curve["fraction_inspected"])),
                "seconds": meta.get("seconds"), "peak_rss_mb": meta.get("peak_rss_mb"),
                "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(scores),
-               "n_flipped": int(flipped.sum())}
+               "n_flipped": int(flipped.sum()), **health_columns(meta)}
     write_json(summary, outputs["summary"])
 
 
@@ -37,15 +44,18 @@ def stage_detection_table(inputs: dict, outputs: dict, params: dict) -> pd.DataF
     """inputs summaries; params config (provenance) -> outputs table."""
     frame = pd.DataFrame([read_json(p) for p in inputs["summaries"]])
     frame = frame.sort_values(["task", "auc"], ascending=[True, False])
+    frame["note"] = [health_note(r) for r in frame.to_dict("records")]
+    for row in frame[frame["note"] != ""].to_dict("records"):
+        log.warning("%s %s: %s", row["task"], row["method"], row["note"])
     write_table(frame, outputs["table"], dict(params["config"]))
     return frame
 
 
 def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     """One row per method, best first: mean rank of its AUC over tasks (1 = best), mean AUC, AUC per task
-    (mean and std over replicate rows, e.g. seeds), total runtime and peak memory."""
+    (mean and std over replicate rows, e.g. seeds), runtime (mean per task, summed over tasks) and peak memory."""
     per = table.groupby(["task", "method"], sort=True).agg(auc=("auc", "mean"), std=("auc", "std"),
-                                                          seconds=("seconds", "sum"),
+                                                          seconds=("seconds", "mean"),
                                                           peak_rss_mb=("peak_rss_mb", "max")).reset_index()
     per["rank"] = per.groupby("task")["auc"].transform(lambda a: average_ranks(-a.to_numpy(float)))
     board = per.groupby("method").agg(rank=("rank", "mean"), auc_mean=("auc", "mean"),
@@ -60,9 +70,10 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def stage_leaderboard(inputs: dict, outputs: dict, params: dict) -> pd.DataFrame:
-    """inputs table (detection) -> outputs table (leaderboard)."""
-    board = leaderboard(pd.read_csv(inputs["table"]))
-    write_table(board, outputs["table"], {"from": str(inputs["table"])})
+    """inputs tables (the detection table of each replicate seed) -> outputs table (leaderboard)."""
+    tables = [str(t) for t in inputs["tables"]]
+    board = leaderboard(pd.concat([pd.read_csv(t) for t in tables], ignore_index=True))
+    write_table(board, outputs["table"], {"from": tables})
     return board
 
 

@@ -192,12 +192,13 @@ def _merge(base: dict, overlay: dict) -> dict:
 
 def merged_profiles(profiles: Sequence[str], workflow_dir: str | Path = ".") -> dict:
     """``<workflow_dir>/config.yaml`` with the profiles merged on top, as Snakemake's ``--configfile`` does."""
-    from inflbench.config import load_config_file
+    from inflbench.config import load_config_file, profile_config
 
-    base: dict = {}
-    for path in [Path(workflow_dir) / "config.yaml", *profiles]:
-        base = _merge(base, load_config_file(path))
-    return base
+    overlays: dict = {}
+    for path in profiles:
+        overlays = _merge(overlays, load_config_file(path))
+    default = load_config_file(Path(workflow_dir) / "config.yaml")
+    return profile_config(_merge(default, overlays), overlays)  # standalone profiles: overlays only
 
 
 def validate_grid(base: dict, settings: dict[str, dict]) -> None:

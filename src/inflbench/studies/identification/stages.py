@@ -9,6 +9,7 @@ import pandas as pd
 
 from inflbench.artifacts import read_json, read_scores, read_split, write_json, write_table
 from inflbench.figures import BOX_MARKS, method_label, pyplot, save
+from inflbench.health import health_columns, health_note
 from inflbench.studies.identification.metrics import class_detection, pct, summarise
 
 
@@ -41,7 +42,8 @@ def stage_identification(inputs: dict, outputs: dict, params: dict) -> dict:
     summary = {"task": task, "method": method, "model": model_cfg.get("name_or_path"),
                "lora_r": model_cfg.get("lora", {}).get("r"), **summarise(points),
                "seconds": meta.get("seconds"), "peak_rss_mb": meta.get("peak_rss_mb"),
-               "diverged": bool(meta.get("meta.diverged", False)), "n_train": len(train), "n_test": len(test),
+               "diverged": bool(meta.get("meta.diverged", False)), **health_columns(meta),
+               "n_train": len(train), "n_test": len(test),
                "n_classes": int(counts.size),
                "train_per_class": int(counts.iloc[0]) if counts.nunique() == 1 else None}
     write_json(summary, outputs["summary"])
@@ -50,7 +52,7 @@ def stage_identification(inputs: dict, outputs: dict, params: dict) -> dict:
 
 TABLE_COLUMNS = ["task", "model", "method", "auc", "recall", "seconds", "auc_mean", "auc_std", "recall_mean",
                  "recall_std", "n_train", "n_test", "n_test_scored", "n_classes", "train_per_class", "lora_r",
-                 "peak_rss_mb", "diverged"]
+                 "peak_rss_mb", "diverged", "converged", "convergence", "note"]
 
 
 def identification_table(summaries: Iterable[dict]) -> pd.DataFrame:
@@ -59,6 +61,7 @@ def identification_table(summaries: Iterable[dict]) -> pd.DataFrame:
     frame["auc"] = [pct(m, s) for m, s in zip(frame["auc_mean"], frame["auc_std"])]
     frame["recall"] = [pct(m, s) for m, s in zip(frame["recall_mean"], frame["recall_std"])]
     order = {m: k for k, m in enumerate(dict.fromkeys(frame["method"]))}  # keep the config's method order
+    frame["note"] = [health_note(r) for r in frame.to_dict("records")]
     frame = frame.assign(_o=frame["method"].map(order)).sort_values(["task", "_o"], kind="stable").drop(columns="_o")
     return frame[[c for c in TABLE_COLUMNS if c in frame] + [c for c in frame if c not in TABLE_COLUMNS]]
 

@@ -36,12 +36,13 @@ def _block_names_cached(family: str, name_or_path: str, targets: tuple[str, ...]
     try:
         import torch
         from peft import LoraConfig, TaskType, get_peft_model
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
         from inflbench.gradients import trainable_blocks
-        from inflbench.models import resolve_pretrained
 
-        config = AutoConfig.from_pretrained(resolve_pretrained(name_or_path), num_labels=2)
+        from inflbench.shapes import transformers_config
+
+        config = transformers_config(name_or_path)  # paper models from their written-out configs, offline
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = AutoModelForSequenceClassification.from_config(config)
@@ -114,9 +115,15 @@ def validate_config(cfg_full: dict) -> dict:
         if m not in cfg_full["methods"]:
             raise ConfigError("layers.methods", f"method {m!r} is not in the top-level methods {list(cfg_full['methods'])}")
     lay["methods"] = methods
+    lay["total_only"] = total_only_methods(cfg_full, methods)
     groups = resolved_groups(lay)
     we = bool((cfg_full.get("gradients") or {}).get("word_embeddings"))
     blocks = model_block_names(cfg_full["model"], we)
+    if blocks is not None:  # the blocks the gradient store holds (gradients.blocks; the WE block comes last)
+        from inflbench.store import select_blocks
+
+        base = model_block_names(cfg_full["model"])
+        blocks = select_blocks(base, (cfg_full.get("gradients") or {}).get("blocks"), check=False) + blocks[len(base):]
     for name, patterns in groups.items():
         if not NAME.match(name):
             raise ConfigError(f"layers.groups.{name}", "group names may hold only letters, digits, '_' and '-'")
@@ -161,12 +168,21 @@ def validate_config(cfg_full: dict) -> dict:
         for m in ens["methods"]:
             if m not in cfg_full["methods"]:
                 raise ConfigError(f"{key}.methods", f"method {m!r} is not in the top-level methods {list(cfg_full['methods'])}")
+            if m in lay["total_only"]:
+                raise ConfigError(f"{key}.methods", f"method {m!r} scores only the whole model (no blocks to group)")
         for g in ens["groups"]:
             if g not in groups:
                 raise ConfigError(f"{key}.groups", f"unknown group {g!r}; declared: {sorted(groups)}")
         if len(ens["methods"]) * len(ens["groups"]) < 2:
             raise ConfigError(key, "an ensemble needs at least two method x group members")
     return lay
+
+
+def total_only_methods(cfg_full: dict, names) -> list[str]:
+    """The entries among ``names`` whose method couples blocks (scores only the whole model's ``total``)."""
+    from inflbench import methods
+
+    return [m for m in names if methods.get(methods.method_entry(m, cfg_full["methods"][m])[0]).couples_blocks]
 
 
 @section_check("layers")

@@ -97,4 +97,16 @@ def stacked_scores(parts: list[tuple[Mapping[str, np.ndarray], list[str]]], how:
     """As :func:`group_scores` over the concatenated columns of several (scores, blocks) parts (an ensemble
     of methods x groups; one part = one group)."""
     mask = None if how == "mean" else np.asarray(correct, bool)
-    return aggregate(np.concatenate([stack_columns(sc, bl, mask) for sc, bl in parts], axis=1), how, vote_k)
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+    # every aggregation is a sum over columns of a per-column quantity: accumulated block by block
+    total, columns = None, 0
+    for sc, bl in parts:
+        for b in bl:
+            block = stack_columns(sc, [b], mask)
+            part = aggregate(block, how, vote_k) * (block.shape[1] if how != "vote" else 1)
+            total = part if total is None else total + part
+            columns += block.shape[1]
+    if total is None:
+        raise ValueError("no blocks to aggregate")
+    return total / columns if how != "vote" else total

@@ -35,7 +35,12 @@ def cancellation(grads: np.ndarray, eps: float = 0.0) -> np.ndarray:
     while some gradient is non-zero has C = inf; a parameter with only zero gradients has C = nan.
     """
     g = np.asarray(grads, np.float64).reshape(len(grads), -1)
-    num, den = np.abs(g).sum(0), np.abs(g.sum(0))
+    return cancellation_from_sums(np.abs(g).sum(0), g.sum(0), eps)
+
+
+def cancellation_from_sums(abs_sum: np.ndarray, total: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """:func:`cancellation` from the running sums ``sum_i |g_i|`` and ``sum_i g_i`` (streamed stores)."""
+    num, den = np.asarray(abs_sum, np.float64), np.abs(np.asarray(total, np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         c = num / den
     c[(den <= eps) & (num > 0)] = np.inf
@@ -46,9 +51,13 @@ def cancellation(grads: np.ndarray, eps: float = 0.0) -> np.ndarray:
 def layer_cancellation(grads: np.ndarray) -> float:
     """Layer-level C(W) = sum_i ||g_i|| / ||sum_i g_i|| (Yeh et al. 2022, Eq. 7 of the layer-choice paper), L2 norms."""
     g = np.asarray(grads, np.float64).reshape(len(grads), -1)
-    den = np.linalg.norm(g.sum(0))
-    num = np.linalg.norm(g, axis=1).sum()
-    return float(num / den) if den > 0 else (float("inf") if num > 0 else float("nan"))
+    return layer_cancellation_from(np.linalg.norm(g, axis=1), float(np.linalg.norm(g.sum(0))))
+
+
+def layer_cancellation_from(sample_norms: np.ndarray, sum_norm: float) -> float:
+    """:func:`layer_cancellation` from the per-sample norms ``||g_i||`` and ``||sum_i g_i||``."""
+    num = float(np.sum(sample_norms))
+    return float(num / sum_norm) if sum_norm > 0 else (float("inf") if num > 0 else float("nan"))
 
 
 def cancellation_summary(c: np.ndarray, extreme: float = 1e3) -> dict:

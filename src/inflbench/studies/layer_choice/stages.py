@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from inflbench import metrics
-from inflbench.artifacts import read_scores, read_split, write_table
+from inflbench.artifacts import LazyScores, read_split, write_table
 from inflbench.studies.layer_choice import aggregate as agg_mod
 from inflbench.studies.layer_choice import metrics as lm
 
 log = logging.getLogger("inflbench")
 ENSEMBLE = "ensemble"  # pseudo-method of layers.ensembles (its "groups" are the ensemble names)
+TOTAL = "total"  # the one group of a method that scores only the whole model (layers.total_only)
 LAYER_RE = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
@@ -32,11 +33,16 @@ def selectors(lay: dict) -> dict[str, dict]:
     """Every training subset the config asks for: id -> spec (kind, method, group, agg, fraction, index).
 
     Filtering covers the declared groups (the implicit ``all`` only when declared); selection and LOGO
-    cover ``selection_groups``."""
+    cover ``selection_groups``. A method of ``total_only`` (it couples blocks) has the single group ``total``."""
     out: dict[str, dict] = {}
     p = lay["filter_fraction"]
+    total_only = set(lay.get("total_only") or ())
+
+    def groups_of(m: str, groups) -> list[str]:
+        return [TOTAL] if m in total_only else list(groups)
+
     for m in lay["methods"]:
-        for g in lay["groups"]:
+        for g in groups_of(m, lay["groups"]):
             for a in lay["aggregations"]:
                 out[f"filter/{m}/{g}/{a}"] = {"kind": "filter", "method": m, "group": g, "agg": a, "fraction": p}
     for e in lay.get("ensembles", {}):
@@ -49,12 +55,12 @@ def selectors(lay: dict) -> dict[str, dict]:
     for k in lay["selection_keep"]:
         out[f"select/random/k{round(100 * k)}"] = {"kind": "select_random", "fraction": k}
         for m in lay["methods"]:
-            for g in lay["selection_groups"]:
+            for g in groups_of(m, lay["selection_groups"]):
                 out[f"select/{m}/{g}/{a}/k{round(100 * k)}"] = {"kind": "select", "method": m, "group": g,
                                                                 "agg": a, "fraction": k}
     for j in range(lay["logo_groups"]):
         for m in lay["methods"]:
-            for g in lay["selection_groups"]:
+            for g in groups_of(m, lay["selection_groups"]):
                 out[f"logo/{m}/{g}/{a}/g{j}"] = {"kind": "logo", "method": m, "group": g, "agg": a,
                                                  "index": j, "groups": lay["logo_groups"]}
     seeds = list(lay["retrain_seeds"])
@@ -123,13 +129,14 @@ def stage_aggregate(inputs: dict, out: dict, params: dict) -> None:
     deciles, blocks."""
     scores_path, groups, lay = inputs["scores"], params["groups"], params["layers"]
     method, task, val_predictions = params["method"], params["task"], inputs["predictions"]
-    scores = read_scores(scores_path)[0]
+    scores = LazyScores(scores_path)  # blocks read when aggregated
     blocks = [b for b in scores if b != "total"]
-    members = {}
-    for g, patterns in groups.items():
-        members[g] = agg_mod.match_blocks(patterns, blocks)
-        if not members[g]:
-            raise ValueError(f"layers.groups.{g}: {patterns} matches no block of {scores_path}")
+    members = {g: agg_mod.match_blocks(patterns, blocks) for g, patterns in groups.items()}
+    if not blocks:  # a method that couples blocks: its per-sample score is the whole model's total
+        blocks, members = ["total"], {TOTAL: ["total"]}
+    for g, m in members.items():
+        if not m:
+            raise ValueError(f"layers.groups.{g}: {groups[g]} matches no block of {scores_path}")
     train = read_split(inputs["train"])
     _aggregate_outputs({g: [(scores, m)] for g, m in members.items()}, train, val_predictions, lay, method,
                        task, out)
@@ -175,7 +182,7 @@ def stage_ensemble(inputs: dict, out: dict, params: dict) -> None:
     inputs scores (one per method of params methods), train, predictions; params methods, groups, layers, task."""
     score_paths = dict(zip(params["methods"], inputs["scores"]))
     groups, lay, task = params["groups"], params["layers"], params["task"]
-    scores = {m: read_scores(path)[0] for m, path in score_paths.items()}
+    scores = {m: LazyScores(path) for m, path in score_paths.items()}
     sources = {}
     for name, ens in lay["ensembles"].items():
         sources[name] = []
@@ -189,26 +196,43 @@ def stage_ensemble(inputs: dict, out: dict, params: dict) -> None:
     _aggregate_outputs(sources, read_split(inputs["train"]), inputs["predictions"], lay, ENSEMBLE, task, out)
 
 
-def stage_cancellation(inputs: dict, outputs: dict, params: dict) -> None:
-    """C(W) per parameter summarised per block and per group (layer-choice paper Table 1) + layer-level C(W).
-
-    inputs grads (training gradients); params groups, extreme, task -> outputs cancellation."""
+def block_sums(store, name: str, max_bytes: int = 64 << 20) -> dict[str, np.ndarray]:
+    """Running float64 sums of one block, read row chunk by row chunk: ``abs`` = sum_i |g_i| and ``sum`` =
+    sum_i g_i per parameter, ``sq`` = ||g_i||^2 per sample."""
     import torch
 
-    from inflbench.artifacts import load_gradients
+    abs_sum = total = None
+    sq = []
+    for _, rows in store.row_chunks(name, max_bytes):
+        g = rows.reshape(rows.shape[0], -1).to(torch.float64)
+        a, t = g.abs().sum(0), g.sum(0)
+        abs_sum, total = (a, t) if abs_sum is None else (abs_sum + a, total + t)
+        sq.append((g * g).sum(1))
+    return {"abs": abs_sum.numpy(), "sum": total.numpy(), "sq": torch.cat(sq).numpy()}
+
+
+def stage_cancellation(inputs: dict, outputs: dict, params: dict) -> None:
+    """C(W) per parameter summarised per block and per group (layer-choice paper Table 1) + layer-level C(W);
+    the store is read one row chunk of one block at a time (running per-parameter sums).
+
+    inputs grads (training gradients); params groups, extreme, task -> outputs cancellation."""
+    from inflbench.store import TensorStore
 
     groups, extreme, task = params["groups"], params["extreme"], params["task"]
-    grads = {k: v.to(torch.float64).numpy() for k, v in load_gradients(inputs["grads"]).items()}
-    per_param = {b: lm.cancellation(g) for b, g in grads.items()}
+    store = TensorStore(inputs["grads"])
+    sums = {b: block_sums(store, b) for b in store.names}
+    per_param = {b: lm.cancellation_from_sums(s["abs"], s["sum"]) for b, s in sums.items()}
     rows = [{"task": task, "level": "block", "name": b, "layer": layer_of(b), "module": module_of(b),
-             "layer_C": lm.layer_cancellation(grads[b]), **lm.cancellation_summary(c, extreme)}
+             "layer_C": lm.layer_cancellation_from(np.sqrt(sums[b]["sq"]), float(np.linalg.norm(sums[b]["sum"]))),
+             **lm.cancellation_summary(c, extreme)}
             for b, c in per_param.items()]
     for g, patterns in groups.items():
-        members = agg_mod.match_blocks(patterns, list(grads))
+        members = agg_mod.match_blocks(patterns, list(sums))
         c = np.concatenate([per_param[b] for b in members])
-        joint = np.concatenate([grads[b].reshape(len(grads[b]), -1) for b in members], axis=1)
+        norms = np.sqrt(sum(sums[b]["sq"] for b in members))
+        sum_norm = float(np.sqrt(sum(np.dot(sums[b]["sum"], sums[b]["sum"]) for b in members)))
         rows.append({"task": task, "level": "group", "name": g, "layer": None, "module": None,
-                     "layer_C": lm.layer_cancellation(joint), **lm.cancellation_summary(c, extreme)})
+                     "layer_C": lm.layer_cancellation_from(norms, sum_norm), **lm.cancellation_summary(c, extreme)})
     write_table(pd.DataFrame(rows), outputs["cancellation"], {"task": task, "groups": groups, "extreme": extreme})
 
 

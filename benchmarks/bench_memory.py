@@ -1,0 +1,220 @@
+"""Peak memory (RSS) of the gradients stage and of each method's scoring stage at RoBERTa-large shapes.
+
+Stores: the LoRA (r=4 on query/value, 24 layers) + classifier.out_proj blocks of RoBERTa-large, shapes taken
+from the model built from its config on the meta device (no download), filled with random float32 values,
+n_train in --sizes, n_target = 500 (the paper's validation split). Every measurement runs in a fresh process
+(ru_maxrss of that process). Gradients stage: the real hook engine streaming into a store, on RoBERTa-large at
+its real width with --layers encoder layers (random init, short random token sequences), so it runs on a CPU;
+the in-memory path (all batches held, then concatenated) is measured beside it. Half-precision stores: Spearman
+agreement of exact_block scores from bfloat16 / float16 copies of the smallest store with the float32 ones.
+
+    python benchmarks/bench_memory.py                       # writes benchmarks/results/memory.csv
+    python benchmarks/bench_memory.py --sizes 500 --methods tracin datainf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+MODEL = {"family": "sequence_classification", "name_or_path": "roberta-large",
+         "lora": {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]}}
+METHODS = ["tracin", "cosine", "datainf", "exact_block", "lissa", "hyperinf", "exact_joint", "rrinf"]
+#: Iterative methods run few steps here: their memory does not depend on the step count.
+FAST = {"rrinf": {"iterations": 5}, "lissa": {"depth": 3}}
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def block_shapes() -> dict[str, tuple[int, ...]]:
+    from inflbench.gradients import trainable_blocks
+    from inflbench.shapes import build_lora_model
+    from inflbench.store import select_blocks
+
+    model = build_lora_model(MODEL)
+    blocks = trainable_blocks(model)
+    keep = select_blocks(list(blocks), None)
+    return {k: (blocks[k].out_features, blocks[k].in_features + (blocks[k].bias is not None)) for k in keep}
+
+
+def make_store(path: Path, shapes: dict, n: int, seed: int) -> None:
+    import torch
+
+    from inflbench.artifacts import write_gradient_index
+    from inflbench.store import StoreWriter
+
+    gen = torch.Generator().manual_seed(seed)
+    with StoreWriter(path, {k: ((n, *s), torch.float32) for k, s in shapes.items()}) as writer:
+        for k, s in shapes.items():
+            for start in range(0, n, 256):
+                rows = min(256, n - start)
+                writer.write(k, start, torch.randn(rows, *s, generator=gen) * 1e-2)
+    write_gradient_index(path, {k: (s, torch.float32) for k, s in shapes.items()}, list(range(n)), {})
+
+
+def child_scores(method: str, train: str, test: str, out: str) -> dict:
+    from inflbench.scoring import score_stores
+
+    start = time.perf_counter()
+    score_stores(method, FAST.get(method, {}), train, test, out, {"group_mb": 256, "block_dtype": "float32"})
+    return {"seconds": time.perf_counter() - start}
+
+
+def child_gradients(n: int, layers: int, seq: int, mode: str, out: str) -> dict:
+    import torch
+
+    from inflbench.artifacts import save_gradients
+    from inflbench.gradients import per_sample_gradients, stream_gradients
+    from inflbench.shapes import build_lora_model
+
+    torch.manual_seed(0)
+    model = build_lora_model(MODEL, device="cpu", num_hidden_layers=layers).eval()
+    model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    setup = peak_mb()
+    ids = torch.randint(3, 50000, (n, seq))
+    data = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (n,))}
+    loss = lambda m, b: torch.nn.functional.cross_entropy(  # noqa: E731
+        m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"], reduction="none")
+    batches = ({k: v[i:i + 32] for k, v in data.items()} for i in range(0, n, 32))
+    from inflbench.gradients import trainable_blocks
+    from inflbench.store import select_blocks
+
+    keep = select_blocks(list(trainable_blocks(model)), None)
+    start = time.perf_counter()
+    if mode == "stream":
+        stream_gradients(out, model, batches, loss, list(range(n)), {}, blocks=keep)
+    else:
+        save_gradients(out, per_sample_gradients(model, batches, loss, blocks=keep), list(range(n)), {})
+    return {"seconds": time.perf_counter() - start, "model_mb": model_mb, "setup_mb": setup,
+            "store_mb": os.path.getsize(out) / 2**20}
+
+
+def half_store_agreement(train: Path, test: Path, work: Path, method: str = "exact_block") -> list[dict]:
+    """Spearman between scores from the float32 store and from a bfloat16 / float16 copy (same values rounded)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from inflbench.artifacts import read_gradient_index, write_gradient_index
+    from inflbench.scoring import score_stores
+    from inflbench.store import StoreWriter, TensorStore
+
+    def copy(src: Path, dtype) -> Path:
+        dst = src.with_name(f"{src.stem}_{str(dtype)[6:]}.safetensors")
+        store, index = TensorStore(src), read_gradient_index(src)
+        with StoreWriter(dst, {k: (store.shape(k), dtype) for k in store.names}) as writer:
+            for k in store.names:
+                for start, rows in store.row_chunks(k):
+                    writer.write(k, start, rows.to(dtype))
+        write_gradient_index(dst, {k: (store.shape(k)[1:], dtype) for k in store.names}, index["sample_ids"], {})
+        return dst
+
+    def scores(tr: Path, te: Path) -> torch.Tensor:
+        out = work / "agree.safetensors"
+        score_stores(method, {}, str(tr), str(te), str(out), {"block_dtype": "float32"})
+        return TensorStore(out).read("total")
+
+    ref = scores(train, test)
+    rows = []
+    for dtype in (torch.bfloat16, torch.float16):
+        tr, te = copy(train, dtype), copy(test, dtype)
+        got = scores(tr, te)
+        rows.append({"stage": "half_store", "method": f"{method}:{str(dtype)[6:]}", "n_train": ref.shape[0],
+                     "n_target": ref.shape[1], "store_mb": os.path.getsize(tr) / 2**20,
+                     "spearman_all": float(spearmanr(ref.ravel(), got.ravel())[0]),
+                     "spearman_train_mean": float(spearmanr(ref.mean(1), got.mean(1))[0])})
+        tr.unlink(), te.unlink()
+    return rows
+
+
+def run_child(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def save(rows: list[dict], d: int, out: str):
+    """Write the rows so far (called after every measurement: a long run keeps what it measured)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "d_stored", d)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    return frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--n-target", type=int, default=500)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--coupled-max-n", type=int, default=500,
+                        help="Largest n_train for methods that hold the whole store (exact_joint, rrinf, cosine).")
+    parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
+    parser.add_argument("--seq", type=int, default=16)
+    parser.add_argument("--skip-gradients", action="store_true")
+    parser.add_argument("--skip-half", action="store_true", help="Skip the half-precision store agreement.")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.csv"))
+    parser.add_argument("--child", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        res = child_scores(*rest) if kind == "scores" else child_gradients(int(rest[0]), int(rest[1]), int(rest[2]),
+                                                                            rest[3], rest[4])
+        print(json.dumps({**res, "peak_rss_mb": peak_mb()}))
+        return
+
+    from inflbench.scoring import separable
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="inflbench_mem_"))
+    work.mkdir(parents=True, exist_ok=True)
+    shapes = block_shapes()
+    d = sum(math.prod(s) for s in shapes.values())
+    rows = []
+    for n in args.sizes:
+        if not args.skip_gradients:
+            for mode in ("stream", "in_memory"):
+                res = run_child(["gradients", str(n), str(args.layers), str(args.seq), mode, str(work / "g.safetensors")])
+                rows.append({"stage": "gradients", "method": mode, "n_train": n, "n_target": 0,
+                             "layers": args.layers, **res})
+                print(rows[-1], flush=True)
+                save(rows, d, args.out)
+        train, test = work / f"train{n}.safetensors", work / "val.safetensors"
+        make_store(train, shapes, n, seed=n)
+        if not test.exists():
+            make_store(test, shapes, args.n_target, seed=1)
+        for method in args.methods:
+            whole = not separable(method)
+            if whole and n > args.coupled_max_n:
+                continue
+            res = run_child(["scores", method, str(train), str(test), str(work / "s.safetensors")])
+            rows.append({"stage": "scores", "method": method, "n_train": n, "n_target": args.n_target,
+                         "layers": 24, "d": d, "store_mb": os.path.getsize(train) / 2**20,
+                         "whole_store": whole, **res})
+            print(rows[-1], flush=True)
+            save(rows, d, args.out)
+        if n == min(args.sizes) and not args.skip_half:
+            rows += half_store_agreement(train, test, work)
+            print(rows[-2:], flush=True)
+        train.unlink()
+    print(save(rows, d, args.out).to_string())
+
+
+if __name__ == "__main__":
+    main()

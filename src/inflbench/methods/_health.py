@@ -1,0 +1,93 @@
+"""Convergence flags of the iterative methods and the float32 range guard, shared by every method.
+
+Every iterative method writes ``meta["converged"]`` (bool) and ``meta["convergence"]`` (empty, or one
+line saying which blocks did not converge and by how much); the workflow carries both into the tables.
+All measures are relative, so they mean the same at every gradient scale.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+#: LiSSA: relative change of the estimate in the last step above which the recursion has not settled.
+LISSA_TOL = 1e-2
+#: Schulz: final ||I - A X||_F above which the inverse is not converged.
+SCHULZ_TOL = 1e-2
+#: RRInf: relative residual of the ridge normal equations above which SGD has not converged.
+RIDGE_TOL = 0.1
+#: float32 holds squared gradient norms (and Gram entries) safely only within this range.
+FLOAT32_SAFE = (1e-24, 1e24)
+
+
+def convergence_meta(values: Mapping[str, float], tol: float, measure: str, hint: str) -> dict:
+    """``converged`` / ``convergence`` from a per-block measure (non-finite counts as not converged)."""
+    bad = {k: v for k, v in values.items() if not (math.isfinite(v) and v <= tol)}
+    worst = max(values.values(), key=lambda v: v if math.isfinite(v) else math.inf) if values else 0.0
+    out = {"converged": not bad, "convergence": "", f"{measure.replace(' ', '_')}_max": float(worst)}
+    if bad:
+        names = ", ".join(list(bad)[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+        out["convergence"] = (f"not converged: {measure} {float(worst):.3g} > {tol:g} in {len(bad)} of "
+                              f"{len(values)} block(s) ({names}); {hint}")
+    return out
+
+
+class LastChange:
+    """LiSSA callback: relative change ``||e_d - e_{d-1}|| / ||e_d||`` of the estimate in the last step.
+
+    ``first`` is the estimate before step 1 (needed when ``depth == 1``); with ``batch_dims`` leading
+    problem dimensions the value is a tensor per problem.
+    """
+
+    def __init__(self, depth: int, first: Tensor, batch_dims: int = 0):
+        self.depth, self.batch_dims = depth, batch_dims
+        self.prev = first if depth == 1 else None
+        self.value: Tensor | None = None
+
+    def _norm(self, t: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(t.to(torch.float64), dim=tuple(range(self.batch_dims, t.dim())))
+
+    def __call__(self, k: int, estimate: Tensor) -> None:
+        if k == self.depth - 1:
+            self.prev = estimate.clone()
+        elif k == self.depth and self.prev is not None:
+            self.value = self._norm(estimate - self.prev) / self._norm(estimate).clamp_min(1e-300)
+
+    def per_problem(self, count: int) -> list[float]:
+        if self.value is None:  # stopped early on non-finite values
+            return [math.inf] * count
+        return torch.nan_to_num(self.value, nan=math.inf).reshape(-1).tolist()
+
+
+def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam: float) -> float:
+    """Relative residual of the ridge normal equations that the whole-model scores solve.
+
+    ``S* = -(K/n + lambda I)^{-1} X T^T`` (push-through of ``-X (G + lambda I)^{-1} T^T``), so
+    ``R = X (X^T S)/n + lambda S + X T^T`` vanishes at the solution; returns ``||R|| / ||X T^T||``
+    (1 for all-zero scores). Costs about three score computations, without any Gram matrix.
+    """
+    n = scores.shape[0]
+    S = scores.to(torch.float64)
+    xs = 0
+    xt = 0
+    for x, t in zip(train, test):
+        x = x.reshape(n, -1).to(torch.float64)
+        xs = xs + x @ (x.T @ S) / n
+        xt = xt + x @ t.reshape(t.shape[0], -1).to(torch.float64).T
+    residual = xs + lam * S + xt
+    denom = float(torch.linalg.matrix_norm(xt))
+    return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
+
+
+def float32_unsafe_block(train_sq: Mapping[str, Tensor], test_sq: Mapping[str, Tensor]) -> tuple[str, float] | None:
+    """First block whose mean squared gradient norm lies outside float32's safe range (zero blocks are fine)."""
+    lo, hi = FLOAT32_SAFE
+    for sq in (train_sq, test_sq):
+        for k, v in sq.items():
+            mean = float(v.mean())
+            if mean > 0 and not lo <= mean <= hi:
+                return k, mean
+    return None

@@ -1,0 +1,169 @@
+"""Block statistics: the Gram of each block's smaller side and per-sample squared norms, computed once
+per gradient store and shared by the curvature methods (exact_block, exact_joint, lissa, hyperinf_fim,
+rrinf).
+
+Per block ``b`` with train gradients ``X_b`` (n x d_b): side ``"n"`` (``n <= d_b``) stores
+``K_b = X_b X_bᵀ`` (n x n), side ``"d"`` stores ``X_bᵀ X_b`` (d_b x d_b), unnormalised, float64.
+Float64 products are accumulated from float32 chunks (columns for side n, rows for side d) of at most
+``CHUNK_BYTES``, so no float64 copy of a whole block is ever made.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from ..solvers import sym_gram
+from ._common import sq_norms
+
+#: Max bytes of one float64 chunk cast from the (float32) gradients for a Gram product.
+CHUNK_BYTES = 64 << 20
+
+#: ... for a product with few right-hand sides (kept cache-sized: the cast costs more than the product).
+THIN_CHUNK_BYTES = 4 << 20
+
+def side_of(n: int, d: int) -> str:
+    """The smaller side of an (n, d) block: ``"n"`` (Gram ``X Xᵀ``) when ``n <= d``, else ``"d"``."""
+    return "n" if n <= d else "d"
+
+
+def _step(rows: int, itemsize: int, chunk_bytes: int) -> int:
+    return max(1, chunk_bytes // max(1, rows * itemsize))
+
+
+def chunked_gram(X: Tensor, side: str, dtype: torch.dtype = torch.float64, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+    """``X Xᵀ`` (side n) or ``Xᵀ X`` (side d) of a 2-D ``X`` in ``dtype``, accumulated over chunks.
+
+    If ``X`` already has ``dtype`` there is no cast and one product; otherwise chunks of at most
+    ``chunk_bytes`` (in ``dtype``) are cast one at a time.
+    """
+    if X.dtype == dtype:
+        return sym_gram(X) if side == "n" else sym_gram(X.T)
+    n, d = X.shape
+    itemsize = torch.finfo(dtype).bits // 8
+    out = None
+    if side == "n":
+        step = _step(n, itemsize, chunk_bytes)
+        for c in range(0, d, step):
+            part = sym_gram(X[:, c : c + step].to(dtype))
+            out = part if out is None else out.add_(part)
+    else:
+        step = _step(d, itemsize, chunk_bytes)
+        for r in range(0, n, step):
+            part = sym_gram(X[r : r + step].to(dtype).T)
+            out = part if out is None else out.add_(part)
+    return out
+
+
+def chunked_cross(X: Tensor, T: Tensor, dtype: torch.dtype = torch.float64, chunk_bytes: int = THIN_CHUNK_BYTES) -> Tensor:
+    """``X Tᵀ`` (n x m) in ``dtype`` from column chunks (no whole-block cast)."""
+    if X.dtype == dtype and T.dtype == dtype:
+        return X @ T.T
+    n, d = X.shape
+    step = _step(n + T.shape[0], torch.finfo(dtype).bits // 8, chunk_bytes)
+    out = None
+    for c in range(0, d, step):
+        part = X[:, c : c + step].to(dtype) @ T[:, c : c + step].to(dtype).T
+        out = part if out is None else out.add_(part)
+    return out
+
+
+def chunked_apply(X: Tensor, W: Tensor, chunk_bytes: int = THIN_CHUNK_BYTES) -> Tensor:
+    """``X W`` (n x m) in ``W.dtype`` from row chunks of ``X`` (no whole-block cast)."""
+    if X.dtype == W.dtype:
+        return X @ W
+    n, d = X.shape
+    step = _step(d, torch.finfo(W.dtype).bits // 8, chunk_bytes)
+    return torch.cat([X[r : r + step].to(W.dtype) @ W for r in range(0, n, step)])
+
+
+def flat(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+@dataclass
+class BlockStats:
+    """Shared statistics of one train-gradient store; Grams fetched per block (``get``), possibly lazily."""
+
+    n: int
+    shapes: dict[str, tuple]
+    train_sq: dict[str, Tensor]
+    get: Callable[[str], Tensor]
+
+    def side(self, k: str) -> str:
+        return side_of(self.n, math.prod(self.shapes[k]))
+
+    def gram(self, k: str) -> Tensor:
+        return self.get(k)
+
+    def check(self, train: Mapping[str, Tensor]) -> None:
+        """Raise ``ValueError`` unless these statistics belong to ``train`` (blocks, n, shapes)."""
+        n = next(iter(train.values())).shape[0]
+        missing = [k for k in train if k not in self.shapes]
+        bad = [k for k in train if k in self.shapes and tuple(self.shapes[k]) != tuple(train[k].shape[1:])]
+        if n != self.n or missing or bad:
+            raise ValueError(
+                f"block statistics do not match the train gradients (n {self.n} vs {n}; "
+                f"missing blocks {missing[:3]}; shape mismatch {bad[:3]})"
+            )
+
+
+def block_stats(train: Mapping[str, Tensor], *, chunk_bytes: int = CHUNK_BYTES) -> BlockStats:
+    """Compute the statistics of ``train`` (block -> (n, *shape)) in memory."""
+    n = next(iter(train.values())).shape[0]
+    grams, sq = {}, {}
+    for k, v in train.items():
+        X = flat(v)
+        G = chunked_gram(X, side_of(n, X.shape[1]), chunk_bytes=chunk_bytes)
+        grams[k] = G
+        sq[k] = G.diagonal().clone() if side_of(n, X.shape[1]) == "n" else sq_norms(X)
+    return BlockStats(n, {k: tuple(v.shape[1:]) for k, v in train.items()}, sq, grams.__getitem__)
+
+
+def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The unnormalised Gram of block ``k`` on ``side`` in ``dtype``: shared statistics when they
+    hold that side, else computed (float64 accumulated from chunks)."""
+    st = data.stats
+    if st is not None and st.side(k) == side:
+        return st.gram(k).to(dtype, copy=True)
+    return chunked_gram(flat(data.train[k]), side, dtype)
+
+
+#: Max bytes of Gram matrices stacked for one batched iteration.
+BATCH_BYTES = 256 << 20
+
+#: Grams this large are big enough for full-speed unbatched products.
+ALONE_BYTES = 1 << 20
+
+
+def stacked_grams(data, items: Iterable[tuple[str, str]], dtype: torch.dtype, max_bytes: int = BATCH_BYTES):
+    """For ``(block, side)`` pairs yield ``(names, sides, G, V)`` batches of equal-size blocks:
+    ``G`` (B, s, s) the Gram on that side divided by n (``K_b/n`` or the Fisher ``G_b``), ``V`` (B, s, m)
+    the right-hand side ``X_b T_bᵀ`` (side n) or ``T_bᵀ`` (side d). Batches hold at most ``max_bytes``;
+    a Gram of at least ``ALONE_BYTES`` comes alone (a view, no stacking copy)."""
+    n, m = data.n, data.m
+    itemsize = torch.finfo(dtype).bits // 8
+    pending: dict[int, list] = {}
+
+    def emit(size: int):
+        batch = pending.pop(size)
+        return ([b[0] for b in batch], [b[1] for b in batch],
+                torch.stack([b[2] for b in batch]), torch.stack([b[3] for b in batch]))
+
+    for k, side in items:
+        X, T = flat(data.train[k]).to(dtype), flat(data.test[k]).to(dtype)
+        G = gram_of(data, k, side, dtype).div_(n)
+        V = X @ T.T if side == "n" else T.T
+        if G.numel() * itemsize >= ALONE_BYTES:
+            yield [k], [side], G.unsqueeze(0), V.unsqueeze(0)
+            continue
+        batch = pending.setdefault(G.shape[-1], [])
+        batch.append((k, side, G, V))
+        if len(batch) * G.shape[-1] * (G.shape[-1] + m) * itemsize > max_bytes:
+            yield emit(G.shape[-1])
+    for size in list(pending):
+        yield emit(size)

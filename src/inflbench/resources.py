@@ -1,0 +1,118 @@
+"""Memory (MB) and time (minutes) requests of the data-sized jobs, from n, d and the method (docs/scale.md).
+
+``d`` is the per-sample gradient size of the stored blocks, ``d_max`` the largest block, ``n`` / ``m`` the
+train / target samples. Formulas count the arrays each stage holds at its peak (streamed stages hold one
+batch or one block group, not the split) plus a fixed runtime; they are estimates for the scheduler, scaled by
+``resources.mem_factor`` / ``runtime_factor``.
+"""
+
+from __future__ import annotations
+
+import math
+
+MB = 2**20
+#: Python + torch + transformers resident before any data.
+BASE_MB = 1200
+#: Sustained float64 / float32 throughput assumed per CPU thread (GFLOP/s); a GPU job counts 50 threads.
+GFLOPS_PER_THREAD = 10.0
+#: Per-sample forward+backward seconds per 1e9 model parameters (CPU thread / GPU).
+SECONDS_PER_GPARAM = {"cpu": 0.5, "cuda": 0.004}
+#: When the model's config cannot be read offline.
+FALLBACK = {"d": 1_000_000, "d_max": 1_000_000, "blocks": 100, "model_params": 400_000_000}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _mb(nbytes: float) -> int:
+    return int(math.ceil(nbytes / MB))
+
+
+def model_mb(shape: dict, model_cfg: dict) -> int:
+    """Weights in memory: float32, or about 0.6 bytes per parameter when loaded in 4 bit."""
+    per = 0.6 if (model_cfg.get("options") or {}).get("load_in_4bit") else 4
+    return _mb(shape["model_params"] * per)
+
+
+def gradients_mem_mb(shape: dict, model_cfg: dict, batch_size: int, rows_per_sample: int = 1,
+                     dtype_bytes: int = 4, device: str = "cpu") -> int:
+    """Model (+ the same again for activations on the CPU) + about four batches of per-sample gradients
+    (hook outputs, per-sample sums, the cast copy written to the store); flat in n."""
+    host_model = model_mb(shape, model_cfg) * (1 if device == "cuda" else 2)
+    return BASE_MB + host_model + _mb(4 * batch_size * rows_per_sample * shape["d"] * max(dtype_bytes, 4))
+
+
+def gradients_runtime(shape: dict, n: int, device: str, threads: int, chunks: int = 1) -> int:
+    per = SECONDS_PER_GPARAM["cuda" if device == "cuda" else "cpu"] * shape["model_params"] / 1e9
+    if device != "cuda":
+        per /= max(threads, 1)
+    return int(math.ceil(3 * n * per / chunks / 60)) + 10
+
+
+def scores_mem_mb(method: str, shape: dict, n: int, m: int, group_mb: int = 256, separable: bool = True,
+                  store_bytes: int = 4) -> int:
+    """Separable methods: one block group (train + target, read and upcast, method copies: x3) + the total
+    and one group of score matrices (float64) + the method's own working set; whole-model methods hold all
+    blocks (x2 for their float64/stacked copies) + their O(n^2) or O(d^2) working set."""
+    d, d_max = shape["d"], shape["d_max"]
+    scores = 8 * n * m * 3
+    if separable:
+        group = min(group_mb * MB, 4 * n * d) * (1 + m / n) * 3
+        own = {"exact_block": 3 * 8 * min(d_max, n) ** 2 + 8 * n * d_max,
+               "datainf": 2 * 8 * n * n,
+               "hyperinf": 8 * n * d_max, "hyperinf_fim": 3 * 8 * d_max**2,
+               "lissa": 8 * (n + m) * d_max * 2}.get(method, 0)
+        return BASE_MB + _mb(group + scores + own)
+    store = (n + m) * d * max(store_bytes, 4) * 2
+    own = {"exact_joint": 3 * 8 * min(n, d) ** 2 + 8 * n * m, "rrinf": 8 * n * n + 8 * (n + m) * d}.get(method, 0)
+    return BASE_MB + _mb(store + scores + own)
+
+
+def scores_runtime(method: str, shape: dict, n: int, m: int, threads: int, device: str = "cpu",
+                   iterations: int = 1000) -> int:
+    d, d_max = shape["d"], shape["d_max"]
+    flops = {"tracin": 2 * n * m * d, "cosine": 2 * n * m * d,
+             "datainf": 2 * n * n * d + 4 * n * m * d,
+             "exact_block": d * min(n, d_max) ** 2 * 4 + 2 * n * m * d,
+             "exact_joint": 2 * n * n * d + n**3 + 2 * n * m * d,
+             "lissa": 4 * iterations * m * d, "hyperinf": 4 * 30 * d * d_max + 2 * n * m * d,
+             "hyperinf_fim": 4 * 30 * d * d_max + 2 * n * m * d,
+             "rrinf": 4 * iterations * (n + m) * d}.get(method, 4 * n * m * d)
+    rate = GFLOPS_PER_THREAD * 1e9 * (50 if device == "cuda" else max(threads, 1))
+    return int(math.ceil(2 * flops / rate / 60)) + 10
+
+
+def block_stats_mem_mb(shape: dict, n: int) -> int:
+    """One block read (float32) and its float64 chunk, plus every block's Gram (float64, min(n, d_b)^2 each,
+    bounded by the largest block), all of which the stage writes."""
+    side = min(n, shape["d_max"])
+    return BASE_MB + _mb(4 * n * shape["d_max"] + 64 * MB + 8 * side * side * shape["blocks"])
+
+
+def block_stats_runtime(shape: dict, n: int, threads: int) -> int:
+    flops = 2 * n * shape["d"] * min(n, shape["d_max"])
+    return int(math.ceil(2 * flops / (GFLOPS_PER_THREAD * 1e9 * max(threads, 1)) / 60)) + 10
+
+
+def layers_mem_mb(stage: str, shape: dict, n: int, m: int) -> int:
+    """Cancellation: per-parameter running sums (float64, 3 x d) + per-sample norms per block + one row chunk.
+    Aggregation: the score file's blocks in float64 (n x m each) + the stacked table of one group."""
+    if stage == "cancellation":
+        return BASE_MB + _mb(3 * 8 * shape["d"] + 8 * n * shape["blocks"] + 2 * (64 * MB))
+    return BASE_MB + _mb(2 * 8 * n * m * (shape["blocks"] + 1))
+
+
+def train_mem_mb(shape: dict, model_cfg: dict, device: str) -> int:
+    """Fine-tuning: the weights as loaded (twice: checkpoint and model), plus activations on the CPU."""
+    return BASE_MB + model_mb(shape, model_cfg) * (2 if device == "cuda" else 3)
+
+
+def train_runtime(shape: dict, samples: int, epochs: int, device: str, threads: int) -> int:
+    """Epochs x (train + evaluation passes), each sample a forward and backward pass."""
+    return gradients_runtime(shape, samples * epochs, device, threads)

@@ -1,0 +1,223 @@
+"""Fast paths against the existing ones: shared block statistics = recomputed Grams, ``solver: direct`` =
+Schulz at convergence, one-test-vector (P) scores = the column mean of the full (Q) score matrix."""
+
+import pytest
+import torch
+
+from method_refs import GRADIENT_METHODS, make_grads
+from tolerances import assert_close
+
+from inflbench import methods
+from inflbench.methods import _common, compute_influence
+from inflbench.artifacts import load_block_stats, save_block_stats
+from inflbench.methods._stats import block_stats, chunked_apply, chunked_cross, chunked_gram
+
+STATS_METHODS = [m for m in GRADIENT_METHODS if methods.get(m).block_stats]
+# (method, params) configurations whose Gram use differs with and without shared statistics
+STATS_CASES = [
+    ("exact_block", {}),
+    ("exact_joint", {}),
+    ("exact_joint", {"damping": {"l0.A": 0.1, "l0.B": 0.2, "l1.A": 0.3, "l1.B": 0.1, "head": 0.5}}),
+    ("lissa", {"depth": 30}),
+    ("lissa", {"depth": 30, "variant": "published"}),
+    ("hyperinf_fim", {}),
+    ("hyperinf_fim", {"solver": "direct"}),
+    ("rrinf", {"sampling": "layer", "iterations": 200}),
+    ("rrinf", {"sampling": "full", "iterations": 50}),
+]
+# linear in the test gradients (cosine normalises by the test norm; tracin_we selects rows per pair)
+LINEAR = [m for m in GRADIENT_METHODS if m not in ("cosine", "tracin_we", "tracin_we_top10")]
+
+
+def test_stats_methods_are_the_curvature_methods():
+    assert set(STATS_METHODS) == {"exact_block", "exact_joint", "lissa", "hyperinf_fim", "rrinf"}
+
+
+@pytest.mark.filterwarnings("ignore:lissa")
+@pytest.mark.parametrize("method,params", STATS_CASES)
+@pytest.mark.parametrize("m", [4, 1])
+def test_shared_block_stats_equal_recomputed(method, params, m):
+    tr, te = make_grads(n=9, m=m)  # 12-element blocks use the n x n side, the 3-element head the d x d side
+    st = block_stats(tr)
+    assert {st.side(k) for k in tr} == {"n", "d"}
+    a = compute_influence(method, tr, te, **params)
+    b = compute_influence(method, tr, te, block_stats=st, **params)
+    assert set(a) == set(b)
+    for k in a:
+        assert_close(b[k], a[k], "float64_reference", f"{method} {params} block {k}")
+    # the statistics are really used: altered Grams change the scores
+    poisoned = block_stats(tr)
+    get = poisoned.get
+    poisoned.get = lambda k: get(k) * 1.5
+    c = compute_influence(method, tr, te, block_stats=poisoned, **params).total()
+    assert (c - a.total()).abs().max() > 1e-6 * a.total().abs().max()
+
+
+def test_shared_block_stats_float32_gradients(tmp_path):
+    tr, te = make_grads(n=9, m=4, dtype=torch.float32)
+    path = tmp_path / "stats.safetensors"
+    save_block_stats(path, block_stats(tr))
+    st = load_block_stats(path)
+    for k in tr:  # float64 Grams accumulated from float32 chunks
+        x = tr[k].reshape(9, -1).double()
+        ref = x @ x.T if st.side(k) == "n" else x.T @ x
+        assert st.gram(k).dtype == torch.float64
+        assert_close(st.gram(k), ref, "float64_reference", k)
+    for method in ("exact_block", "exact_joint", "lissa", "hyperinf_fim"):
+        a = compute_influence(method, tr, te).total()
+        b = compute_influence(method, tr, te, block_stats=st).total()
+        assert_close(b, a, "float32_reference", method)
+
+
+def test_block_stats_file_round_trip_and_stage(tmp_path):
+    from inflbench.artifacts import save_gradients
+    from inflbench.stages import stage_block_stats, stage_scores
+
+    tr, te = make_grads(n=9, m=4)
+    save_gradients(tmp_path / "train.safetensors", tr, list(range(9)), {"split": "train"})
+    save_gradients(tmp_path / "val.safetensors", te, list(range(100, 104)), {"split": "val"})
+    stage_block_stats({"train": str(tmp_path / "train.safetensors")}, {"stats": str(tmp_path / "stats.safetensors")}, {})
+    mem, disk = block_stats(tr), load_block_stats(tmp_path / "stats.safetensors")
+    assert disk.n == 9 and disk.shapes == mem.shapes
+    for k in tr:
+        assert torch.equal(disk.gram(k), mem.gram(k)) and torch.equal(disk.train_sq[k], mem.train_sq[k])
+    from safetensors.torch import load_file
+
+    grads = {"train": str(tmp_path / "train.safetensors"), "target": str(tmp_path / "val.safetensors")}
+    params = {"method": "exact_block", "method_params": {}}
+    stage_scores({**grads, "stats": []}, {"scores": str(tmp_path / "a.safetensors")}, params)
+    stage_scores({**grads, "stats": str(tmp_path / "stats.safetensors")}, {"scores": str(tmp_path / "b.safetensors")}, params)
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    for k in a:
+        assert_close(b[k], a[k], "float64_reference", k)
+
+
+def test_block_stats_of_other_gradients_are_refused():
+    tr, te = make_grads(n=9, m=4)
+    other, _ = make_grads(n=8, m=4)
+    with pytest.raises(ValueError, match="block statistics do not match"):
+        compute_influence("exact_block", tr, te, block_stats=block_stats(other))
+
+
+def test_chunked_products_equal_whole_float64_products():
+    g = torch.Generator().manual_seed(0)
+    X, T = torch.randn(30, 70, generator=g), torch.randn(5, 70, generator=g)
+    Xd, Td = X.double(), T.double()
+    tiny = 30 * 8 * 3  # three columns (or rows) per chunk
+    assert_close(chunked_gram(X, "n", chunk_bytes=tiny), Xd @ Xd.T, "float64_reference")
+    assert_close(chunked_gram(X, "d", chunk_bytes=tiny), Xd.T @ Xd, "float64_reference")
+    assert_close(chunked_cross(X, T, chunk_bytes=tiny), Xd @ Td.T, "float64_reference")
+    W = torch.randn(70, 5, generator=g, dtype=torch.float64)
+    assert_close(chunked_apply(X, W, chunk_bytes=tiny), Xd @ W, "float64_reference")
+
+
+@pytest.mark.parametrize("method", ["exact_block", "exact_joint"])
+def test_float32_gram_option_close_to_float64(method):
+    tr, te = make_grads(n=9, m=4, dtype=torch.float32)
+    a = compute_influence(method, tr, te).total()
+    b = compute_influence(method, tr, te, gram_dtype="float32").total()
+    assert_close(b, a, "float32_reference", method)
+    assert not torch.equal(a, b)  # really a different computation
+
+
+@pytest.mark.parametrize("method", ["hyperinf", "hyperinf_fim"])
+@pytest.mark.parametrize("variant", ["correct", "published"])
+def test_direct_solver_equals_schulz_at_convergence(method, variant):
+    tr, te = make_grads(n=9, m=4, scale=0.5)
+    schulz = compute_influence(method, tr, te, variant=variant, x0="safe", iterations=100, tol=1e-12)
+    direct = compute_influence(method, tr, te, variant=variant, solver="direct")
+    assert schulz.meta["diverged"] is False and direct.meta["diverged"] is False
+    for k in schulz:
+        assert_close(direct[k], schulz[k], "schulz_exact", f"{method} {variant} {k}")
+
+
+def test_hyperinf_fim_direct_is_exact_block():
+    tr, te = make_grads(n=9, m=4)
+    a = compute_influence("hyperinf_fim", tr, te, solver="direct")
+    b = compute_influence("exact_block", tr, te)
+    for k in b:
+        assert torch.equal(a[k], b[k])
+
+
+P_CASES = [(m, {}) for m in LINEAR] + [
+    ("lissa", {"variant": "published"}),
+    ("lissa", {"scale": 50.0}),
+    ("hyperinf", {"solver": "direct"}),
+    ("rrinf", {"sampling": "full", "iterations": 20}),
+    ("rrinf", {"sampling": "neuron", "iterations": 200}),
+]
+
+
+@pytest.mark.filterwarnings("ignore:lissa")
+@pytest.mark.parametrize("stats", [False, True])
+@pytest.mark.parametrize("method,params", P_CASES)
+def test_one_test_vector_equals_column_mean(method, params, stats):
+    tr, te = make_grads(n=9, m=6)
+    kw = {"block_stats": block_stats(tr)} if stats else {}
+    q = compute_influence(method, tr, te, **params, **kw).total()
+    p = compute_influence(method, tr, {k: v.mean(0, keepdim=True) for k, v in te.items()}, **params, **kw).total()
+    assert p.shape == (9, 1)
+    assert_close(p[:, 0], q.mean(1), "float64_reference", f"{method} {params}")
+
+
+def test_lissa_one_vector_routes():
+    from inflbench.methods.lissa import lissa_route
+
+    n, d, depth = 900, 4096, 10
+    assert lissa_route(n, d, 1, depth, gram_needed=False) == "matfree"  # published: no Gram it never uses
+    assert lissa_route(n, d, 1, depth, gram_needed=True) != "matfree"
+    assert lissa_route(n, d, 1, depth, gram_needed=True, have="n") == "nspace"  # known Gram: no formation cost
+    assert lissa_route(n, d, 100, depth, gram_needed=True, have="n") == "nspace"
+
+
+def test_tracin_reads_no_train_norms(monkeypatch):
+    tr, te = make_grads(n=9, m=4)
+    seen = []
+    real = _common.sq_norms
+    monkeypatch.setattr(_common, "sq_norms", lambda x: seen.append(x.shape[0]) or real(x))
+    compute_influence("tracin", tr, te)
+    assert seen and set(seen) == {4}  # test norms (finiteness check) only
+    seen.clear()
+    compute_influence("cosine", tr, te)
+    assert 9 in seen
+    bad = dict(tr)
+    bad["l1.B"] = bad["l1.B"].clone()
+    bad["l1.B"][3, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values .* train gradients of block 'l1.B'"):
+        compute_influence("tracin", bad, te)
+
+
+@pytest.mark.parametrize("s", [7, 300, 700])
+def test_blocked_cholesky_solve_equals_lapack(s):
+    from inflbench.solvers import direct as _exact
+
+    g = torch.Generator().manual_seed(s)
+    X = torch.randn(2, s, s + 5, generator=g, dtype=torch.float64)
+    M = X @ X.mT + 0.1 * torch.eye(s, dtype=torch.float64)
+    L, ok = _exact.cholesky(M)
+    assert ok and torch.equal(L.triu(1), torch.zeros_like(L))
+    assert_close(L, torch.linalg.cholesky(M), "float64_reference")
+    for k in (1, 40):  # triangular solves and cholesky_solve
+        R = torch.randn(2, s, k, generator=g, dtype=torch.float64)
+        ref = torch.stack([torch.linalg.solve(M[i], R[i]) for i in range(2)])
+        assert_close(_exact.cholesky_solve(M, R), ref, "float64_reference")
+    bad = M.clone()
+    bad[0, -1, -1] = -1.0  # not positive definite: falls back to LU
+    R = torch.randn(2, s, 1, generator=g, dtype=torch.float64)
+    ref = torch.stack([torch.linalg.solve(bad[i], R[i]) for i in range(2)])
+    assert_close(_exact.cholesky_solve(bad, R), ref, "float64_reference")
+
+
+def test_rrinf_row_norms_of_drawn_rows_equal_the_full_pass():
+    from inflbench.solvers.rrinf import RowSource
+
+    tr, te = make_grads(n=9, m=3, dtype=torch.float32)
+    blocks, targets = list(tr.values()), list(te.values())
+    idx = torch.tensor([0, 5, 13, 40, 41, 7, 30])
+    lazy = RowSource(blocks, targets, torch.float32).gather(idx)  # norms of the drawn rows only
+    full_src = RowSource(blocks, targets, torch.float32)
+    assert len(full_src.row_sq) == len(blocks)  # full pass first
+    full = full_src.gather(idx)
+    for a, b in zip(lazy, full):
+        assert_close(a, b, "float32_reference")
+    assert not torch.equal(lazy[2], torch.zeros_like(lazy[2]))

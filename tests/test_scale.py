@@ -1,0 +1,275 @@
+"""Paper-scale plumbing: streamed gradient stores, block selection, streamed and sharded score files."""
+
+import json
+
+import pytest
+import torch
+
+from inflbench.errors import ConfigError
+from inflbench.artifacts import load_gradients, merge_gradient_stores, read_gradient_index, save_gradients
+from inflbench.gradients import per_sample_gradients, stream_gradients, trainable_blocks
+from inflbench.models import iterate_batches
+from inflbench.store import StoreWriter, TensorStore, select_blocks, shard_blocks
+
+ROBERTA_HEAD = ["roberta.encoder.layer.0.attention.self.query.lora_A",
+                "roberta.encoder.layer.0.attention.self.query.lora_B",
+                "roberta.encoder.layer.23.attention.self.value.lora_B", "classifier.dense", "classifier.out_proj"]
+
+
+def test_streamed_store_equals_in_memory_bit_for_bit(minilm, tmp_path):
+    family, model, encoded = minilm
+    train = encoded["train"]
+    n = len(train["labels"])
+    ids = list(range(100, 100 + n))
+    memory = per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss)
+    save_gradients(tmp_path / "mem.safetensors", memory, ids, {"split": "train"})
+    stream_gradients(tmp_path / "stream.safetensors", model, iterate_batches(train, 10), family.per_sample_loss,
+                     ids, {"split": "train"})
+    a, b = load_gradients(tmp_path / "mem.safetensors"), load_gradients(tmp_path / "stream.safetensors")
+    assert list(a) == list(b) == list(memory)  # file order = model order
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], memory[k]) for k in a)
+    assert read_gradient_index(tmp_path / "stream.safetensors")["sample_ids"] == ids
+    # row ranges of one block come straight from the file
+    store = TensorStore(tmp_path / "stream.safetensors")
+    k = "bert.encoder.layer.2.attention.self.value.lora_B"
+    assert torch.equal(store.read(k, 5, 9), memory[k][5:9])
+    # sample-chunk stores (same batches) merge into the same store
+    parts = []
+    for i, (lo, hi) in enumerate([(0, 10), (10, 20), (20, n)]):
+        chunk = {key: v[lo:hi] for key, v in train.items()}
+        parts.append(tmp_path / f"part{i}.safetensors")
+        stream_gradients(parts[-1], model, iterate_batches(chunk, 10), family.per_sample_loss, ids[lo:hi], {})
+    merge_gradient_stores(parts, tmp_path / "merged.safetensors", max_bytes=1000)  # forces several row chunks
+    c = load_gradients(tmp_path / "merged.safetensors")
+    assert all(torch.equal(c[k], memory[k]) for k in memory)
+    assert read_gradient_index(tmp_path / "merged.safetensors")["sample_ids"] == ids
+
+
+def test_half_precision_store_and_block_subset(minilm, tmp_path):
+    family, model, encoded = minilm
+    train = encoded["train"]
+    full = per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss)
+    keep = select_blocks(trainable_blocks(model), {"include": ["value"], "exclude": ["layer\\.5\\."]})
+    assert len(keep) == 10 and all("value" in k and "layer.5." not in k for k in keep)
+    path = tmp_path / "bf16.safetensors"
+    stream_gradients(path, model, iterate_batches(train, 10), family.per_sample_loss,
+                     list(range(len(train["labels"]))), {}, dtype=torch.bfloat16, blocks=keep)
+    half = load_gradients(path)
+    assert list(half) == keep and all(v.dtype == torch.bfloat16 for v in half.values())
+    assert all(torch.equal(half[k], full[k].to(torch.bfloat16)) for k in keep)
+    assert json.loads(path.with_suffix(".json").read_text())["blocks"][keep[0]]["dtype"] == "bfloat16"
+
+
+def test_block_selection_defaults_and_patterns():
+    minilm = ["bert.encoder.layer.0.attention.self.query.lora_A", "bert.encoder.layer.0.attention.self.query.lora_B",
+              "classifier"]
+    assert select_blocks(minilm, None) == minilm
+    assert select_blocks(ROBERTA_HEAD, {}) == [b for b in ROBERTA_HEAD if b != "classifier.dense"]
+    assert select_blocks(ROBERTA_HEAD, {"include": ["default", "classifier\\.dense"]}) == ROBERTA_HEAD
+    assert select_blocks(["model.layers.0.self_attn.q_proj.lora_A", "score"], {}) == \
+        ["model.layers.0.self_attn.q_proj.lora_A", "score"]
+    with pytest.raises(ConfigError, match=r"gradients.blocks.include.*'pooler' matches no block"):
+        select_blocks(ROBERTA_HEAD, {"include": ["lora_", "pooler"]})
+    with pytest.raises(ConfigError, match=r"gradients.blocks.exclude.*invalid regex"):
+        select_blocks(ROBERTA_HEAD, {"exclude": ["("]})
+    with pytest.raises(ConfigError, match=r"'gradients.blocks': selects no block"):
+        select_blocks(ROBERTA_HEAD, {"exclude": ["."]})
+
+
+def test_bad_block_pattern_is_a_config_error():
+    import yaml
+
+    from common import ROOT
+    from inflbench.config import validate_config
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["gradients"]["blocks"] = {"include": ["lora_", "no_such_block"]}
+    with pytest.raises(ConfigError, match=r"^config key 'gradients.blocks.include': 'no_such_block' matches no "):
+        validate_config(cfg)
+
+
+def test_shards_cover_blocks_once_with_balanced_sizes():
+    sizes = {f"b{i}": s for i, s in enumerate([5, 1, 1, 8, 2, 2, 1, 4])}
+    shards = [shard_blocks(sizes, 3, i) for i in range(3)]
+    assert sum(shards, []) == list(sizes)  # contiguous, ordered, disjoint, complete
+    assert max(sum(sizes[b] for b in s) for s in shards) <= 10
+    assert shard_blocks(sizes, 20, 19) == [] or len(sum([shard_blocks(sizes, 20, i) for i in range(20)], [])) == 8
+
+
+def test_writer_rejects_rows_that_do_not_fit_and_leaves_no_file(tmp_path):
+    path = tmp_path / "x.safetensors"
+    with pytest.raises(ValueError, match="do not fit"):
+        with StoreWriter(path, {"a": ((3, 2), torch.float32)}) as w:
+            w.write("a", 2, torch.zeros(2, 2))
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def _random_stores(tmp_path, n=30, m=7, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"l0.q.lora_A": (4, 16), "l0.q.lora_B": (16, 4), "l1.q.lora_A": (4, 16), "l1.q.lora_B": (16, 4),
+              "head.big": (3, 40), "classifier": (2, 17)}
+    paths = {}
+    for split, rows in (("train", n), ("val", m)):
+        grads = {k: torch.randn(rows, *s, generator=gen).to(dtype) for k, s in shapes.items()}
+        paths[split] = tmp_path / f"{split}.safetensors"
+        save_gradients(paths[split], grads, list(range(1000 * (split == "val"), 1000 * (split == "val") + rows)), {})
+    return paths
+
+
+@pytest.mark.parametrize("method,params", [("exact_block", {}), ("datainf", {"damping": 0.3}), ("tracin", {}),
+                                           ("lissa", {})])
+def test_sharded_and_grouped_scores_equal_unsharded(tmp_path, method, params):
+    from inflbench.methods import compute_influence
+    from inflbench.artifacts import read_score_ids
+    from inflbench.scoring import merge_score_files, score_stores
+
+    paths = _random_stores(tmp_path)
+    reference = compute_influence(method, load_gradients(paths["train"]), load_gradients(paths["val"]), **params)
+    whole = tmp_path / "whole.safetensors"
+    score_stores(method, params, str(paths["train"]), str(paths["val"]), str(whole), {"group_mb": 0.01})
+    shards = []
+    for i in range(3):
+        shards.append(str(tmp_path / f"shard{i}.safetensors"))
+        score_stores(method, params, str(paths["train"]), str(paths["val"]), shards[-1], {"group_mb": 0.01}, (i, 3))
+    merged = tmp_path / "merged.safetensors"
+    merge_score_files(shards, str(merged))
+    a, b = load_gradients(whole), load_gradients(merged)
+    assert list(a) == list(b) == list(load_gradients(paths["train"])) + ["total"]  # store order
+    total = reference.total()
+    for k in reference:
+        torch.testing.assert_close(a[k], reference[k], rtol=1e-12, atol=0)
+    torch.testing.assert_close(a["total"], total, rtol=1e-12, atol=1e-14)
+    rel = float((b["total"] - a["total"]).abs().max() / a["total"].abs().max())
+    assert rel < 1e-6 and all(torch.equal(a[k], b[k]) for k in reference)
+    assert read_score_ids(str(merged)) == {"train": list(range(30)), "target": list(range(1000, 1007))}
+    assert json.loads(TensorStore(merged).metadata["inflbench"])["blocks"] == len(reference)
+
+
+def test_score_file_float32_blocks_float64_total_and_coupled_methods(tmp_path):
+    from inflbench.methods import compute_influence
+    from inflbench.scoring import score_stores, separable
+
+    paths = _random_stores(tmp_path, dtype=torch.bfloat16)
+    out = tmp_path / "s.safetensors"
+    score_stores("datainf", {}, str(paths["train"]), str(paths["val"]), str(out), {"block_dtype": "float32"})
+    got = load_gradients(out)
+    ref = compute_influence("datainf", {k: v.float() for k, v in load_gradients(paths["train"]).items()},
+                            {k: v.float() for k, v in load_gradients(paths["val"]).items()})
+    assert got["total"].dtype == torch.float64 and got["classifier"].dtype == torch.float32
+    torch.testing.assert_close(got["total"], ref.total(), rtol=1e-12, atol=0)  # total from the float64 blocks
+    assert not separable("exact_joint") and not separable("rrinf") and separable("cosine")
+    score_stores("cosine", {}, str(paths["train"]), str(paths["val"]), str(out), {"group_mb": 0.01}, (1, 2))
+    cos = load_gradients(out)
+    ref = compute_influence("cosine", {k: v.float() for k, v in load_gradients(paths["train"]).items()},
+                            {k: v.float() for k, v in load_gradients(paths["val"]).items()})
+    assert 0 < len(cos) - 1 < len(ref)  # the second of two shards; whole-model norms all the same
+    for k in cos:
+        if k != "total":
+            torch.testing.assert_close(cos[k], ref[k], rtol=1e-12, atol=1e-15)
+
+
+def test_streamed_cancellation_equals_whole_array_reference(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from inflbench.studies.layer_choice import metrics as lm
+    from inflbench.studies.layer_choice.stages import block_sums, stage_cancellation
+
+    paths = _random_stores(tmp_path)
+    grads = {k: v.double().numpy() for k, v in load_gradients(paths["train"]).items()}
+    grads["l0.q.lora_A"][:, 0, 0] = 0.0  # a parameter with only zero gradients: C = nan
+    save_gradients(paths["train"], {k: torch.from_numpy(v).float() for k, v in grads.items()}, list(range(30)), {})
+    sums = block_sums(TensorStore(paths["train"]), "head.big", max_bytes=500)  # several row chunks
+    np.testing.assert_allclose(sums["abs"], np.abs(grads["head.big"]).sum(0).ravel(), rtol=1e-12)
+    groups = {"L0": ["^l0\\."], "all": ["."]}
+    out = tmp_path / "canc.csv"
+    stage_cancellation({"grads": str(paths["train"])}, {"cancellation": str(out)},
+                       {"groups": groups, "extreme": 1000.0, "task": "t"})
+    table = pd.read_csv(out).set_index("name")
+    for b, g in grads.items():
+        ref = lm.cancellation_summary(lm.cancellation(g), 1000.0)
+        assert table.loc[b, "median"] == pytest.approx(ref["median"], rel=1e-10)
+        assert table.loc[b, "layer_C"] == pytest.approx(lm.layer_cancellation(g), rel=1e-10)
+    joint = np.concatenate([grads[b].reshape(30, -1) for b in grads if b.startswith("l0.")], axis=1)
+    assert table.loc["L0", "layer_C"] == pytest.approx(lm.layer_cancellation(joint), rel=1e-10)
+    assert table.loc["L0", "n_params"] == joint.shape[1] and table.loc["l0.q.lora_A", "share_inf"] == 0
+
+
+def test_resources_follow_the_data():
+    from inflbench import resources as res
+    from inflbench.shapes import gradient_shape
+
+    lora = {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]}
+    roberta = {"family": "sequence_classification", "name_or_path": "roberta-large", "lora": lora}
+    shape = gradient_shape(roberta)
+    with_dense = gradient_shape(roberta, {"include": ["default", "classifier\\.dense"]})
+    assert with_dense["d"] == 1_444_866 and shape["d"] == with_dense["d"] - 1024 * 1025  # counted from the config
+    llama = gradient_shape({"family": "causal_lm", "name_or_path": "meta-llama/Llama-2-13b-chat-hf",
+                            "lora": {"r": 8, "alpha": 32, "target_modules": ["q_proj", "v_proj"]}})
+    assert llama["d"] == 40 * 2 * 8 * (5120 + 5120)
+    # gradients: flat in n (streamed), grows with the batch and d
+    assert res.gradients_mem_mb(shape, roberta, 64) == res.gradients_mem_mb(shape, roberta, 64)
+    assert res.gradients_mem_mb(with_dense, roberta, 64) - res.gradients_mem_mb(shape, roberta, 64) == \
+        pytest.approx(4 * 64 * 4 * (with_dense["d"] - shape["d"]) / 2**20, abs=1)
+    assert res.gradients_runtime(shape, 4000, "cpu", 8) > res.gradients_runtime(shape, 1000, "cpu", 8)
+    # separable scoring is bounded by the block group; whole-model methods grow with n * d
+    small, big = (res.scores_mem_mb("tracin", shape, n, 500) for n in (4500, 45000))
+    assert big - small < 1.1 * 3 * 8 * 45000 * 500 / 2**20  # only the score matrices grow
+    whole = res.scores_mem_mb("exact_joint", shape, 4500, 500, separable=False)
+    assert whole > (4500 + 500) * shape["d"] * 4 * 2 / 2**20
+    assert res.scores_mem_mb("datainf", shape, 4500, 500) - res.scores_mem_mb("tracin", shape, 4500, 500) == \
+        pytest.approx(2 * 8 * 4500**2 / 2**20, abs=2)  # DataInf's n x n Gram
+    assert res.layers_mem_mb("cancellation", shape, 4500, 500) < 2000
+
+
+def test_standalone_profile_does_not_inherit_the_default_config():
+    import yaml
+
+    from common import ROOT
+    from inflbench.config import profile_config
+    from inflbench.studies.identification.grid import merged_profiles
+
+    default = yaml.safe_load((ROOT / "config.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "configs" / "paper-layers.yaml").read_text())
+    merged = {**default, **paper}
+    assert profile_config(merged, paper) == paper and profile_config(merged, {"run": "x"}) is merged
+    cfg = merged_profiles([str(ROOT / "configs" / "paper-glue.yaml")], workflow_dir=ROOT)
+    assert "synthetic" not in cfg and set(cfg["methods"]) == set(yaml.safe_load(
+        (ROOT / "configs" / "paper-glue.yaml").read_text())["methods"])
+
+
+def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from common import ROOT
+
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path), "--profile",
+                           str(ROOT / "profiles" / "slurm"), "--configfile", str(ROOT / "configs" / "paper-glue.yaml")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                                       "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert "synthetic_cell" not in jobs and "layers_retrain" not in jobs  # nothing inherited from config.yaml
+    import yaml
+
+    from inflbench.methods import get, method_entry
+    from inflbench.scoring import separable
+
+    cfg = yaml.safe_load((ROOT / "configs" / "paper-glue.yaml").read_text())
+    units = len(cfg["data"]["tasks"]) * len(cfg.get("seeds") or [0])  # (task, replicate) pairs
+    bases = [method_entry(name, entry)[0] for name, entry in cfg["methods"].items()]
+    bases = [b for b in bases if not get(b).needs_model]
+    n_sep = sum(separable(b) for b in bases)
+    assert n_sep and n_sep < len(bases)
+    shards = cfg["scores"]["shards"]
+    assert int(jobs["scores_shard"]) == units * n_sep * shards and int(jobs["scores_merge"]) == units * n_sep
+    assert int(jobs["scores"]) == units * (len(bases) - n_sep)  # exact_joint, rrinf couple blocks: one job each
+    gpu_jobs = [line for line in proc.stdout.splitlines() if "resources:" in line and "gpu=1" in line]
+    assert len(gpu_jobs) == int(jobs["finetune"]) + int(jobs["gradients"]) + int(jobs["model_scores"]) + \
+        int(jobs["scores"]) + int(jobs["scores_shard"])
+    assert all("slurm_partition=CHANGE_ME_GPU" in line for line in gpu_jobs)
+    mems = {int(m) for m in re.findall(r"mem_mb=(\d+)", proc.stdout)}
+    assert len(mems) > 3  # requests differ by stage and method, not one constant
