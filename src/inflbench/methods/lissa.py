@@ -22,6 +22,7 @@ from ._common import GradData, block_damping, compute_dtype, damping_meta
 from ._health import LISSA_TOL, LastChange, convergence_meta
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_int, check_pos_float, register
 from ._stats import flat, stacked_grams
+from ..progress import chain, iteration_progress
 from ..solvers import lissa_solve
 
 
@@ -121,7 +122,7 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
             depth=p.depth,
             variant=p.variant,
             batch_dims=1,
-            callback=track,
+            callback=chain(track, iteration_progress(f"LiSSA ({len(names)} blocks at once)", p.depth)),
         )
         changes.update(zip(names, track.per_problem(len(names))))
         for i, k in enumerate(names):

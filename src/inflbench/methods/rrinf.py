@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from ._common import GradData, compute_dtype, damping_meta, joint_damping
 from ._health import RIDGE_TOL, convergence_meta, ridge_residual
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
+from ..progress import iteration_progress
 from ..solvers import rrinf_sgd
 
 #: Gram matrices cached by the layer / full modes (n x n per block).
@@ -104,6 +105,7 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
         stats=stats,
         grams=_shared_grams(data),
         block_sq=[float(data.train_sq[k].sum()) for k in names],  # the norms the damping rule used
+        callback=iteration_progress("RRInf", p.iterations),
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
