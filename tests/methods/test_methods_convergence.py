@@ -17,7 +17,7 @@ def _rows(t):
     return t.reshape(t.shape[0], -1).double()
 
 
-def ref_hyperinf_block(tr, te, lam, rfac=None):
+def ref_hyperinf_block(tr, te, lam):
     """Explicit GFIM reference: G = 1/(n r) sum_i g_i g_i^T over the long side, exact inverse."""
     n = tr.shape[0]
     mats_tr = [x.double().reshape(x.shape[0], -1) if x.dim() >= 2 else x.double()[:, None] for x in tr]
@@ -26,11 +26,10 @@ def ref_hyperinf_block(tr, te, lam, rfac=None):
         mats_tr = [x.T for x in mats_tr]
         mats_te = [x.T for x in mats_te]
     L, r = mats_tr[0].shape
-    rfac = r if rfac is None else rfac
     G = torch.zeros(L, L, dtype=torch.float64)
     for g in mats_tr:
         G += g @ g.T
-    G /= n * rfac
+    G /= n * r
     Ainv = torch.linalg.inv(G + lam * torch.eye(L, dtype=torch.float64))
     S = torch.empty(n, len(mats_te), dtype=torch.float64)
     for i, gi in enumerate(mats_tr):
@@ -83,12 +82,9 @@ def test_hyperinf_train_side_application_when_more_tests_than_train():
         assert_close(res[k], ref_hyperinf_block(tr[k], te[k], default_lambda(tr, [k])), "schulz_exact", k)
 
 
-def test_hyperinf_published_variant_reference_and_divergence():
+def test_hyperinf_published_variant_divergence():
+    """(Its reference test is in test_methods_published.py.)"""
     tr, te = make_grads(n=6, m=3, scale=1.0)
-    res = compute_influence("hyperinf", tr, te, variant="published", iterations=80, tol=None)
-    for k in tr:
-        ref = ref_hyperinf_block(tr[k], te[k], default_lambda(tr, [k]) + 1e-3, rfac=1)
-        assert_close(res[k], ref, "schulz_exact", k)
     # gradients ~1e3 larger: lambda_max(A) >> 2 / 5e-5, the fixed X0 diverges -> flagged, warned
     big_tr = {k: 1e3 * v for k, v in tr.items()}
     big_te = {k: 1e3 * v for k, v in te.items()}
