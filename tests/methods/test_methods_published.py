@@ -140,10 +140,10 @@ def test_lissa_published_is_the_released_recipe(depth):
 # ----------------------------------------------------------------- RRInf
 
 
-def released_rrinf(train, test, rows, lr=0.01):
-    """RRInf eq. (5) / Remark 2 with |D_t| = 1: parameter rows phi (one per parameter, R^n) of the
+def released_rrinf(train, test, steps, lr=0.01):
+    """RRInf eq. (5) / Remark 2, each step over the parameter rows D_t in ``steps``: parameter rows phi (one per parameter, R^n) of the
     concatenated train gradients, targets Upsilon = -n * test gradients, lambda~ = n lambda / d,
-    Omega <- Omega - 2 lr (phi (phi^T Omega - Upsilon_row) / ||phi||^2 + lambda~ Omega) for each drawn row."""
+    Omega <- Omega - 2 lr / |D_t| sum_{rows in D_t} (phi (phi^T Omega - Upsilon_row) / ||phi||^2 + lambda~ Omega)."""
     n = next(iter(train.values())).shape[0]
     Phi = torch.cat([v.reshape(n, -1).double() for v in train.values()], 1)  # (n, d)
     T = torch.cat([v.reshape(v.shape[0], -1).double() for v in test.values()], 1)  # (C, d)
@@ -151,9 +151,12 @@ def released_rrinf(train, test, rows, lr=0.01):
     lam = 0.1 * float((Phi**2).sum()) / n / d
     lt = n * lam / d
     Omega = torch.zeros(n, T.shape[0], dtype=torch.float64)
-    for r in rows:
-        phi, y = Phi[:, r], -n * T[:, r]
-        Omega = Omega - 2 * lr * (torch.outer(phi, phi @ Omega - y) / (phi @ phi) + lt * Omega)
+    for rows in steps:
+        step = torch.zeros_like(Omega)
+        for r in rows:
+            phi, y = Phi[:, r], -n * T[:, r]
+            step += torch.outer(phi, phi @ Omega - y) / (phi @ phi) + lt * Omega
+        Omega = Omega - 2 * lr * step / len(rows)
     return Omega
 
 
@@ -163,6 +166,19 @@ def test_rrinf_published_neuron_is_eq5():
     res = compute_influence("rrinf", tr, te, variant="published", sampling="neuron", iterations=400, lr=0.01, seed=3)
     # the rows RRInf draws: uniform over the d parameters from its seeded generator
     rows = torch.randint(0, d, (400,), generator=torch.Generator().manual_seed(3)).tolist()
-    ref = released_rrinf(tr, te, rows)
+    ref = released_rrinf(tr, te, [[r] for r in rows])
     assert float(ref.abs().max()) > 0
+    assert _rel(res["total"], ref) < 1e-10
+
+
+def test_rrinf_published_layer_is_eq5():
+    """Diffusion setting of Table 5: D_t = all parameter rows of one block, drawn uniformly."""
+    tr, te = _grads(6, 3, 1.0, torch.float64)
+    res = compute_influence("rrinf", tr, te, variant="published", sampling="layer", iterations=60, lr=0.01, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    sizes = [v[0].numel() for v in tr.values()]
+    start = [sum(sizes[:b]) for b in range(len(sizes))]
+    blocks = [int(torch.randint(0, len(sizes), (1,), generator=gen)) for _ in range(60)]
+    assert len(set(blocks)) > 1
+    ref = released_rrinf(tr, te, [range(start[b], start[b] + sizes[b]) for b in blocks])
     assert _rel(res["total"], ref) < 1e-10
