@@ -141,8 +141,8 @@ def test_lissa_published_is_the_released_recipe(depth):
 
 
 def released_rrinf(train, test, steps, lr=0.01):
-    """RRInf eq. (5) / Remark 2, each step over the parameter rows D_t in ``steps``: parameter rows phi (one per parameter, R^n) of the
-    concatenated train gradients, targets Upsilon = -n * test gradients, lambda~ = n lambda / d,
+    """RRInf eq. (5) / Remark 2, one step per parameter-row set D_t in ``steps``: rows phi (one per
+    parameter, in R^n) of the concatenated train gradients, targets Upsilon = -n * test gradients, lambda~ = n lambda / d,
     Omega <- Omega - 2 lr / |D_t| sum_{rows in D_t} (phi (phi^T Omega - Upsilon_row) / ||phi||^2 + lambda~ Omega)."""
     n = next(iter(train.values())).shape[0]
     Phi = torch.cat([v.reshape(n, -1).double() for v in train.values()], 1)  # (n, d)
