@@ -224,6 +224,21 @@ def test_rrinf_published_neuron_touches_few_parameters():
     assert 0 < res.meta["touched_fraction"] <= 10 / d
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-20])
+def test_rrinf_published_convergence_flag(scale):
+    """The published update is flagged against its own (row-reweighted) fixed point: full gradient
+    descent reaches it; 50 neuron steps at the paper's lr do not."""
+    tr, te = make_grads(n=6, m=3)
+    tr, te = {k: v * scale for k, v in tr.items()}, {k: v * scale for k, v in te.items()}
+    ok = compute_influence("rrinf", tr, te, variant="published", sampling="full", iterations=2000, lr=0.5)
+    assert ok.meta["converged"] is True and ok.meta["reweighted_ridge_residual_max"] < 1e-8
+    few = compute_influence("rrinf", tr, te, variant="published", sampling="neuron", iterations=50, lr=0.01)
+    assert few.meta["converged"] is False and "reweighted ridge residual" in few.meta["convergence"]
+    # the residual measures the distance to the fixed point: a step towards it lowers it
+    more = compute_influence("rrinf", tr, te, variant="published", sampling="full", iterations=20, lr=0.5)
+    assert ok.meta["reweighted_ridge_residual_max"] < more.meta["reweighted_ridge_residual_max"] < 1.0
+
+
 def test_rrinf_rejects_per_block_damping_and_bad_lr():
     tr, te = make_grads()
     with pytest.raises(ValueError, match="damping"):

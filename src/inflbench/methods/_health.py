@@ -17,7 +17,8 @@ from torch import Tensor
 LISSA_TOL = 1e-2
 #: Schulz: final ||I - A X||_F above which the inverse is not converged.
 SCHULZ_TOL = 1e-2
-#: RRInf: relative residual of the ridge normal equations above which SGD has not converged.
+#: RRInf: relative residual of the ridge normal equations (published variant: of its row-reweighted
+#: fixed point) above which SGD has not converged.
 RIDGE_TOL = 0.1
 #: float32 holds squared gradient norms (and Gram entries) safely only within this range.
 FLOAT32_SAFE = (1e-24, 1e24)
@@ -79,6 +80,31 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
         xt = xt + x @ t.reshape(t.shape[0], -1).to(torch.float64).T
     residual = xs + lam * S + xt
     denom = float(torch.linalg.matrix_norm(xt))
+    return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
+
+
+def reweighted_ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam: float,
+                              block_weights: list[float]) -> float:
+    """Relative residual of the fixed-point equations of RRInf's published (uniform-sampling) update.
+
+    With parameter rows ``phi`` of weight ``c_b / ||phi||^2`` (``c_b`` = ``block_weights[b]``: 1 when rows are
+    drawn uniformly, ``d / (B d_b)`` when one of ``B`` blocks is) the expected step vanishes where
+    ``R = sum_rows w phi (phi^T S + n t) + n lambda S = 0`` (``t`` the row's test gradients, ``S`` the scores);
+    returns ``||R|| / ||sum_rows w phi n t||`` (1 for all-zero scores). One pass over the blocks.
+    """
+    n = scores.shape[0]
+    S = scores.to(torch.float64)
+    fit = torch.zeros_like(S)
+    target = torch.zeros_like(S)
+    for x, t, c in zip(train, test, block_weights):
+        x = x.reshape(n, -1).to(torch.float64)
+        t = t.reshape(t.shape[0], -1).to(torch.float64)
+        sq = (x * x).sum(0)
+        w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))
+        fit += x @ (w[:, None] * (x.T @ S))
+        target += n * (x * w) @ t.T
+    denom = float(torch.linalg.matrix_norm(target))
+    residual = fit + target + n * lam * S
     return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
 
 
