@@ -185,6 +185,28 @@ def test_lissa_published_diverges_when_lambda_max_above_two_and_is_flagged():
     assert res.meta["diverged"] is False
 
 
+def test_lissa_flag_sees_a_crawling_recursion():
+    """A few strong gradient directions over weak noise: the recursion crawls (steps of 0.3 %, scores
+    still 22 % off exact_block at depth 100); the flag extrapolates the remaining error from the
+    last two steps instead of reading the small last step as convergence."""
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(512, 4, generator=g, dtype=torch.float64)
+    w = torch.tensor([10.0, 5, 2, 1], dtype=torch.float64)
+
+    def grads(k):
+        return ((torch.randn(k, 4, generator=g, dtype=torch.float64) * w) @ U.T
+                + 0.3 * torch.randn(k, 512, generator=g, dtype=torch.float64)).reshape(k, 8, 64)
+
+    tr, te = {"a": grads(40)}, {"a": grads(5)}
+    ex = compute_influence("exact_block", tr, te)["a"]
+    for depth, flagged in ((100, True), (10000, False)):
+        res = compute_influence("lissa", tr, te, depth=depth)
+        err = float((res["a"] - ex).norm() / ex.norm())
+        assert res.meta["converged"] is not flagged, (depth, err, res.meta["convergence"])
+        assert (err > 0.1) is flagged
+        assert 0.3 * err <= res.meta["estimated_remaining_error_max"] <= 3 * err + 1e-12
+
+
 def test_lissa_too_small_scale_is_flagged_not_silent():
     tr, te = make_grads()
     with pytest.warns(RuntimeWarning, match="diverged"):
