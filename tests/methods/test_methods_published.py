@@ -99,6 +99,11 @@ def test_hyperinf_published_iterations_and_layout():
     # the released GFIM of a LoRA B block with out < r is out x out, not the long (rank) side
     long_side = compute_influence("hyperinf", {"x": tr["l1.q.lora_B"]}, {"x": te["l1.q.lora_B"]}, variant="published")
     assert _rel(long_side["x"], res["l1.q.lora_B"]) > 1e-3
+    # solver="direct": the inverse the iteration converges to, not flagged
+    direct = compute_influence("hyperinf", tr, te, variant="published", solver="direct")
+    assert direct.meta["diverged"] is False and direct.meta["converged"] is True
+    for k in SHAPES:
+        assert _rel(direct[k], ref[k]) < 1e-8, k
     # the correct variant keeps its own default
     assert compute_influence("hyperinf", tr, te).meta["schulz_iterations_run"] <= 20
 

@@ -187,14 +187,14 @@ def _published(data: GradData, p: HyperInfParams) -> InfluenceResult:
             A = G.clone()
             A.diagonal(dim1=-2, dim2=-1).add_(lam[:, None])
             eye = torch.eye(s, dtype=dt)
-            if p.solver == "direct":
+            if p.solver == "direct":  # residuals reported as 0, as for the correct variant
                 X = torch.cholesky_inverse(torch.linalg.cholesky(A.to(torch.float64))).to(dt)
-                r0 = torch.zeros(len(names), dtype=torch.float64)
+                r0 = r = torch.zeros(len(names), dtype=torch.float64)
             else:
                 c0 = PUBLISHED_HYPERINF_X0 if x0 == "safe" else float(x0)
                 X = schulz_inverse(A, iterations=p.n_iterations, x0=c0)
                 r0 = torch.linalg.matrix_norm(eye - c0 * A, ord="fro").to(torch.float64)
-            r = torch.linalg.matrix_norm(eye - A @ X, ord="fro").to(torch.float64)
+                r = torch.linalg.matrix_norm(eye - A @ X, ord="fro").to(torch.float64)
             for i, k in enumerate(names):
                 T = released_layout(k, data.test[k]).to(dt)
                 W = (T.reshape(-1, s) @ X[i]).reshape(m, -1)  # (m, a * s): T_j X per test sample
