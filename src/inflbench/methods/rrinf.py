@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._common import GradData, compute_dtype, damping_meta, joint_damping
-from ._health import RIDGE_TOL, convergence_meta, ridge_residual
+from ._health import RIDGE_TOL, convergence_meta, reweighted_ridge_residual, ridge_residual
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
 from ..progress import iteration_progress
 from ..solvers import rrinf_sgd
@@ -109,7 +109,14 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
-    if p.variant == "correct":  # the published update has no fixed point at the ridge solution
-        residual = ridge_residual([data.train[k] for k in names], [data.test[k] for k in names], omega, float(lam))
+    train, test = [data.train[k] for k in names], [data.test[k] for k in names]
+    if p.variant == "correct":
+        residual = ridge_residual(train, test, omega, float(lam))
         out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "ridge residual", "raise iterations"))
+    else:  # the published update's own fixed point: a row-reweighted ridge solution
+        sizes = [data.dim(k) for k in names]
+        weights = [sum(sizes) / (len(sizes) * s) for s in sizes] if p.sampling == "layer" else [1.0] * len(sizes)
+        residual = reweighted_ridge_residual(train, test, omega, float(lam), weights)
+        out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "reweighted ridge residual",
+                                         "raise iterations (or lr)"))
     return out
