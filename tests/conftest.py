@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common import MINILM, randomize_lora_b
+import yaml
+
+from common import MINILM, randomize_lora_b, snakemake, test_config
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +28,20 @@ def minilm(tiny_splits):
     randomize_lora_b(model)
     encoded = {k: family.encode(v) for k, v in tiny_splits.items()}
     return family, model, encoded
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(workdir, Layout, config args) of one end-to-end run of configs/test.yaml, shared by the workflow tests
+    and the kill-and-rerun test (its uninterrupted reference)."""
+    from inflbench.paths import Layout
+
+    config_dict = test_config()
+    work = tmp_path_factory.mktemp("tiny")
+    results = work / "results"
+    config = work / "test.yaml"
+    config.write_text(yaml.safe_dump(config_dict))
+    args = ("--configfile", str(config), "--config", f"results_dir={results}")
+    proc = snakemake("--cores", "2", *args, workdir=work)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work, Layout(results, config_dict["run"]), args

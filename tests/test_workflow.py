@@ -14,20 +14,11 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from common import ROOT, SHARED_DATA, needs_shared
+from common import ROOT, SHARED_DATA, needs_shared, snakemake, test_config
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.paths import Layout
 
-TEST_CONFIG = yaml.safe_load((ROOT / "configs" / "test.yaml").read_text())
-if not kronfluence_available():  # `make test` installs it; a bare `pip install -e .[test]` does not
-    del TEST_CONFIG["methods"]["ekfac"]
-
-
-def snakemake(*args: str, workdir: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
-    return proc
+TEST_CONFIG = test_config()
 
 
 def _planned_jobs(output: str) -> dict[str, int]:
@@ -86,18 +77,6 @@ def test_default_dag_shape(tmp_path):
     n_methods = len(yaml.safe_load((ROOT / "config.yaml").read_text())["methods"])
     assert jobs["prepare_data"] == 1 and jobs["finetune"] == 1 and jobs["gradients"] == 2
     assert jobs["scores"] == n_methods and jobs["detection_metrics"] == n_methods
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    results = work / "results"
-    config = work / "test.yaml"
-    config.write_text(yaml.safe_dump(TEST_CONFIG))
-    args = ("--configfile", str(config), "--config", f"results_dir={results}")
-    proc = snakemake("--cores", "2", *args, workdir=work)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return work, Layout(results, TEST_CONFIG["run"]), args
 
 
 @pytest.mark.slow

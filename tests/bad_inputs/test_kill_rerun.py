@@ -14,24 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from safetensors.torch import load_file
 
 from common import ROOT
 
-OVERLAY = {"methods": {"tracin": {}, "datainf": {}}, "layers": {"enabled": False}}
 TARGET = "detection_table"  # the rule: splits, fine-tune, gradients, scores, metrics, table
 
 
-def _cmd(workdir: Path, *extra: str) -> list[str]:
-    overlay = workdir / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump({**OVERLAY, "results_dir": str(workdir / "results")}))
+def _cmd(workdir: Path, config: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", *(extra or (TARGET,)), "--cores", "2", "--directory", str(workdir),
-            "--configfile", str(ROOT / "configs" / "test.yaml"), str(overlay)]
+            "--configfile", config, "--config", f"results_dir={workdir / 'results'}"]
 
 
-def _run(workdir: Path, *extra: str) -> None:
-    proc = subprocess.run(_cmd(workdir, *extra), cwd=ROOT, capture_output=True, text=True, timeout=1200,
+def _run(workdir: Path, config: str, *extra: str) -> None:
+    proc = subprocess.run(_cmd(workdir, config, *extra), cwd=ROOT, capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -48,14 +44,15 @@ def _results(workdir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_kill_nine_then_unlock_and_rerun_is_bit_identical(tmp_path):
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    clean.mkdir(), killed.mkdir()
-    _run(clean)
+def test_kill_nine_then_unlock_and_rerun_equals_an_uninterrupted_run(tiny_run, tmp_path):
+    clean, _, args = tiny_run  # the uninterrupted run of the test profile (shared with the workflow tests)
+    config = args[1]
     reference = _results(clean)
     assert any(k.endswith(".safetensors") for k in reference) and "detection.csv" in reference
 
-    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    proc = subprocess.Popen(_cmd(killed, config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 900
     while not list(killed.glob("results/**/adapter.safetensors")) and time.time() < deadline:
@@ -64,8 +61,8 @@ def test_kill_nine_then_unlock_and_rerun_is_bit_identical(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
     proc.wait()
     assert not list(killed.glob("results/**/tables/detection.csv"))
-    _run(killed, "--unlock")
-    _run(killed, TARGET, "--rerun-incomplete")  # the killed job's outputs are marked incomplete
+    _run(killed, config, "--unlock")
+    _run(killed, config, TARGET, "--rerun-incomplete")  # the killed job's outputs are marked incomplete
     result = _results(killed)
     assert sorted(result) == sorted(reference)
     for name, value in reference.items():
