@@ -215,8 +215,11 @@ def test_resources_follow_the_data():
     # separable scoring is bounded by the block group; whole-model methods grow with n * d
     small, big = (res.scores_mem_mb("tracin", shape, n, 500) for n in (4500, 45000))
     assert big - small < 1.1 * 3 * 8 * 45000 * 500 / 2**20  # only the score matrices grow
+    # coupled methods stream blocks: their n x n system, never the store ((n + m) d)
     whole = res.scores_mem_mb("exact_joint", shape, 4500, 500, separable=False)
-    assert whole > (4500 + 500) * shape["d"] * 4 * 2 / 2**20
+    assert 16 * 4500**2 / 2**20 < whole < (4500 + 500) * shape["d"] * 4 / 2**20
+    big = res.scores_mem_mb("exact_joint", shape, 9000, 500, separable=False)
+    assert big - whole == pytest.approx((16 * (9000**2 - 4500**2) + 40 * 4500 * 500 + 12 * 4500 * shape["d_max"]) / 2**20, abs=3)
     assert res.scores_mem_mb("datainf", shape, 4500, 500) - res.scores_mem_mb("tracin", shape, 4500, 500) == \
         pytest.approx(2 * 8 * 4500**2 / 2**20, abs=2)  # DataInf's n x n Gram
     assert res.layers_mem_mb("cancellation", shape, 4500, 500) < 2000
@@ -273,3 +276,50 @@ def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules
     assert all("slurm_partition=CHANGE_ME_GPU" in line for line in gpu_jobs)
     mems = {int(m) for m in re.findall(r"mem_mb=(\d+)", proc.stdout)}
     assert len(mems) > 3  # requests differ by stage and method, not one constant
+
+
+class _CountingLazy:
+    """Read-on-access store view that records the most block tensors alive at once."""
+
+    def __init__(self, path):
+        import weakref
+
+        self.view, self.alive, self.most, self.reads = TensorStore(path).lazy(), 0, 0, 0
+        read = self.view.store.read
+
+        def counted(*args, **kw):
+            t = read(*args, **kw)
+            self.alive, self.reads = self.alive + 1, self.reads + 1
+            self.most = max(self.most, self.alive)
+            weakref.finalize(t, self._gone)
+            return t
+
+        self.view.store.read = counted
+
+    def _gone(self):
+        self.alive -= 1
+
+
+@pytest.mark.parametrize("method,params", [("exact_joint", {}), ("exact_joint", {"damping": 0.05}),
+                                           ("rrinf", {"iterations": 40}),
+                                           ("rrinf", {"sampling": "neuron", "iterations": 200}),
+                                           ("rrinf", {"sampling": "full", "iterations": 20}),
+                                           ("rrinf", {"variant": "published", "sampling": "minibatch", "iterations": 20})])
+def test_coupled_methods_stream_blocks_and_equal_in_memory(tmp_path, method, params):
+    from inflbench.artifacts import save_block_stats
+    from inflbench.methods import compute_influence
+    from inflbench.methods._stats import block_stats
+    from inflbench.scoring import score_stores
+
+    paths = _random_stores(tmp_path, n=30, m=7, dtype=torch.float64)
+    tr, te = load_gradients(paths["train"]), load_gradients(paths["val"])
+    ref = compute_influence(method, tr, te, **params)["total"]
+    lazy_tr, lazy_te = _CountingLazy(paths["train"]), _CountingLazy(paths["val"])
+    got = compute_influence(method, lazy_tr.view, lazy_te.view, **params)["total"]
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert lazy_tr.reads >= len(tr) and lazy_tr.most <= 2 and lazy_te.most <= 2  # never the whole store
+    save_block_stats(tmp_path / "stats.safetensors", block_stats(tr))
+    out = tmp_path / "s.safetensors"
+    score_stores(method, params, str(paths["train"]), str(paths["val"]), str(out), {},
+                 stats_path=str(tmp_path / "stats.safetensors"))
+    torch.testing.assert_close(TensorStore(out).read("total"), ref, rtol=1e-10, atol=1e-12)

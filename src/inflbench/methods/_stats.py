@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import sym_gram
-from ._common import sq_norms
+from ._common import shape_of, sq_norms
 
 #: Max bytes of one float64 chunk cast from the (float32) gradients for a Gram product.
 CHUNK_BYTES = 64 << 20
@@ -102,9 +102,9 @@ class BlockStats:
 
     def check(self, train: Mapping[str, Tensor]) -> None:
         """Raise ``ValueError`` unless these statistics belong to ``train`` (blocks, n, shapes)."""
-        n = next(iter(train.values())).shape[0]
+        n = shape_of(train, next(iter(train)))[0]
         missing = [k for k in train if k not in self.shapes]
-        bad = [k for k in train if k in self.shapes and tuple(self.shapes[k]) != tuple(train[k].shape[1:])]
+        bad = [k for k in train if k in self.shapes and tuple(self.shapes[k]) != shape_of(train, k)[1:]]
         if n != self.n or missing or bad:
             raise ValueError(
                 f"block statistics do not match the train gradients (n {self.n} vs {n}; "
