@@ -323,3 +323,36 @@ def test_coupled_methods_stream_blocks_and_equal_in_memory(tmp_path, method, par
     score_stores(method, params, str(paths["train"]), str(paths["val"]), str(out), {},
                  stats_path=str(tmp_path / "stats.safetensors"))
     torch.testing.assert_close(TensorStore(out).read("total"), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_block_stats_stage_streams_gram_by_gram_and_equals_in_memory(tmp_path, dtype, monkeypatch):
+    from inflbench.artifacts import load_block_stats
+    from inflbench.methods import _stats
+    from inflbench.stages import stage_block_stats
+
+    gen = torch.Generator().manual_seed(3)
+    # n = 50: side n over pairs of row chunks, side d over row chunks (twice), side d in one read
+    shapes = {"big_n": (40, 60), "d_48": (6, 8), "big_d": (3, 7), "tiny_d": (2, 2)}
+    grads = {k: torch.randn(50, *s, generator=gen).to(dtype) for k, s in shapes.items()}
+    save_gradients(tmp_path / "train.safetensors", grads, list(range(50)), {})
+    ref = _stats.block_stats(grads, chunk_bytes=2000)
+    monkeypatch.setattr(_stats, "CHUNK_BYTES", 2000)  # several row chunks per large block
+    rows = {}
+    read = TensorStore.read
+
+    def counted(self, name, start=None, stop=None, dtype=None):
+        t = read(self, name, start, stop, dtype)
+        rows[name] = max(rows.get(name, 0), t.shape[0])
+        return t
+
+    monkeypatch.setattr(TensorStore, "read", counted)
+    stage_block_stats({"train": str(tmp_path / "train.safetensors")}, {"stats": str(tmp_path / "s.safetensors")}, {})
+    assert rows["big_n"] < 50 and rows["big_d"] < 50 and rows["tiny_d"] == 50  # large blocks by row chunks
+    disk = load_block_stats(tmp_path / "s.safetensors")
+    assert disk.n == 50 and disk.shapes == ref.shapes
+    for k in shapes:
+        # same products as in memory: blocks read whole, and side-d row chunks of float32 stores
+        exact = k == "tiny_d" or (dtype == torch.float32 and k != "big_n")
+        for got, want in ((disk.gram(k), ref.gram(k)), (disk.train_sq[k], ref.train_sq[k])):
+            assert torch.equal(got, want) if exact else torch.allclose(got, want, rtol=1e-12, atol=1e-12), k

@@ -92,10 +92,10 @@ def scores_runtime(method: str, shape: dict, n: int, m: int, threads: int, devic
 
 
 def block_stats_mem_mb(shape: dict, n: int) -> int:
-    """One block read (float32) and its float64 chunk, plus every block's Gram (float64, min(n, d_b)^2 each,
-    bounded by the largest block), all of which the stage writes."""
+    """Written Gram by Gram: the largest block's Gram (float64, min(n, d_max)^2) plus two row chunks read from
+    the store and their float64 casts (at most 64 MB each in float64)."""
     side = min(n, shape["d_max"])
-    return BASE_MB + _mb(4 * n * shape["d_max"] + 64 * MB + 8 * side * side * shape["blocks"])
+    return BASE_MB + _mb(8 * side * side + 3 * 64 * MB)
 
 
 def block_stats_runtime(shape: dict, n: int, threads: int) -> int:
