@@ -356,3 +356,26 @@ def test_block_stats_stage_streams_gram_by_gram_and_equals_in_memory(tmp_path, d
         exact = k == "tiny_d" or (dtype == torch.float32 and k != "big_n")
         for got, want in ((disk.gram(k), ref.gram(k)), (disk.train_sq[k], ref.train_sq[k])):
             assert torch.equal(got, want) if exact else torch.allclose(got, want, rtol=1e-12, atol=1e-12), k
+
+
+def test_scoring_on_a_device_moves_the_shared_block_stats_there(tmp_path, monkeypatch):
+    import inflbench.methods as methods
+    from inflbench.methods import InfluenceResult
+    from inflbench.methods._stats import block_stats
+    from inflbench.scoring import _compute
+
+    paths = _random_stores(tmp_path, n=12, m=3)
+    tr, te = load_gradients(paths["train"]), load_gradients(paths["val"])
+    stats, seen = block_stats(tr), {}
+
+    def fake(method, train, test, *, block_stats=None, **params):  # stands in for the method on the device
+        seen.update(train=next(iter(train.values())).device, stats=block_stats)
+        return InfluenceResult({"total": torch.zeros(12, 3, device="cpu")}, meta={})
+
+    monkeypatch.setattr(methods, "compute_influence", fake)
+    _compute("exact_joint", {}, tr, te, torch.device("meta"), stats)  # no GPU here: "meta" is the non-CPU device
+    got = seen["stats"]
+    assert seen["train"].type == "meta" and got is not None and got.n == 12 and got.shapes == stats.shapes
+    for k in tr:
+        assert got.train_sq[k].device.type == "meta" and got.gram(k).device.type == "meta"
+        assert got.gram(k).shape == stats.gram(k).shape
