@@ -322,21 +322,18 @@ def read_scores(path: str | Path, blocks: Iterable[str] | None = None) -> tuple[
     return arrays, meta
 
 
-class LazyScores(dict):
-    """Block -> float64 ``(n_train, n_target)`` array of a score file, each read from disk when accessed
-    (consumers going block by block never hold the whole file)."""
+def LazyScores(path: str | Path):
+    """Block -> float64 ``(n_train, n_target)`` array of a score file (blocks sorted by name), each read from
+    disk when accessed (consumers going block by block never hold the whole file): the store's
+    read-on-access view (:class:`inflbench.store.LazyTensors`) with numpy float64 values."""
+    from inflbench.store import LazyTensors, TensorStore
 
-    def __init__(self, path: str | Path):
-        from safetensors import safe_open
+    class _Scores(LazyTensors):
+        def __getitem__(self, name: str) -> np.ndarray:
+            return super().__getitem__(name).numpy().astype(np.float64)  # a fresh array per access
 
-        self._path = str(path)
-        with safe_open(self._path, framework="numpy") as handle:
-            super().__init__({k: None for k in handle.keys()})
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self:
-            raise KeyError(name)
-        return read_scores(self._path, [name])[0][name]
+    store = TensorStore(path)
+    return _Scores(store, sorted(store.names))
 
 
 def read_scores_meta(path: str | Path) -> dict:
