@@ -195,7 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
     parser.add_argument("--n-target", type=int, default=100)
-    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
     parser.add_argument("--grad-modes", nargs="+", default=["stream", "in_memory"], choices=["stream", "in_memory"])
     parser.add_argument("--keep", action="store_true", help="Keep the rows of --out that this run does not measure.")
