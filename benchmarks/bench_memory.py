@@ -171,9 +171,14 @@ def save(rows: list[dict], d: int, out: str, keep: bool = False):
     return frame
 
 
-def project(frame, n: int, out: str):
-    """Peak RSS at n_train = ``n`` per (stage, method), linear in n through the two largest measured sizes."""
+def project(frame, n: int, out: str, shape: dict | None = None):
+    """Peak RSS at n_train = ``n`` per (stage, method): linear in n through the two largest measured sizes,
+    and (scores, with ``shape``) the largest measurement plus the growth that the resource formula of
+    :func:`inflbench.resources.scores_mem_mb` predicts from there (catches O(n^2) working sets)."""
     import pandas as pd
+
+    from inflbench import resources
+    from inflbench.scoring import separable
 
     rows = []
     measured = frame[frame["stage"].isin(["gradients", "scores"]) & frame["peak_rss_mb"].notna()]
@@ -183,9 +188,16 @@ def project(frame, n: int, out: str):
             continue
         (n0, p0), (n1, p1) = g[["n_train", "peak_rss_mb"]].values[-2:]
         slope = (p1 - p0) / (n1 - n0)
+        linear = p1 + slope * (n - n1)
+        formula = float("nan")
+        if stage == "scores" and shape is not None:
+            m = int(g["n_target"].values[-1])
+            mem = lambda k: resources.scores_mem_mb(method, shape, k, m, separable=separable(method))  # noqa: E731
+            formula = p1 + mem(n) - mem(int(n1))
         rows.append({"stage": stage, "method": method, "n_from": f"{int(n0)},{int(n1)}",
-                     "mb_per_1000_samples": 1000 * slope, "n_train": n,
-                     "projected_peak_mb": p1 + slope * (n - n1), "fits_16gb": p1 + slope * (n - n1) < 16 * 1024})
+                     "mb_per_1000_samples": 1000 * slope, "n_train": n, "projected_peak_mb": linear,
+                     "projected_by_formula_mb": formula,
+                     "fits_16gb": max(linear, formula if formula == formula else 0) < 16 * 1024})
     frame = pd.DataFrame(rows)
     frame.to_csv(out, index=False)
     return frame
@@ -193,7 +205,8 @@ def project(frame, n: int, out: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[500, 2000],
+                        help="n_train values (none: only --project from the rows already in --out).")
     parser.add_argument("--n-target", type=int, default=100)
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
@@ -216,6 +229,15 @@ def main() -> None:
 
     from inflbench.scoring import separable
 
+    if not args.sizes:  # --sizes with no value: project from --out only
+        import pandas as pd
+
+        shapes = block_shapes()
+        shape = {"d": sum(math.prod(s) for s in shapes.values()),
+                 "d_max": max(math.prod(s) for s in shapes.values()), "blocks": len(shapes)}
+        print(project(pd.read_csv(args.out), args.project or 4500,
+                      str(Path(args.out).with_name("memory_projection.csv")), shape).to_string())
+        return
     work = Path(args.workdir or tempfile.mkdtemp(prefix="inflbench_mem_"))
     work.mkdir(parents=True, exist_ok=True)
     shapes = block_shapes()
@@ -248,7 +270,8 @@ def main() -> None:
     frame = save(rows, d, args.out, args.keep)
     print(frame.to_string())
     if args.project:
-        print(project(frame, args.project, str(Path(args.out).with_name("memory_projection.csv"))).to_string())
+        print(project(frame, args.project, str(Path(args.out).with_name("memory_projection.csv")),
+                      {"d": d, "d_max": max(math.prod(s) for s in shapes.values()), "blocks": len(shapes)}).to_string())
 
 
 if __name__ == "__main__":
