@@ -182,19 +182,20 @@ def project(frame, n: int, out: str, shape: dict | None = None):
 
     rows = []
     measured = frame[frame["stage"].isin(["gradients", "scores"]) & frame["peak_rss_mb"].notna()]
-    for (stage, method), g in measured.groupby(["stage", "method"], sort=False):
+    measured = measured.assign(layers=measured["layers"].fillna(0))
+    for (stage, method, layers), g in measured.groupby(["stage", "method", "layers"], sort=False):
         g = g.sort_values("n_train").drop_duplicates("n_train", keep="last")
         if len(g) < 2:
             continue
         (n0, p0), (n1, p1) = g[["n_train", "peak_rss_mb"]].values[-2:]
         slope = (p1 - p0) / (n1 - n0)
-        linear = p1 + slope * (n - n1)
+        linear = p1 + max(slope, 0.0) * (n - n1)  # a falling peak (allocator, block grouping) is not extrapolated
         formula = float("nan")
         if stage == "scores" and shape is not None:
             m = int(g["n_target"].values[-1])
             mem = lambda k: resources.scores_mem_mb(method, shape, k, m, separable=separable(method))  # noqa: E731
             formula = p1 + mem(n) - mem(int(n1))
-        rows.append({"stage": stage, "method": method, "n_from": f"{int(n0)},{int(n1)}",
+        rows.append({"stage": stage, "method": method, "layers": int(layers), "n_from": f"{int(n0)},{int(n1)}",
                      "mb_per_1000_samples": 1000 * slope, "n_train": n, "projected_peak_mb": linear,
                      "projected_by_formula_mb": formula,
                      "fits_16gb": max(linear, formula if formula == formula else 0) < 16 * 1024})
