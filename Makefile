@@ -3,15 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
+TORCH_INDEX ?=
+# extras of the CPU install (+ ekfac, installed without dependencies below); envs/*.yaml list the same
+CPU_EXTRAS := test,slurm,diffusion
 
 .PHONY: setup run test report lint dry-run bench clean
 
 $(BIN)/snakemake:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[test,slurm,diffusion]'
-	# EK-FAC: kronfluence without its torchvision requirement (which would pull a CUDA torch)
+	# CPU-only torch on a machine without a GPU: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -e '.[$(CPU_EXTRAS)]'
+	# the ekfac extra: kronfluence without its torchvision requirement (which would pull a CUDA torch)
 	$(BIN)/pip install --no-deps 'kronfluence>=1.0' einconv einops opt-einsum
 
 setup: $(BIN)/snakemake
@@ -19,6 +23,7 @@ setup: $(BIN)/snakemake
 run: setup
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --report results/default/report.html
+	$(BIN)/python -m inflbench summary results/default   # = the `inflbench summary` command
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

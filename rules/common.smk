@@ -6,7 +6,7 @@ from inflbench.checks import check_config_files, dry_run_requested
 from inflbench.config import profile_config, run_seeds, validate_config
 from inflbench.errors import InputError
 from inflbench.methods import get as get_method, method_entry
-from inflbench.paths import Layout
+from inflbench.paths import Layout, html_of
 from inflbench.studies import STUDIES
 
 try:
@@ -32,6 +32,7 @@ MODEL_METHODS = [m for m in METHODS if get_method(BASE_METHOD[m]).needs_model]
 GPU = int(CFG["device"] == "cuda")
 MAX_THREADS = 8  # torch-heavy jobs; Snakemake caps it at --cores
 ENV = "../envs/inflbench-cpu.yaml"
+DETECTION_PRIORITY = 10  # the core path and the headline tables run before the slower studies
 
 
 wildcard_constraints:
@@ -91,6 +92,10 @@ def seed_of(wildcards):
 def per_seed(pattern, **wildcards):
     """``pattern`` (a path of R) for every replicate seed (and the product of ``wildcards``)."""
     return expand(pattern, rep=SEEDS, **wildcards)
+
+
+# flagged training examples of every (replicate,) task and method, for the detection and identification studies
+TOPK_TARGETS = per_seed(html_of(R.topk(task="{task}", method="{method}")), task=TASKS, method=METHODS)
 
 
 # ---- helpers of rules/core.smk (called when the DAG is built; they read that file's constants)

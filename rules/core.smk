@@ -13,6 +13,7 @@ rule prepare_data:
         seed=seed_of,
     log:
         R.log(stage="prepare_data", name="{task}"),
+    priority: DETECTION_PRIORITY
     threads: 1
     resources:
         mem_mb=4000,
@@ -29,13 +30,15 @@ rule finetune:
         unpack(lambda w: split_inputs(w.task)),
     output:
         adapter=R.adapter(task="{task}"),
-        curve=report(
-            R.curve(task="{task}"),
+        curve=R.curve(task="{task}"),
+        curve_html=report(
+            html_of(R.curve(task="{task}")),
             caption="../reports/training_curve.rst",
             category="Fine-tuning",
             labels={"task": "{task}", "table": "training curve"},
         ),
         predictions=R.val_predictions(task="{task}"),
+        peft=directory(R.peft_adapter(task="{task}")),
     params:
         model=CFG["model"],
         train=CFG["train"],
@@ -43,6 +46,7 @@ rule finetune:
         device=CFG["device"],
     log:
         R.log(stage="finetune", name="{task}"),
+    priority: DETECTION_PRIORITY
     threads: MAX_THREADS
     resources:
         mem_mb=lambda w: scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])),
@@ -76,6 +80,7 @@ rule gradients_chunk:
         chunks=GRAD_CHUNKS,
     log:
         R.log(stage="gradients", name="{task}_{split}_{chunk}"),
+    priority: DETECTION_PRIORITY
     wildcard_constraints:
         chunk=r"\d+",
     threads: MAX_THREADS
@@ -107,6 +112,7 @@ if GRAD_CHUNKS == 1:
             device=CFG["device"],
         log:
             R.log(stage="gradients", name="{task}_{split}"),
+        priority: DETECTION_PRIORITY
         threads: MAX_THREADS
         resources:
             mem_mb=_grad_mem,
@@ -130,6 +136,7 @@ else:
             index=R.gradient_index(task="{task}", split="{split}"),
         log:
             R.log(stage="gradients", name="{task}_{split}"),
+        priority: DETECTION_PRIORITY
         threads: 1
         resources:
             mem_mb=1500,
@@ -155,6 +162,7 @@ rule block_stats:
         stats=R.block_stats(task="{task}"),
     log:
         R.log(stage="block_stats", name="{task}"),
+    priority: DETECTION_PRIORITY
     threads: MAX_THREADS
     resources:
         mem_mb=lambda w: scaled_mb(RES.block_stats_mem_mb(grad_shape(), N_TRAIN)),
@@ -180,6 +188,7 @@ rule scores:
         seed=seed_of,
     log:
         R.log(stage="scores", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
     wildcard_constraints:
         method="|".join(WHOLE_METHODS) or "^$",
     threads: MAX_THREADS
@@ -208,6 +217,7 @@ rule scores_shard:
         shards=SHARDS,
     log:
         R.log(stage="scores", name="{task}_{method}_{shard}"),
+    priority: DETECTION_PRIORITY
     wildcard_constraints:
         method="|".join(SHARDED_METHODS) or "^$",
         shard=r"\d+",
@@ -230,6 +240,7 @@ rule scores_merge:
         scores=R.scores(task="{task}", method="{method}"),
     log:
         R.log(stage="scores", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
     wildcard_constraints:
         method="|".join(SHARDED_METHODS) or "^$",
     threads: 1
@@ -259,6 +270,7 @@ rule model_scores:
         scores=SCORES_PARAMS,
     log:
         R.log(stage="scores", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
     wildcard_constraints:
         method="|".join(MODEL_METHODS) or "^$",
     threads: MAX_THREADS
@@ -272,3 +284,32 @@ rule model_scores:
         ENV
     script:
         "../scripts/model_scores.py"
+
+
+rule topk:
+    """The k most harmful and most helpful training examples of one method, with text and labels."""
+    input:
+        scores=R.scores(task="{task}", method="{method}"),
+        train=R.split(task="{task}", split="train"),
+    output:
+        table=R.topk(task="{task}", method="{method}"),
+        html=report(
+            html_of(R.topk(task="{task}", method="{method}")),
+            caption="../reports/topk.rst",
+            category="2. Flagged training examples",
+            subcategory="{task}",
+            labels={"task": "{task}", "method": "{method}"},
+        ),
+    params:
+        k=CFG["evaluate"]["top_k"],
+    log:
+        R.log(stage="topk", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/topk.py"

@@ -2,9 +2,10 @@
 
 
 DETECTION_TARGETS = (
-    per_seed(R.detection_table()) + per_seed(R.detection_figure(task="{task}"), task=TASKS)
+    [html_of(P.leaderboard())] + per_seed(html_of(R.detection_table())) + per_seed(R.detection_figure(task="{task}"), task=TASKS)
     + ([P.seeds_table(study="detection", table=t) for t in SEED_TABLES] + [P.seeds_figure(study="detection")]
        if REPLICATED else [])
+    + TOPK_TARGETS
     if ON["detection"]
     else []
 )
@@ -28,6 +29,7 @@ rule detection_metrics:
         points=CFG["evaluate"]["curve_points"],
     log:
         R.log(stage="detection_metrics", name="{task}_{method}"),
+    priority: DETECTION_PRIORITY
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,8 +45,9 @@ rule detection_table:
     input:
         summaries=expand(R.detection_summary(task="{task}", method="{method}"), task=TASKS, method=METHODS, allow_missing=True),
     output:
-        table=report(
-            R.detection_table(),
+        table=R.detection_table(),
+        html=report(
+            html_of(R.detection_table()),
             caption="../reports/detection_table.rst",
             category="Mislabeled-data detection",
             labels={"table": "AUC and runtime per method"},
@@ -53,6 +56,7 @@ rule detection_table:
         config={k: CFG[k] for k in ("seed", "data", "model", "train", "gradients", "methods")},
     log:
         R.log(stage="detection_table", name="all"),
+    priority: DETECTION_PRIORITY
     threads: 1
     resources:
         mem_mb=1000,
@@ -61,6 +65,31 @@ rule detection_table:
         ENV
     script:
         "../scripts/detection_table.py"
+
+
+rule leaderboard:
+    """Methods ranked by their detection AUC over tasks, with runtime and memory (the report's first table)."""
+    input:
+        tables=per_seed(R.detection_table()),
+    output:
+        table=P.leaderboard(),
+        html=report(
+            html_of(P.leaderboard()),
+            caption="../reports/leaderboard.rst",
+            category="1. Leaderboard",
+            labels={"table": "leaderboard"},
+        ),
+    log:
+        P.log(stage="leaderboard", name="all"),
+    priority: DETECTION_PRIORITY
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/leaderboard.py"
 
 
 rule detection_figure:

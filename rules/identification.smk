@@ -5,8 +5,9 @@
 #   snakemake --cores 2 identification --configfile configs/diffusion.yaml
 
 IDENTIFICATION_TARGETS = (
-    per_seed(R.identification_table()) + per_seed(R.identification_figure(task="{task}"), task=TASKS)
+    per_seed(html_of(R.identification_table())) + per_seed(R.identification_figure(task="{task}"), task=TASKS)
     + ([P.seeds_table(study="identification", table=t) for t in SEED_TABLES] if REPLICATED else [])
+    + TOPK_TARGETS
     if ON["identification"]
     else []
 )
@@ -51,8 +52,9 @@ rule identification_table:
             allow_missing=True,
         ),
     output:
-        table=report(
-            R.identification_table(),
+        table=R.identification_table(),
+        html=report(
+            html_of(R.identification_table()),
             caption="../reports/identification_table.rst",
             category="Influential data",
             labels={"table": "class detection per method"},

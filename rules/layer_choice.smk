@@ -189,9 +189,10 @@ rule layers_tables:
         cancellation=expand(R.layer_cancellation(task="{task}"), task=TASKS, allow_missing=True),
         scores=expand(R.layer_scores(task="{task}", method="{method}"), task=TASKS, method=LAYER_SCORERS, allow_missing=True),
     output:
+        **{t: R.layer_table(table=t) for t in LAYER_TABLES},
         **{
-            t: report(
-                R.layer_table(table=t),
+            f"{t}_html": report(
+                html_of(R.layer_table(table=t)),
                 caption=f"../reports/layers_{t}.rst",
                 category="Layer analysis",
                 labels={"table": t},

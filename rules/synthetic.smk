@@ -106,15 +106,17 @@ rule synthetic_tables:
     input:
         convergence=P.synthetic_convergence(),
     output:
-        timing_md=report(
-            P.synthetic_table(table=SYN.TABLE_TIMING, ext="md"),
+        timing_md=P.synthetic_table(table=SYN.TABLE_TIMING, ext="md"),
+        timing_html=report(
+            P.synthetic_table(table=SYN.TABLE_TIMING, ext="html"),
             caption="../reports/synthetic_tables.rst",
             category="Synthetic study",
             subcategory="Tables",
         ),
         timing_csv=P.synthetic_table(table=SYN.TABLE_TIMING, ext="csv"),
-        error_md=report(
-            P.synthetic_table(table=SYN.TABLE_ERROR, ext="md"),
+        error_md=P.synthetic_table(table=SYN.TABLE_ERROR, ext="md"),
+        error_html=report(
+            P.synthetic_table(table=SYN.TABLE_ERROR, ext="html"),
             caption="../reports/synthetic_tables.rst",
             category="Synthetic study",
             subcategory="Tables",
@@ -142,8 +144,9 @@ rule synthetic_summary:
         timing=P.synthetic_table(table=SYN.TABLE_TIMING, ext="md"),
         error=P.synthetic_table(table=SYN.TABLE_ERROR, ext="md"),
     output:
-        summary=report(
-            P.synthetic_summary(),
+        summary=P.synthetic_summary(),
+        html=report(
+            html_of(P.synthetic_summary()),
             caption="../reports/synthetic_summary.rst",
             category="Synthetic study",
             subcategory="Summary",

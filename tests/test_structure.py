@@ -134,3 +134,10 @@ def test_wheel_ships_the_schemas_and_validates_a_config(tmp_path):
                           capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "40"
+    # the console script is declared, and the workflow plans its jobs with the wheel's package first on the path
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "inflbench = inflbench.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-q", "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": __import__("os").environ["PATH"], "PYTHONPATH": str(unpacked)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -129,7 +129,13 @@ def test_tiny_run_outputs(tiny_run):
     assert Path(layout.detection_figure(task="generated")).stat().st_size > 10_000
     provenance = json.loads(Path(layout.detection_table()).with_name("detection.config.json").read_text())
     assert provenance["data"]["sizes"] == sizes
-    assert Path(layout.root / "logs" / "finetune" / "generated.log").read_text().count("epoch=") == 2
+    log = Path(layout.root / "logs" / "finetune" / "generated.log").read_text()
+    assert "epoch 0/1:" in log and "epoch 1/1:" in log and "fine-tune: 3/3 steps (100%)" in log  # progress
+    assert "LOAD REPORT" not in log and "FutureWarning" not in log  # third-party load noise silenced
+    top = pd.read_csv(layout.topk(task="generated", method="tracin"))
+    assert list(top["kind"]) == ["harmful"] * 10 + ["helpful"] * 10 and top["text"].str.len().min() > 0
+    board = pd.read_csv(layout.leaderboard())
+    assert sorted(board["method"]) == sorted(methods) and board["rank"].is_monotonic_increasing
 
 
 @pytest.mark.slow
@@ -143,7 +149,8 @@ def test_tiny_run_rerun_and_param_change(tiny_run, tmp_path):
     shards = TEST_CONFIG["scores"]["shards"]  # datainf is block-separable: shard jobs plus their merge
     scoring = {"scores_shard": shards, "scores_merge": 1} if shards > 1 else {"scores": 1}
     assert _planned_jobs(proc.stdout) == {**scoring, "detection_metrics": 1, "detection_figure": 1,
-                                          "detection_table": 1, "all": 1}
+                                          "detection_table": 1, "leaderboard": 1, "topk": 1,
+                                          "all": 1}
 
 
 @pytest.mark.slow
@@ -154,6 +161,7 @@ def test_tiny_run_report(tiny_run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     html = report.read_text(errors="ignore")
     assert "detection" in html and report.stat().st_size > 100_000
+    assert "1. Leaderboard" in html and "2. Flagged training examples" in html and "auc_mean" in html
 
 
 @pytest.mark.slow

@@ -98,6 +98,19 @@ def checkpoint_choice(path: str | Path) -> dict[str, str]:
     return {k: meta[k] for k in CHECKPOINT_KEYS if k in meta}
 
 
+def save_peft_adapter(folder: str | Path, model, provenance: dict) -> None:
+    """The fine-tuned adapter in PEFT's own format (``PeftModel.from_pretrained(base, folder)`` loads it; the
+    task head travels as a saved module) plus ``inflbench.json`` with our provenance. Models that are not
+    PEFT models get the provenance only."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(folder))
+    write_json({"provenance": provenance, "peft": hasattr(model, "peft_config"),
+                "load": "PeftModel.from_pretrained(<base model with the same head size>, this folder)"},
+               folder / "inflbench.json")
+
+
 def load_adapter(path: str | Path) -> dict:
     from safetensors.torch import load_file
 

@@ -5,7 +5,8 @@ A stage is a plain function ``stage(inputs, outputs, params)`` of three mappings
 plus its wildcards. ``run`` sends everything the call prints (stdout, stderr, ``logging``, warnings of C
 extensions, and the traceback of an exception) into the job's log file. On an error it prints one line to the
 terminal -- ``inflbench: invalid input: ...`` for bad input, ``inflbench: <Type>: <message> (see <log>)``
-otherwise --, removes the outputs written so far and exits non-zero.
+otherwise --, removes the outputs written so far and exits non-zero. An output ``<name>.html`` the stage did
+not write is rendered (for the report) from the output ``<name>.csv`` or ``<name>.md`` beside it.
 """
 
 from __future__ import annotations
@@ -89,6 +90,19 @@ def remove_outputs(outputs: Mapping) -> None:
                     side.unlink()
 
 
+def render_html_outputs(outputs: Mapping) -> None:
+    """Write each missing ``x.html`` output from the ``x.csv`` / ``x.md`` output of the same name."""
+    from inflbench.htmltables import render
+
+    paths = [Path(p) for v in outputs.values() for p in ([v] if isinstance(v, str) else v)]
+    for target in (p for p in paths if p.suffix == ".html" and not p.exists()):
+        source = next((p for suffix in (".md", ".csv") for p in paths
+                       if p.suffix == suffix and p.with_suffix(".html") == target), None)
+        if source is None:
+            raise ValueError(f"{target}: no .csv or .md output of the same name to render")
+        render(source, target)
+
+
 def call(stage: Stage, inputs: dict, outputs: dict, params: dict, log_path: str | Path,
          threads: int | None = None) -> None:
     """Run ``stage`` with its output going to ``log_path``; see the module docstring for errors."""
@@ -99,6 +113,7 @@ def call(stage: Stage, inputs: dict, outputs: dict, params: dict, log_path: str 
                 if threads is not None:
                     set_threads(threads)
                 stage(inputs, outputs, params)
+                render_html_outputs(outputs)
             except BaseException as exc:
                 traceback.print_exc()
                 line = error_line(exc, log_path)

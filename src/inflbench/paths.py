@@ -16,6 +16,7 @@ TEMPLATES = {
     "adapter": "{task}/model/adapter.safetensors",
     "curve": "{task}/model/training_curve.csv",
     "val_predictions": "{task}/model/val_predictions.csv",
+    "peft_adapter": "{task}/model/peft",
     "gradients": "{task}/gradients/{split}.safetensors",
     "gradient_index": "{task}/gradients/{split}.json",
     "block_stats": "{task}/gradients/train_block_stats.safetensors",
@@ -26,6 +27,8 @@ TEMPLATES = {
     "detection": "{task}/metrics/detection_{method}.csv",
     "detection_summary": "{task}/metrics/summary_{method}.json",
     "detection_table": "tables/detection.csv",
+    "leaderboard": "tables/leaderboard.csv",
+    "topk": "{task}/topk/{method}.csv",
     "detection_figure": "figures/detection_{task}.png",
     # over the replicate seeds of a multi-seed run (at the run root)
     "seeds_table": "tables/{study}_seeds_{table}.csv",
@@ -80,6 +83,11 @@ class Layout:
         if kind in TEMPLATES:
             return lambda **wildcards: self(kind, **wildcards)
         raise AttributeError(kind)
+
+
+def html_of(path: str | Path) -> str:
+    """The report's HTML rendering of a table or summary (``x.csv`` / ``x.md`` -> ``x.html``)."""
+    return str(Path(path).with_suffix(".html"))
 
 
 def sidecar(path: str | Path) -> Path:

@@ -14,11 +14,12 @@ import torch
 
 from inflbench import data as data_mod
 from inflbench.artifacts import (checkpoint_choice, gradient_index_path, load_adapter, merge_gradient_stores,
-                                 read_gradient_index, read_split, save_adapter, save_scores, split_paths, write_json,
-                                 write_table)
+                                 read_gradient_index, read_split, save_adapter, save_peft_adapter, save_scores,
+                                 split_paths, write_json, write_table)
 from inflbench.gradients import fingerprint, input_embedding, present_tokens
 from inflbench.resources import peak_rss_mb
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
+from inflbench.progress import track
 from inflbench.training import TrainArgs, finetune, predictions, selection_reason
 
 log = logging.getLogger("inflbench")
@@ -48,7 +49,8 @@ def family_and_splits(model_cfg: dict, paths: dict[str, str]):
 
 
 def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train/val/test; params model, train, seed, device -> outputs adapter, curve, predictions."""
+    """inputs train/val/test; params model, train, seed, device -> outputs adapter, curve, predictions
+    (+ peft: the adapter in PEFT's format)."""
     model_cfg, train_cfg, seed = params["model"], params["train"], params["seed"]
     family, frames = family_and_splits(model_cfg, inputs)
     encoded = {k: family.encode(f) for k, f in frames.items()}
@@ -62,6 +64,8 @@ def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
                  selection_reason(curve))
     write_table(curve, outputs["curve"], provenance)
     load_trainable(model, state)
+    if "peft" in outputs:
+        save_peft_adapter(outputs["peft"], model, provenance)
     model.to(dev)
     preds = predictions(family, model, {k: v.to(dev) for k, v in encoded["val"].items()}, args.eval_batch_size)
     preds.insert(0, "id", frames["val"]["id"].to_numpy())
@@ -103,6 +107,8 @@ def stage_gradients(inputs: dict, outputs: dict, params: dict) -> None:
     if grad_cfg.get("word_embeddings"):  # WE block over the tokens of all task splits (layer-choice paper)
         tokens = present_tokens(family.encode(f) for f in frames.values())
         extra = {"word_embeddings": {"block": input_embedding(model)[0], "token_ids": tokens.tolist()}}
+    n_batches = -(-len(frame) // grad_cfg["batch_size"])
+    batches = track(batches, f"gradients {split}", n_batches, "batches")
     meta = {"split": split, "model": model_cfg, "seed": seed, **extra, **checkpoint_choice(adapter),
             "fingerprint": fingerprint({"model": model_cfg, "seed": seed, "adapter": Path(adapter).stat().st_size})}
     start = time.perf_counter()
@@ -120,8 +126,6 @@ def stage_merge_gradients(inputs: dict, outputs: dict, params: dict) -> None:
     """inputs chunks (the sample-chunk stores of ``gradients.chunks`` jobs) -> outputs grads (+ index)."""
     seconds = sum(read_gradient_index(p).get("seconds", 0.0) for p in inputs["chunks"])
     merge_gradient_stores(inputs["chunks"], outputs["grads"], {"seconds": seconds, "chunks": len(inputs["chunks"])})
-
-
 
 
 def stage_block_stats(inputs: dict, outputs: dict, params: dict) -> None:

@@ -118,17 +118,17 @@ class TensorStore:
         start, stop = max(0, start or 0), min(rows, rows if stop is None else stop)
         stop = max(start, stop)
         row = math.prod(shape[1:]) * stored.itemsize
-        buf = bytearray((stop - start) * row)
+        # torch's allocator aligns to 64 bytes: BLAS kernels may round differently on unaligned buffers
+        raw = torch.empty((stop - start) * row, dtype=torch.uint8)
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self.base + info["data_offsets"][0] + start * row)
-            view, done = memoryview(buf), 0
-            while done < len(buf):
+            view, done = memoryview(raw.numpy()), 0
+            while done < len(view):
                 got = f.readinto(view[done:])
                 if not got:
                     raise ValueError(f"{self.path}: file ends inside tensor {name!r}")
                 done += got
-        t = torch.frombuffer(buf, dtype=stored) if buf else torch.empty(0, dtype=stored)
-        t = t.reshape((stop - start, *shape[1:]) if shape else ())
+        t = raw.view(stored).reshape((stop - start, *shape[1:]) if shape else ())
         return t if dtype is None else t.to(dtype)
 
     def lazy(self, names: Sequence[str] | None = None, upcast: bool = False) -> "LazyTensors":

@@ -11,6 +11,7 @@ import torch
 
 from inflbench.errors import ConfigError
 from inflbench.models import Batch, ModelFamily, iterate_batches, trainable_state
+from inflbench.progress import Progress
 
 
 class TrainingDiverged(ConfigError):
@@ -97,12 +98,14 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
         if test is not None:
             row.update({f"test_{k}": v for k, v in
                         evaluate(family, model, on_device(test), args.eval_batch_size).items()})
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        log(f"epoch {epoch}/{args.epochs}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                       for k, v in row.items() if k != "epoch"))
         return row
 
     curve = [record(0, math.nan, 0.0)]
     _check_finite(curve[0]["val_loss"], "validation loss of the initial model", "model")
     best_loss, best_state = curve[0]["val_loss"], trainable_state(model)
+    steps = Progress("fine-tune", args.epochs * math.ceil(n / args.batch_size), "steps", log=log)
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -116,6 +119,7 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
             loss.backward()
             optimiser.step()
             total += value * next(iter(batch.values())).shape[0]
+            steps.update(note=f"(epoch {epoch}/{args.epochs})")
         curve.append(record(epoch, total / n, time.perf_counter() - start))
         _check_finite(curve[-1]["val_loss"], f"validation loss after epoch {epoch}")
         if curve[-1]["val_loss"] < best_loss:

@@ -13,11 +13,12 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-#: LiSSA: relative change of the estimate in the last step above which the recursion has not settled.
+#: LiSSA: remaining relative error (extrapolated from the last two steps) above which it has not converged.
 LISSA_TOL = 1e-2
 #: Schulz: final ||I - A X||_F above which the inverse is not converged.
 SCHULZ_TOL = 1e-2
-#: RRInf: relative residual of the ridge normal equations above which SGD has not converged.
+#: RRInf: relative residual of the ridge normal equations (published variant: of its row-reweighted
+#: fixed point) above which SGD has not converged.
 RIDGE_TOL = 0.1
 #: float32 holds squared gradient norms (and Gram entries) safely only within this range.
 FLOAT32_SAFE = (1e-24, 1e24)
@@ -36,25 +37,38 @@ def convergence_meta(values: Mapping[str, float], tol: float, measure: str, hint
 
 
 class LastChange:
-    """LiSSA callback: relative change ``||e_d - e_{d-1}|| / ||e_d||`` of the estimate in the last step.
+    """LiSSA callback: remaining relative error of the estimate, extrapolated from its last two steps.
 
-    ``first`` is the estimate before step 1 (needed when ``depth == 1``); with ``batch_dims`` leading
-    problem dimensions the value is a tensor per problem.
+    The increments ``delta_k = e_k - e_{k-1}`` of the recursion are ``B^k v`` (``B`` symmetric), so
+    with ``q = ||delta_d|| / ||delta_{d-1}||`` (a lower estimate of the contraction rate) the rest of
+    the series adds about ``||delta_d|| q / (1 - q)``; the value is that relative to ``||e_d||``
+    (``inf`` when ``q >= 1``; the plain last-step change once it is at rounding level). The raw last-step
+    change alone reads "converged" when the recursion merely crawls (small steps, rate near 1).
+    ``first`` is the estimate before step 1 (``e_{-1} = 0``); with ``batch_dims`` leading problem
+    dimensions the value is a tensor per problem.
     """
 
     def __init__(self, depth: int, first: Tensor, batch_dims: int = 0):
         self.depth, self.batch_dims = depth, batch_dims
-        self.prev = first if depth == 1 else None
+        self.saved: dict[int, Tensor] = {0: first} if depth <= 2 else {}
         self.value: Tensor | None = None
 
     def _norm(self, t: Tensor) -> Tensor:
         return torch.linalg.vector_norm(t.to(torch.float64), dim=tuple(range(self.batch_dims, t.dim())))
 
     def __call__(self, k: int, estimate: Tensor) -> None:
-        if k == self.depth - 1:
-            self.prev = estimate.clone()
-        elif k == self.depth and self.prev is not None:
-            self.value = self._norm(estimate - self.prev) / self._norm(estimate).clamp_min(1e-300)
+        if k in (self.depth - 2, self.depth - 1):
+            self.saved[k] = estimate.clone()
+        elif k == self.depth:
+            prev, before = self.saved[k - 1], self.saved.get(k - 2)
+            inc = self._norm(estimate - prev)
+            inc_before = self._norm(prev - before) if before is not None else self._norm(prev)
+            size = self._norm(estimate).clamp_min(1e-300)
+            change = inc / size
+            q = inc / inc_before.clamp_min(1e-300)
+            extrapolated = torch.where(q < 1, change * q / (1 - q).clamp_min(1e-300), torch.full_like(q, math.inf))
+            rounding = change <= 64 * torch.finfo(estimate.dtype).eps
+            self.value = torch.where(rounding, change, extrapolated)
 
     def per_problem(self, count: int) -> list[float]:
         if self.value is None:  # stopped early on non-finite values
@@ -79,6 +93,31 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
         xt = xt + x @ t.reshape(t.shape[0], -1).to(torch.float64).T
     residual = xs + lam * S + xt
     denom = float(torch.linalg.matrix_norm(xt))
+    return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
+
+
+def reweighted_ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam: float,
+                              block_weights: list[float]) -> float:
+    """Relative residual of the fixed-point equations of RRInf's published (uniform-sampling) update.
+
+    With parameter rows ``phi`` of weight ``c_b / ||phi||^2`` (``c_b`` = ``block_weights[b]``: 1 when rows are
+    drawn uniformly, ``d / (B d_b)`` when one of ``B`` blocks is) the expected step vanishes where
+    ``R = sum_rows w phi (phi^T S + n t) + n lambda S = 0`` (``t`` the row's test gradients, ``S`` the scores);
+    returns ``||R|| / ||sum_rows w phi n t||`` (1 for all-zero scores). One pass over the blocks.
+    """
+    n = scores.shape[0]
+    S = scores.to(torch.float64)
+    fit = torch.zeros_like(S)
+    target = torch.zeros_like(S)
+    for x, t, c in zip(train, test, block_weights):
+        x = x.reshape(n, -1).to(torch.float64)
+        t = t.reshape(t.shape[0], -1).to(torch.float64)
+        sq = (x * x).sum(0)
+        w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))
+        fit += x @ (w[:, None] * (x.T @ S))
+        target += n * (x * w) @ t.T
+    denom = float(torch.linalg.matrix_norm(target))
+    residual = fit + target + n * lam * S
     return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
 
 

@@ -4,7 +4,7 @@ Estimand: ``exact_block``. Schulz iterates are polynomials in ``G_b`` and
 ``X_b p(G_b) = p(K_b/n) X_b``, so the iteration runs on whichever of the
 ``d_b x d_b`` Fisher or the ``n x n`` Gram ``K_b/n`` is smaller -- identical
 scores (same scalar ``X0``, chosen from ``||G_b||_F`` which both sides share).
-``variant="published"`` as for ``hyperinf`` (``X0 = 5e-5 I``, damping + 0.001).
+``variant="published"`` as the released full-rank variant (``X0 = 5e-5 I``, damping + 0.001, 30 iterations).
 ``solver="direct"``: the converged estimand by the ``exact_block`` solve (float64 Cholesky).
 """
 
@@ -35,7 +35,7 @@ def hyperinf_fim(data: GradData, p: HyperInfParams) -> InfluenceResult:
     items = [(k, side_of(n, data.dim(k))) for k in data.names]
     for names, sides, G, V in stacked_grams(data, items, dt):
         lam = torch.tensor([lams[k] + offset for k in names], dtype=dt)
-        W, resid, done = schulz_solve(G, lam, V, iterations=p.iterations, x0=x0, tol=p.tol)
+        W, resid, done = schulz_solve(G, lam, V, iterations=p.n_iterations, x0=x0, tol=p.tol)
         for i, k in enumerate(names):
             s = W[i] if sides[i] == "n" else flat(data.train[k]).to(dt) @ W[i]
             out[k] = s.neg()

@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._common import BlockList, GradData, compute_dtype, damping_meta, joint_damping
-from ._health import RIDGE_TOL, convergence_meta, ridge_residual
+from ._health import RIDGE_TOL, convergence_meta, reweighted_ridge_residual, ridge_residual
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
+from ..progress import iteration_progress
 from ..solvers import rrinf_sgd
 
 #: Gram matrices cached by the layer / full modes (n x n per block).
@@ -108,10 +109,18 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
         stats=stats,
         grams=_shared_grams(data),
         block_sq=[float(data.train_sq[k].sum()) for k in names],  # the norms the damping rule used
+        callback=iteration_progress("RRInf", p.iterations),
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
-    if p.variant == "correct":  # the published update has no fixed point at the ridge solution
-        residual = ridge_residual(BlockList(data.train, names), BlockList(data.test, names), omega, float(lam))
+    train, test = BlockList(data.train, names), BlockList(data.test, names)  # read block by block
+    if p.variant == "correct":
+        residual = ridge_residual(train, test, omega, float(lam))
         out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "ridge residual", "raise iterations"))
+    else:  # the published update's own fixed point: a row-reweighted ridge solution
+        sizes = [data.dim(k) for k in names]
+        weights = [sum(sizes) / (len(sizes) * s) for s in sizes] if p.sampling == "layer" else [1.0] * len(sizes)
+        residual = reweighted_ridge_residual(train, test, omega, float(lam), weights)
+        out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "reweighted ridge residual",
+                                         "raise iterations (or lr)"))
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +32,27 @@ def resolve_pretrained(name_or_path: str) -> str:
                                                     "(it has no get_model_path())")
         return str(module.get_model_path())
     return name_or_path
+
+
+@contextlib.contextmanager
+def quiet_pretrained(name: str):
+    """Load a pretrained backbone without transformers' per-load report and progress bar and without
+    deprecation warnings; one log line instead. The report's "MISSING classifier.*" is expected: heads absent
+    from the checkpoint are initialised from the seed, trained, and restored from the adapter."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+    logging.getLogger("inflbench").info("backbone %s loaded; task head and LoRA start from the seed (stages after "
+                                        "fine-tuning restore their trained values from the adapter)", name)
 
 
 def check_model_path(name_or_path: str) -> None:

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inflbench.errors import ConfigError
-from inflbench.models.base import Batch, ModelFamily, resolve_pretrained
+from inflbench.models.base import Batch, ModelFamily, quiet_pretrained, resolve_pretrained
 
 log = logging.getLogger("inflbench")
 
@@ -204,7 +204,8 @@ class CausalLM(ModelFamily):
         from peft import LoraConfig, TaskType, get_peft_model
 
         torch.manual_seed(seed)  # same tiny weights and LoRA initialisation for every (re)build from this seed
-        base = self._load_base()
+        with quiet_pretrained(self.cfg["name_or_path"]):
+            base = self._load_base()
         base.config.use_cache = False
         lora = self.cfg["lora"]
         targets = list(lora["target_modules"])

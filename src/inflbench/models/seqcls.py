@@ -11,6 +11,7 @@ hub model: float32, bfloat16, float16), ``tokenizer`` and ``tiny`` (config overr
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pandas as pd
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inflbench.errors import ConfigError
-from inflbench.models.base import Batch, ModelFamily, resolve_pretrained
+from inflbench.models.base import Batch, ModelFamily, quiet_pretrained, resolve_pretrained
 
 
 log = logging.getLogger("inflbench")
@@ -114,9 +115,10 @@ class SequenceClassification(ModelFamily):
             return AutoModelForSequenceClassification.from_config(config)
         from inflbench.models.causal_lm import dtype_kwarg
 
-        base = AutoModelForSequenceClassification.from_pretrained(
-            resolve_pretrained(self.cfg["name_or_path"]), num_labels=self.num_labels,
-            **dtype_kwarg(getattr(torch, self.options["torch_dtype"])))
+        with quiet_pretrained(self.cfg["name_or_path"]):
+            base = AutoModelForSequenceClassification.from_pretrained(
+                resolve_pretrained(self.cfg["name_or_path"]), num_labels=self.num_labels,
+                **dtype_kwarg(getattr(torch, self.options["torch_dtype"])))
         if base.config.pad_token_id is None:
             base.config.pad_token_id = self._tokenizer().pad_token_id
         return base
@@ -136,7 +138,9 @@ class SequenceClassification(ModelFamily):
         peft_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora["r"], lora_alpha=lora["alpha"],
                               lora_dropout=lora.get("dropout", 0.0), target_modules=targets,
                               use_rslora=lora.get("rslora", False))
-        return get_peft_model(base, peft_cfg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers deprecations raised inside peft
+            return get_peft_model(base, peft_cfg)
 
     def encode(self, frame: pd.DataFrame) -> Batch:
         tok = self._tokenizer()

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from inflbench.artifacts import read_json, read_scores_meta, read_split, train_sample_scores, write_json, write_table
+from inflbench.figures import method_label, pyplot, save
 from inflbench.health import health_columns, health_note
-from inflbench.metrics import detection_auc, detection_curve, detection_rate_at
+from inflbench.metrics import average_ranks, detection_auc, detection_curve, detection_rate_at
 
 log = logging.getLogger("inflbench")
 
@@ -50,23 +51,42 @@ def stage_detection_table(inputs: dict, outputs: dict, params: dict) -> pd.DataF
     return frame
 
 
+def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per method, best first: mean rank of its AUC over tasks (1 = best), mean AUC, AUC per task
+    (mean and std over replicate rows, e.g. seeds), runtime (mean per task, summed over tasks) and peak memory."""
+    per = table.groupby(["task", "method"], sort=True).agg(auc=("auc", "mean"), std=("auc", "std"),
+                                                          seconds=("seconds", "mean"),
+                                                          peak_rss_mb=("peak_rss_mb", "max")).reset_index()
+    per["rank"] = per.groupby("task")["auc"].transform(lambda a: average_ranks(-a.to_numpy(float)))
+    board = per.groupby("method").agg(rank=("rank", "mean"), auc_mean=("auc", "mean"),
+                                      seconds=("seconds", "sum"), peak_rss_mb=("peak_rss_mb", "max"))
+    for task, rows in per.groupby("task"):
+        board[f"auc_{task}"] = rows.set_index("method")["auc"]
+        if rows["std"].notna().any():
+            board[f"auc_std_{task}"] = rows.set_index("method")["std"]
+    front = ["rank", "auc_mean", *[c for c in board if c.startswith("auc_") and c != "auc_mean"]]
+    board = board[front + ["seconds", "peak_rss_mb"]].sort_values(["rank", "auc_mean"], ascending=[True, False])
+    return board.reset_index()
+
+
+def stage_leaderboard(inputs: dict, outputs: dict, params: dict) -> pd.DataFrame:
+    """inputs tables (the detection table of each replicate seed) -> outputs table (leaderboard)."""
+    tables = [str(t) for t in inputs["tables"]]
+    board = leaderboard(pd.concat([pd.read_csv(t) for t in tables], ignore_index=True))
+    write_table(board, outputs["table"], {"from": tables})
+    return board
+
+
 def stage_detection_figure(inputs: dict, outputs: dict, params: dict) -> None:
     """inputs curves (one per method of params methods); params task -> outputs figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     curves, task, out = dict(zip(params["methods"], inputs["curves"])), params["task"], outputs["figure"]
     fig, ax = plt.subplots(figsize=(5, 4))
     for method, path in sorted(curves.items()):
         c = pd.read_csv(path)
-        ax.plot(c["fraction_inspected"], c["fraction_detected"], label=method)
+        ax.plot(c["fraction_inspected"], c["fraction_detected"], label=method_label(method))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random")
     ax.set(xlabel="fraction of training data inspected", ylabel="fraction of flipped labels found",
            title=f"Mislabeled-data detection: {task}", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    ax.legend(loc="lower right")
+    save(fig, out)

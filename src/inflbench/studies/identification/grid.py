@@ -105,12 +105,9 @@ def grid_table(stacked: pd.DataFrame, method: str) -> pd.DataFrame:
 
 def grid_figure(table: pd.DataFrame, method: str, title: str, out: Path) -> None:
     """Mean ± std of AUC and recall per setting (RRInf Figure 1 for the sampling grid)."""
-    import matplotlib
+    from inflbench.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(2 + 0.6 * max(len(table), 4) * 2, 3.8))
+    fig, axes = pyplot().subplots(1, 2, figsize=(2 + 0.6 * max(len(table), 4) * 2, 3.8))
     for ax, metric in zip(axes, ("auc", "recall")):
         for task, part in table.groupby("task", sort=False):
             x = range(len(part))
@@ -120,8 +117,7 @@ def grid_figure(table: pd.DataFrame, method: str, title: str, out: Path) -> None
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)
 
 
 def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", cores: int = 2,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from inflbench.artifacts import read_json, read_scores, read_split, write_json, write_table
+from inflbench.figures import BOX_MARKS, method_label, pyplot, save
 from inflbench.health import health_columns, health_note
 from inflbench.studies.identification.metrics import class_detection, pct, summarise
 
@@ -78,11 +77,7 @@ def stage_identification_figure(inputs: dict, outputs: dict, params: dict) -> No
     """Box plots of per-test-point AUC and recall per method (means marked) for one task.
 
     inputs points (one per method of params methods); params task -> outputs figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     points, task, out = dict(zip(params["methods"], inputs["points"])), params["task"], outputs["figure"]
     methods = list(points)
     frames = {m: pd.read_csv(points[m]) for m in methods}
@@ -90,12 +85,11 @@ def stage_identification_figure(inputs: dict, outputs: dict, params: dict) -> No
     for ax, metric, label in zip(axes, ("auc", "recall"), ("class-detection AUC", "class-detection recall")):
         values = [frames[m][metric].dropna().to_numpy() for m in methods]
         ax.boxplot(values, showmeans=True)
-        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right")
+        ax.set_xticks(range(1, len(methods) + 1), [method_label(m) for m in methods], rotation=30, ha="right")
         if metric == "auc":
             ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set(ylabel=label, ylim=(-0.02, 1.02))
     fig.suptitle(f"Influential-data identification: {task}")
+    fig.text(0.5, -0.02, BOX_MARKS, ha="center", fontsize=8)
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from inflbench.studies.layer_choice import stats as st
 from inflbench.artifacts import write_table
+from inflbench.figures import BOX_MARKS, method_label, pyplot, save
 
 ACC = "best_test_accuracy"
 
@@ -131,6 +132,8 @@ def stage_tables(inputs: dict, out: dict, params: dict) -> None:
     tables["cancellation"] = canc
     tables["ndr"] = ndr
     for name, path in out.items():
+        if name.endswith("_html"):  # rendered from the CSV by jobs.run
+            continue
         frame = tables[name]
         if frame.empty:  # keep every table readable (and the report renderable) when a study is off
             frame = pd.DataFrame({"note": [f"no {name} results in this configuration"]})
@@ -138,20 +141,12 @@ def stage_tables(inputs: dict, out: dict, params: dict) -> None:
 
 
 # ---------------------------------------------------------------- figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+_plt = pyplot
 
 
 def _save(fig, out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    _plt().close(fig)
+    save(fig, out)
 
 
 def figure_accuracy(runs_csv: str, out: str) -> None:
@@ -162,14 +157,15 @@ def figure_accuracy(runs_csv: str, out: str) -> None:
     base = runs[runs["kind"].isin(["random", "oracle", "full"])]
     labels = sorted(f.groupby(["method", "group", "agg"]).groups) if len(f) else []
     data = [f[(f["method"] == m) & (f["group"] == g) & (f["agg"] == a)][ACC] * 100 for m, g, a in labels]
-    names = [f"{m}|{g}|{a}" for m, g, a in labels]
+    names = [method_label(f"{m}|{g}|{a}") for m, g, a in labels]
     for kind, sub in base.groupby("kind"):
         data.append(sub[ACC] * 100)
         names.append(kind)
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names) + 2), 4))
     ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=70, fontsize=7)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=60, ha="right")
     ax.set(ylabel="best test accuracy (%)", title="Accuracy after filtering (all tasks and seeds)")
+    fig.text(0.5, -0.02, BOX_MARKS, ha="center", fontsize=8)
     _save(fig, out)
 
 
@@ -182,11 +178,12 @@ def figure_ndr_blocks(block_paths: list[str], out: str) -> None:
     for ax, ((task, method), sub) in zip(axes[:, 0], panels):
         lay = sub[sub["layer"].notna()].pivot_table(index="module", columns="layer", values="ndr")
         im = ax.imshow(100 * lay.to_numpy(), aspect="auto", vmin=0, vmax=100, cmap="viridis")
-        ax.set_yticks(range(len(lay.index)), lay.index, fontsize=7)
-        ax.set_xticks(range(len(lay.columns)), [int(c) for c in lay.columns], fontsize=7)
+        ax.set_yticks(range(len(lay.index)), lay.index)
+        ax.set_xticks(range(len(lay.columns)), [int(c) for c in lay.columns])
+        ax.grid(False)
         other = sub[sub["layer"].isna()]
         extra = ", ".join(f"{r.block}: {100 * r.ndr:.0f}%" for r in other.itertuples())
-        ax.set_title(f"{task} / {method}  ({extra})", fontsize=8)
+        ax.set_title(f"{task} / {method_label(method)}  ({extra})", fontsize=10)
         fig.colorbar(im, ax=ax, label="NDR (%)")
     axes[-1, 0].set_xlabel("layer")
     _save(fig, out)
@@ -204,8 +201,9 @@ def figure_aggregation_change(runs_csv: str, out: str) -> None:
     for i, a in enumerate(others):
         ax.bar(np.arange(len(acc)) + i * width, 100 * (acc[a] / acc["mean"] - 1), width, label=a)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(np.arange(len(acc)), [f"{m}|{g}" for m, g in acc.index], rotation=60, fontsize=7)
-    ax.set(ylabel="accuracy change vs mean (%)", title="Rank / Vote relative to mean aggregation")
+    ax.set_xticks(np.arange(len(acc)), [method_label(f"{m}|{g}") for m, g in acc.index], rotation=60, ha="right")
+    shown = " / ".join(a.capitalize() for a in others) or "Rank / Vote"  # name only what is plotted
+    ax.set(ylabel="accuracy change vs mean (%)", title=f"{shown} relative to mean aggregation")
     if others:
         ax.legend()
     _save(fig, out)
@@ -223,8 +221,9 @@ def figure_deciles(decile_paths: list[str], out: str) -> None:
         for (g, a), s in sub.groupby(["group", "agg"]):
             ax.plot(s["decile"], 100 * s["share_of_flipped"], marker="o", ms=3, label=f"{g}|{a}")
         ax.axhline(10, color="grey", ls=":", lw=0.8)
-        ax.set(title=f"{task} / {method}", xlabel="influence decile (1 = most harmful)", ylabel="% of flipped")
-        ax.legend(fontsize=6)
+        ax.set(title=f"{task} / {method_label(method)}", xlabel="influence decile (1 = most harmful)",
+               ylabel="% of flipped")
+        ax.legend(fontsize=8, loc="upper right")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     _save(fig, out)

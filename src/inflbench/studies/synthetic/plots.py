@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from inflbench.figures import pyplot, save
+from inflbench.solvers.table import entry
+from inflbench.studies.synthetic.config import DISTRIBUTIONS
 
-from inflbench.solvers.table import entry  # noqa: E402
-from inflbench.studies.synthetic.config import DISTRIBUTIONS  # noqa: E402
+plt = pyplot()
 
 #: Solid lines; the remaining solvers are dashed so neighbouring colours stay distinguishable.
 SOLID = ("schulz_paper", "schulz_safe", "lissa", "neumann", "cg", "gmres", "rrinf_sgd")
@@ -83,8 +82,7 @@ def convergence_grid(conv: pd.DataFrame, distribution: str, solvers: list[str], 
     fig.suptitle(title, fontsize=11)
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - legend_in / width, 0.95))
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out)
 
 
 def figure1(conv: pd.DataFrame, cfg: dict, out: str) -> None:
@@ -116,7 +114,6 @@ def timing_figure(long: pd.DataFrame, cfg: dict, out: str) -> None:
     ax.set_title(f"Time to iteration {t['iteration']} — {DISTRIBUTIONS[t['distribution']][3]}, N = {t['n_samples']}",
                  fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.legend(fontsize=8, ncol=2, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out)

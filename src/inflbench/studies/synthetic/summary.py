@@ -256,7 +256,8 @@ def summary_markdown(conv: pd.DataFrame, cells: pd.DataFrame, cfg: dict, tables:
         "| claim | source | verdict |", "|---|---|---|",
     ]
     for c in found:
-        lines.append(f"| {c['id']} | {c['source']} | **{c['verdict']}** |")
+        source = c["source"].replace("|", "\\|")  # a literal bar inside a table cell
+        lines.append(f"| {c['id']} | {source} | **{c['verdict']}** |")
     lines += [""]
     for c in found:
         lines += [f"### {c['id']} — {c['verdict']}", ""]

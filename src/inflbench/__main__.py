@@ -1,0 +1,4 @@
+"""``python -m inflbench``: the ``inflbench`` command."""
+from inflbench.cli import main
+
+main()
