@@ -69,11 +69,11 @@ def make_store(path: Path, shapes: dict, n: int, seed: int) -> None:
     write_gradient_index(path, {k: (s, torch.float32) for k, s in shapes.items()}, list(range(n)), {})
 
 
-def child_scores(method: str, train: str, test: str, out: str) -> dict:
+def child_scores(method: str, train: str, test: str, out: str, group_mb: str = "256") -> dict:
     from inflbench.scoring import score_stores
 
     start = time.perf_counter()
-    score_stores(method, FAST.get(method, {}), train, test, out, {"group_mb": 256, "block_dtype": "float32"})
+    score_stores(method, FAST.get(method, {}), train, test, out, {"group_mb": float(group_mb), "block_dtype": "float32"})
     return {"seconds": time.perf_counter() - start}
 
 
@@ -151,7 +151,7 @@ def run_child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-KEY = ["stage", "method", "n_train", "n_target"]
+KEY = ["stage", "method", "n_train", "n_target", "group_mb"]
 
 
 def save(rows: list[dict], d: int, out: str, keep: bool = False):
@@ -161,8 +161,11 @@ def save(rows: list[dict], d: int, out: str, keep: bool = False):
 
     frame = pd.DataFrame(rows)
     frame.insert(0, "d_stored", d)
+    for k in KEY:
+        frame[k] = frame[k] if k in frame else float("nan")
     if keep and Path(out).is_file():
         old = pd.read_csv(out)
+        old["group_mb"] = old["group_mb"] if "group_mb" in old else float("nan")
         done = set(map(tuple, frame[KEY].astype(str).values))
         old = old[[tuple(r) not in done for r in old[KEY].astype(str).values]]
         frame = pd.concat([old, frame], ignore_index=True)
@@ -182,6 +185,8 @@ def project(frame, n: int, out: str, shape: dict | None = None):
 
     rows = []
     measured = frame[frame["stage"].isin(["gradients", "scores"]) & frame["peak_rss_mb"].notna()]
+    if "group_mb" in measured:  # the default block groups only
+        measured = measured[measured["group_mb"].fillna(256) == 256]
     measured = measured.assign(layers=measured["layers"].fillna(0))
     for (stage, method, layers), g in measured.groupby(["stage", "method", "layers"], sort=False):
         g = g.sort_values("n_train").drop_duplicates("n_train", keep="last")
@@ -212,6 +217,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
     parser.add_argument("--grad-modes", nargs="+", default=["stream", "in_memory"], choices=["stream", "in_memory"])
+    parser.add_argument("--group-mb", type=float, default=256, help="scores.group_mb of the scoring runs.")
     parser.add_argument("--keep", action="store_true", help="Keep the rows of --out that this run does not measure.")
     parser.add_argument("--project", type=int, default=None, help="Extrapolate every peak to this n_train.")
     parser.add_argument("--seq", type=int, default=16)
@@ -257,8 +263,9 @@ def main() -> None:
         if not test.exists():
             make_store(test, shapes, args.n_target, seed=1)
         for method in args.methods:
-            res = run_child(["scores", method, str(train), str(test), str(work / "s.safetensors")])
+            res = run_child(["scores", method, str(train), str(test), str(work / "s.safetensors"), str(args.group_mb)])
             rows.append({"stage": "scores", "method": method, "n_train": n, "n_target": args.n_target,
+                         "group_mb": args.group_mb,
                          "layers": 24, "d": d, "store_mb": os.path.getsize(train) / 2**20,
                          "couples_blocks": not separable(method), "load1": os.getloadavg()[0], **res})
             print(rows[-1], flush=True)
