@@ -2,8 +2,11 @@
 
 Stores: the LoRA (r=4 on query/value, 24 layers) + classifier.out_proj blocks of RoBERTa-large, shapes taken
 from the model built from its config on the meta device (no download), filled with random float32 values,
-n_train in --sizes, n_target = 500 (the paper's validation split). Every measurement runs in a fresh process
-(ru_maxrss of that process). Gradients stage: the real hook engine streaming into a store, on RoBERTa-large at
+n_train in --sizes, n_target = --n-target (default 100). Every measurement runs in a fresh process
+(ru_maxrss of that process); the 1-minute load average of the host is recorded beside it. Every method streams
+(no copy of the whole store), the coupled ones (exact_joint, rrinf) included. ``--project N`` adds, per stage and
+method, the peak at n_train = N extrapolated linearly from the two largest measured sizes
+(``benchmarks/results/memory_projection.csv``). Gradients stage: the real hook engine streaming into a store, on RoBERTa-large at
 its real width with --layers encoder layers (random init, short random token sequences), so it runs on a CPU;
 the in-memory path (all batches held, then concatenated) is measured beside it. Half-precision stores: Spearman
 agreement of exact_block scores from bfloat16 / float16 copies of the smallest store with the float32 ones.
@@ -30,9 +33,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 MODEL = {"family": "sequence_classification", "name_or_path": "roberta-large",
          "lora": {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]}}
-METHODS = ["tracin", "cosine", "datainf", "exact_block", "lissa", "hyperinf", "exact_joint", "rrinf"]
+METHODS = ["tracin", "cosine", "datainf", "exact_block", "exact_joint", "lissa", "hyperinf", "hyperinf_fim", "rrinf"]
 #: Iterative methods run few steps here: their memory does not depend on the step count.
-FAST = {"rrinf": {"iterations": 5}, "lissa": {"depth": 3}}
+FAST = {"rrinf": {"iterations": 5}, "lissa": {"depth": 3}, "hyperinf": {"iterations": 3},
+        "hyperinf_fim": {"iterations": 3}}
 
 
 def peak_mb() -> float:
@@ -65,11 +69,11 @@ def make_store(path: Path, shapes: dict, n: int, seed: int) -> None:
     write_gradient_index(path, {k: (s, torch.float32) for k, s in shapes.items()}, list(range(n)), {})
 
 
-def child_scores(method: str, train: str, test: str, out: str) -> dict:
+def child_scores(method: str, train: str, test: str, out: str, group_mb: str = "256") -> dict:
     from inflbench.scoring import score_stores
 
     start = time.perf_counter()
-    score_stores(method, FAST.get(method, {}), train, test, out, {"group_mb": 256, "block_dtype": "float32"})
+    score_stores(method, FAST.get(method, {}), train, test, out, {"group_mb": float(group_mb), "block_dtype": "float32"})
     return {"seconds": time.perf_counter() - start}
 
 
@@ -147,25 +151,75 @@ def run_child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def save(rows: list[dict], d: int, out: str):
-    """Write the rows so far (called after every measurement: a long run keeps what it measured)."""
+KEY = ["stage", "method", "n_train", "n_target", "group_mb"]
+
+
+def save(rows: list[dict], d: int, out: str, keep: bool = False):
+    """Write the rows so far (called after every measurement: a long run keeps what it measured). ``keep``:
+    rows of an earlier run stay unless this run measured the same (stage, method, n_train, n_target)."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
     frame.insert(0, "d_stored", d)
+    for k in KEY:
+        frame[k] = frame[k] if k in frame else float("nan")
+    if keep and Path(out).is_file():
+        old = pd.read_csv(out)
+        old["group_mb"] = old["group_mb"] if "group_mb" in old else float("nan")
+        done = set(map(tuple, frame[KEY].astype(str).values))
+        old = old[[tuple(r) not in done for r in old[KEY].astype(str).values]]
+        frame = pd.concat([old, frame], ignore_index=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    return frame
+
+
+def project(frame, n: int, out: str, shape: dict | None = None):
+    """Peak RSS at n_train = ``n`` per (stage, method): linear in n through the two largest measured sizes,
+    and (scores, with ``shape``) the largest measurement plus the growth that the resource formula of
+    :func:`inflbench.resources.scores_mem_mb` predicts from there (catches O(n^2) working sets)."""
+    import pandas as pd
+
+    from inflbench import resources
+    from inflbench.scoring import separable
+
+    rows = []
+    measured = frame[frame["stage"].isin(["gradients", "scores"]) & frame["peak_rss_mb"].notna()]
+    if "group_mb" in measured:  # the default block groups only
+        measured = measured[measured["group_mb"].fillna(256) == 256]
+    measured = measured.assign(layers=measured["layers"].fillna(0))
+    for (stage, method, layers), g in measured.groupby(["stage", "method", "layers"], sort=False):
+        g = g.sort_values("n_train").drop_duplicates("n_train", keep="last")
+        if len(g) < 2:
+            continue
+        (n0, p0), (n1, p1) = g[["n_train", "peak_rss_mb"]].values[-2:]
+        slope = (p1 - p0) / (n1 - n0)
+        linear = p1 + max(slope, 0.0) * (n - n1)  # a falling peak (allocator, block grouping) is not extrapolated
+        formula = float("nan")
+        if stage == "scores" and shape is not None:
+            m = int(g["n_target"].values[-1])
+            mem = lambda k: resources.scores_mem_mb(method, shape, k, m, separable=separable(method))  # noqa: E731
+            formula = p1 + mem(n) - mem(int(n1))
+        rows.append({"stage": stage, "method": method, "layers": int(layers), "n_from": f"{int(n0)},{int(n1)}",
+                     "mb_per_1000_samples": 1000 * slope, "n_train": n, "projected_peak_mb": linear,
+                     "projected_by_formula_mb": formula,
+                     "fits_16gb": max(linear, formula if formula == formula else 0) < 16 * 1024})
+    frame = pd.DataFrame(rows)
     frame.to_csv(out, index=False)
     return frame
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
-    parser.add_argument("--n-target", type=int, default=500)
-    parser.add_argument("--methods", nargs="+", default=METHODS)
-    parser.add_argument("--coupled-max-n", type=int, default=500,
-                        help="Largest n_train for methods that hold the whole store (exact_joint, rrinf, cosine).")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[500, 2000],
+                        help="n_train values (none: only --project from the rows already in --out).")
+    parser.add_argument("--n-target", type=int, default=100)
+    parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
+    parser.add_argument("--grad-modes", nargs="+", default=["stream", "in_memory"], choices=["stream", "in_memory"])
+    parser.add_argument("--group-mb", type=float, default=256, help="scores.group_mb of the scoring runs.")
+    parser.add_argument("--keep", action="store_true", help="Keep the rows of --out that this run does not measure.")
+    parser.add_argument("--project", type=int, default=None, help="Extrapolate every peak to this n_train.")
     parser.add_argument("--seq", type=int, default=16)
     parser.add_argument("--skip-gradients", action="store_true")
     parser.add_argument("--skip-half", action="store_true", help="Skip the half-precision store agreement.")
@@ -182,6 +236,15 @@ def main() -> None:
 
     from inflbench.scoring import separable
 
+    if not args.sizes:  # --sizes with no value: project from --out only
+        import pandas as pd
+
+        shapes = block_shapes()
+        shape = {"d": sum(math.prod(s) for s in shapes.values()),
+                 "d_max": max(math.prod(s) for s in shapes.values()), "blocks": len(shapes)}
+        print(project(pd.read_csv(args.out), args.project or 4500,
+                      str(Path(args.out).with_name("memory_projection.csv")), shape).to_string())
+        return
     work = Path(args.workdir or tempfile.mkdtemp(prefix="inflbench_mem_"))
     work.mkdir(parents=True, exist_ok=True)
     shapes = block_shapes()
@@ -189,31 +252,34 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         if not args.skip_gradients:
-            for mode in ("stream", "in_memory"):
+            for mode in args.grad_modes:
                 res = run_child(["gradients", str(n), str(args.layers), str(args.seq), mode, str(work / "g.safetensors")])
                 rows.append({"stage": "gradients", "method": mode, "n_train": n, "n_target": 0,
-                             "layers": args.layers, **res})
+                             "layers": args.layers, "load1": os.getloadavg()[0], **res})
                 print(rows[-1], flush=True)
-                save(rows, d, args.out)
+                save(rows, d, args.out, args.keep)
         train, test = work / f"train{n}.safetensors", work / "val.safetensors"
         make_store(train, shapes, n, seed=n)
         if not test.exists():
             make_store(test, shapes, args.n_target, seed=1)
         for method in args.methods:
-            whole = not separable(method)
-            if whole and n > args.coupled_max_n:
-                continue
-            res = run_child(["scores", method, str(train), str(test), str(work / "s.safetensors")])
+            res = run_child(["scores", method, str(train), str(test), str(work / "s.safetensors"), str(args.group_mb)])
             rows.append({"stage": "scores", "method": method, "n_train": n, "n_target": args.n_target,
+                         "group_mb": args.group_mb,
                          "layers": 24, "d": d, "store_mb": os.path.getsize(train) / 2**20,
-                         "whole_store": whole, **res})
+                         "couples_blocks": not separable(method), "load1": os.getloadavg()[0], **res})
             print(rows[-1], flush=True)
-            save(rows, d, args.out)
+            save(rows, d, args.out, args.keep)
         if n == min(args.sizes) and not args.skip_half:
             rows += half_store_agreement(train, test, work)
             print(rows[-2:], flush=True)
         train.unlink()
-    print(save(rows, d, args.out).to_string())
+    test.unlink(missing_ok=True)
+    frame = save(rows, d, args.out, args.keep)
+    print(frame.to_string())
+    if args.project:
+        print(project(frame, args.project, str(Path(args.out).with_name("memory_projection.csv")),
+                      {"d": d, "d_max": max(math.prod(s) for s in shapes.values()), "blocks": len(shapes)}).to_string())
 
 
 if __name__ == "__main__":

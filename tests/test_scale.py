@@ -215,8 +215,11 @@ def test_resources_follow_the_data():
     # separable scoring is bounded by the block group; whole-model methods grow with n * d
     small, big = (res.scores_mem_mb("tracin", shape, n, 500) for n in (4500, 45000))
     assert big - small < 1.1 * 3 * 8 * 45000 * 500 / 2**20  # only the score matrices grow
+    # coupled methods stream blocks: their n x n system, never the store ((n + m) d)
     whole = res.scores_mem_mb("exact_joint", shape, 4500, 500, separable=False)
-    assert whole > (4500 + 500) * shape["d"] * 4 * 2 / 2**20
+    assert 16 * 4500**2 / 2**20 < whole < (4500 + 500) * shape["d"] * 4 / 2**20
+    big = res.scores_mem_mb("exact_joint", shape, 9000, 500, separable=False)
+    assert big - whole == pytest.approx((16 * (9000**2 - 4500**2) + 40 * 4500 * 500 + 12 * 4500 * shape["d_max"]) / 2**20, abs=3)
     assert res.scores_mem_mb("datainf", shape, 4500, 500) - res.scores_mem_mb("tracin", shape, 4500, 500) == \
         pytest.approx(2 * 8 * 4500**2 / 2**20, abs=2)  # DataInf's n x n Gram
     assert res.layers_mem_mb("cancellation", shape, 4500, 500) < 2000
@@ -273,3 +276,106 @@ def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules
     assert all("slurm_partition=CHANGE_ME_GPU" in line for line in gpu_jobs)
     mems = {int(m) for m in re.findall(r"mem_mb=(\d+)", proc.stdout)}
     assert len(mems) > 3  # requests differ by stage and method, not one constant
+
+
+class _CountingLazy:
+    """Read-on-access store view that records the most block tensors alive at once."""
+
+    def __init__(self, path):
+        import weakref
+
+        self.view, self.alive, self.most, self.reads = TensorStore(path).lazy(), 0, 0, 0
+        read = self.view.store.read
+
+        def counted(*args, **kw):
+            t = read(*args, **kw)
+            self.alive, self.reads = self.alive + 1, self.reads + 1
+            self.most = max(self.most, self.alive)
+            weakref.finalize(t, self._gone)
+            return t
+
+        self.view.store.read = counted
+
+    def _gone(self):
+        self.alive -= 1
+
+
+@pytest.mark.parametrize("method,params", [("exact_joint", {}), ("exact_joint", {"damping": 0.05}),
+                                           ("rrinf", {"iterations": 40}),
+                                           ("rrinf", {"sampling": "neuron", "iterations": 200}),
+                                           ("rrinf", {"sampling": "full", "iterations": 20}),
+                                           ("rrinf", {"variant": "published", "sampling": "minibatch", "iterations": 20})])
+def test_coupled_methods_stream_blocks_and_equal_in_memory(tmp_path, method, params):
+    from inflbench.artifacts import save_block_stats
+    from inflbench.methods import compute_influence
+    from inflbench.methods._stats import block_stats
+    from inflbench.scoring import score_stores
+
+    paths = _random_stores(tmp_path, n=30, m=7, dtype=torch.float64)
+    tr, te = load_gradients(paths["train"]), load_gradients(paths["val"])
+    ref = compute_influence(method, tr, te, **params)["total"]
+    lazy_tr, lazy_te = _CountingLazy(paths["train"]), _CountingLazy(paths["val"])
+    got = compute_influence(method, lazy_tr.view, lazy_te.view, **params)["total"]
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert lazy_tr.reads >= len(tr) and lazy_tr.most <= 2 and lazy_te.most <= 2  # never the whole store
+    save_block_stats(tmp_path / "stats.safetensors", block_stats(tr))
+    out = tmp_path / "s.safetensors"
+    score_stores(method, params, str(paths["train"]), str(paths["val"]), str(out), {},
+                 stats_path=str(tmp_path / "stats.safetensors"))
+    torch.testing.assert_close(TensorStore(out).read("total"), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_block_stats_stage_streams_gram_by_gram_and_equals_in_memory(tmp_path, dtype, monkeypatch):
+    from inflbench.artifacts import load_block_stats
+    from inflbench.methods import _stats
+    from inflbench.stages import stage_block_stats
+
+    gen = torch.Generator().manual_seed(3)
+    # n = 50: side n over pairs of row chunks, side d over row chunks (twice), side d in one read
+    shapes = {"big_n": (40, 60), "d_48": (6, 8), "big_d": (3, 7), "tiny_d": (2, 2)}
+    grads = {k: torch.randn(50, *s, generator=gen).to(dtype) for k, s in shapes.items()}
+    save_gradients(tmp_path / "train.safetensors", grads, list(range(50)), {})
+    ref = _stats.block_stats(grads, chunk_bytes=2000)
+    monkeypatch.setattr(_stats, "CHUNK_BYTES", 2000)  # several row chunks per large block
+    rows = {}
+    read = TensorStore.read
+
+    def counted(self, name, start=None, stop=None, dtype=None):
+        t = read(self, name, start, stop, dtype)
+        rows[name] = max(rows.get(name, 0), t.shape[0])
+        return t
+
+    monkeypatch.setattr(TensorStore, "read", counted)
+    stage_block_stats({"train": str(tmp_path / "train.safetensors")}, {"stats": str(tmp_path / "s.safetensors")}, {})
+    assert rows["big_n"] < 50 and rows["big_d"] < 50 and rows["tiny_d"] == 50  # large blocks by row chunks
+    disk = load_block_stats(tmp_path / "s.safetensors")
+    assert disk.n == 50 and disk.shapes == ref.shapes
+    for k in shapes:
+        # same products as in memory: blocks read whole, and side-d row chunks of float32 stores
+        exact = k == "tiny_d" or (dtype == torch.float32 and k != "big_n")
+        for got, want in ((disk.gram(k), ref.gram(k)), (disk.train_sq[k], ref.train_sq[k])):
+            assert torch.equal(got, want) if exact else torch.allclose(got, want, rtol=1e-12, atol=1e-12), k
+
+
+def test_scoring_on_a_device_moves_the_shared_block_stats_there(tmp_path, monkeypatch):
+    import inflbench.methods as methods
+    from inflbench.methods import InfluenceResult
+    from inflbench.methods._stats import block_stats
+    from inflbench.scoring import _compute
+
+    paths = _random_stores(tmp_path, n=12, m=3)
+    tr, te = load_gradients(paths["train"]), load_gradients(paths["val"])
+    stats, seen = block_stats(tr), {}
+
+    def fake(method, train, test, *, block_stats=None, **params):  # stands in for the method on the device
+        seen.update(train=next(iter(train.values())).device, stats=block_stats)
+        return InfluenceResult({"total": torch.zeros(12, 3, device="cpu")}, meta={})
+
+    monkeypatch.setattr(methods, "compute_influence", fake)
+    _compute("exact_joint", {}, tr, te, torch.device("meta"), stats)  # no GPU here: "meta" is the non-CPU device
+    got = seen["stats"]
+    assert seen["train"].type == "meta" and got is not None and got.n == 12 and got.shapes == stats.shapes
+    for k in tr:
+        assert got.train_sq[k].device.type == "meta" and got.gram(k).device.type == "meta"
+        assert got.gram(k).shape == stats.gram(k).shape

@@ -8,6 +8,7 @@ plus ``total``; the metadata travels inside the file).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -197,18 +198,38 @@ def merge_gradient_stores(parts: list, out: str | Path, meta_update: dict | None
 # ---------------------------------------------------------------- block statistics (shared Grams)
 
 
-def save_block_stats(path: str | Path, stats, meta: dict | None = None) -> None:
-    """Block statistics (:class:`inflbench.methods._stats.BlockStats`) as one safetensors file:
-    ``gram.<block>`` and ``sq.<block>`` tensors, shapes and n in the metadata."""
-    from safetensors.torch import save_file
+def save_block_stats(path: str | Path, stats, meta=None) -> None:
+    """Block statistics as one safetensors file: ``gram.<block>`` (float64) and ``sq.<block>`` tensors, n and
+    shapes in the metadata, written block by block. ``stats``: a
+    :class:`inflbench.methods._stats.BlockStats`, or ``(n, shapes, items)`` with ``items`` yielding
+    ``(block, Gram, norms)`` in ``shapes`` order (e.g. :func:`inflbench.methods._stats.iter_store_stats`);
+    ``meta``: dict, or a callable returning it once every block is written."""
+    import torch
 
-    tensors = {}
-    for k in stats.shapes:
-        tensors[f"gram.{k}"] = stats.gram(k).contiguous()
-        tensors[f"sq.{k}"] = stats.train_sq[k].contiguous()
-    info = {"n": stats.n, "shapes": {k: list(s) for k, s in stats.shapes.items()}, **dict(meta or {})}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"inflbench_block_stats": json.dumps(info, default=str)})
+    from inflbench.store import StoreWriter
+
+    if isinstance(stats, tuple):
+        n, shapes, items = stats
+    else:
+        n, shapes = stats.n, stats.shapes
+        items = ((k, stats.gram(k), stats.train_sq[k]) for k in shapes)
+    side = lambda s: min(n, math.prod(s))  # noqa: E731 - the Gram's side (n x n or d_b x d_b)
+    specs = {}
+    for k, s in shapes.items():
+        specs[f"gram.{k}"] = ((side(s), side(s)), torch.float64)
+        specs[f"sq.{k}"] = ((n,), torch.float64)
+    info = {"n": int(n), "shapes": {k: list(s) for k, s in shapes.items()}}
+    writer = StoreWriter(path, specs, {"inflbench_block_stats": json.dumps(info)}, reserve=1 << 14)
+    try:
+        for k, gram, sq in items:
+            writer.write(f"gram.{k}", 0, gram.to(torch.float64))
+            writer.write(f"sq.{k}", 0, sq.to(torch.float64))
+        meta = meta() if callable(meta) else meta
+        writer.set_metadata({"inflbench_block_stats": json.dumps({**info, **dict(meta or {})}, default=str)})
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
 
 def load_block_stats(path: str | Path):
@@ -314,21 +335,18 @@ def read_scores(path: str | Path, blocks: Iterable[str] | None = None) -> tuple[
     return arrays, meta
 
 
-class LazyScores(dict):
-    """Block -> float64 ``(n_train, n_target)`` array of a score file, each read from disk when accessed
-    (consumers going block by block never hold the whole file)."""
+def LazyScores(path: str | Path):
+    """Block -> float64 ``(n_train, n_target)`` array of a score file (blocks sorted by name), each read from
+    disk when accessed (consumers going block by block never hold the whole file): the store's
+    read-on-access view (:class:`inflbench.store.LazyTensors`) with numpy float64 values."""
+    from inflbench.store import LazyTensors, TensorStore
 
-    def __init__(self, path: str | Path):
-        from safetensors import safe_open
+    class _Scores(LazyTensors):
+        def __getitem__(self, name: str) -> np.ndarray:
+            return super().__getitem__(name).numpy().astype(np.float64)  # a fresh array per access
 
-        self._path = str(path)
-        with safe_open(self._path, framework="numpy") as handle:
-            super().__init__({k: None for k in handle.keys()})
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self:
-            raise KeyError(name)
-        return read_scores(self._path, [name])[0][name]
+    store = TensorStore(path)
+    return _Scores(store, sorted(store.names))
 
 
 def read_scores_meta(path: str | Path) -> dict:

@@ -58,8 +58,9 @@ def gradients_runtime(shape: dict, n: int, device: str, threads: int, chunks: in
 def scores_mem_mb(method: str, shape: dict, n: int, m: int, group_mb: int = 256, separable: bool = True,
                   store_bytes: int = 4) -> int:
     """Separable methods: one block group (train + target, read and upcast, method copies: x3) + the total
-    and one group of score matrices (float64) + the method's own working set; whole-model methods hold all
-    blocks (x2 for their float64/stacked copies) + their O(n^2) or O(d^2) working set."""
+    and one group of score matrices (float64) + the method's own working set; whole-model methods read one
+    train and one target block at a time (+ float64 chunks) beside their own working set: exact_joint its
+    n x n system and factor, rrinf its iterate, Gram cache and row norms."""
     d, d_max = shape["d"], shape["d_max"]
     scores = 8 * n * m * 3
     if separable:
@@ -69,9 +70,11 @@ def scores_mem_mb(method: str, shape: dict, n: int, m: int, group_mb: int = 256,
                "hyperinf": 8 * n * d_max, "hyperinf_fim": 3 * 8 * d_max**2,
                "lissa": 8 * (n + m) * d_max * 2}.get(method, 0)
         return BASE_MB + _mb(group + scores + own)
-    store = (n + m) * d * max(store_bytes, 4) * 2
-    own = {"exact_joint": 3 * 8 * min(n, d) ** 2 + 8 * n * m, "rrinf": 8 * n * n + 8 * (n + m) * d}.get(method, 0)
-    return BASE_MB + _mb(store + scores + own)
+    blocks = (n + m) * d_max * 4 * 3 + 64 * MB  # one block each side, its float64 copy, product chunks
+    cache = min(2 * 1024 * MB, shape["blocks"] * 8 * n * n) * (1 + m / n)  # rrinf: Grams + their right sides
+    own = {"exact_joint": 2 * 8 * min(n, d) ** 2 + 16 * n * m,
+           "rrinf": 3 * 8 * n * m + cache + 8 * d}.get(method, 0)
+    return BASE_MB + _mb(blocks + scores + own)
 
 
 def scores_runtime(method: str, shape: dict, n: int, m: int, threads: int, device: str = "cpu",
@@ -89,10 +92,10 @@ def scores_runtime(method: str, shape: dict, n: int, m: int, threads: int, devic
 
 
 def block_stats_mem_mb(shape: dict, n: int) -> int:
-    """One block read (float32) and its float64 chunk, plus every block's Gram (float64, min(n, d_b)^2 each,
-    bounded by the largest block), all of which the stage writes."""
+    """Written Gram by Gram: the largest block's Gram (float64, min(n, d_max)^2) plus two row chunks read from
+    the store and their float64 casts (at most 64 MB each in float64)."""
     side = min(n, shape["d_max"])
-    return BASE_MB + _mb(4 * n * shape["d_max"] + 64 * MB + 8 * side * side * shape["blocks"])
+    return BASE_MB + _mb(8 * side * side + 3 * 64 * MB)
 
 
 def block_stats_runtime(shape: dict, n: int, threads: int) -> int:

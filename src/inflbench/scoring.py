@@ -4,8 +4,8 @@ A method is *block-separable* when a block's scores depend only on that block's 
 parameters): it can be handed any subset of the blocks, so its work is split into bounded groups (peak memory:
 one group plus the score matrices being written) and, with ``scores.shards: K``, into K jobs over block ranges
 whose files a merge job joins. Cosine (normalised by whole-model norms) is TracIn per group rescaled by norms
-streamed over all blocks. Methods that couple blocks (``couples_blocks``: exact_joint, rrinf) see all blocks at
-once, in one job.
+streamed over all blocks. Methods that couple blocks (``couples_blocks``: exact_joint, rrinf) run as one job
+and read the stores block by block (read-on-access mappings), never holding the whole store.
 
 Score file: a safetensors file with one ``(n_train, n_target)`` tensor per block (float32 or float64,
 ``scores.block_dtype``) and ``total`` in float64, accumulated block by block; metadata ``inflbench`` (run
@@ -93,31 +93,47 @@ def _pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _compute(method: str, params: dict, train: dict, test: dict, dev: torch.device, stats=None):
+def stats_on(stats, dev: torch.device):
+    """Block statistics whose norms and Grams (each moved when asked for) live on ``dev``."""
+    from inflbench.methods._stats import BlockStats
+
+    if stats is None or dev.type == "cpu":
+        return stats
+    return BlockStats(stats.n, stats.shapes, {k: v.to(dev) for k, v in stats.train_sq.items()},
+                      lambda k: stats.gram(k).to(dev))
+
+
+def _compute(method: str, params: dict, train, test, dev: torch.device, stats=None):
     from inflbench.methods import compute_influence
 
     if dev.type == "cpu":
         return compute_influence(method, train, test, block_stats=stats, **params)
     with dev:  # tensors a method creates land on the device too
-        res = compute_influence(method, {k: v.to(dev) for k, v in train.items()},
-                                {k: v.to(dev) for k, v in test.items()}, **params)
+        res = compute_influence(method, {k: train[k].to(dev) for k in train}, {k: test[k].to(dev) for k in test},
+                                block_stats=stats_on(stats, dev), **params)
     return type(res)({k: v.cpu() for k, v in res.items()}, meta=res.meta)
 
 
 def iter_block_scores(method: str, params: dict, train: TensorStore, test: TensorStore, blocks: list[str],
                       group_bytes: int, device: str = "cpu", stats=None) -> Iterator[tuple[dict[str, torch.Tensor], dict]]:
-    """``(block -> scores, meta)`` per group of blocks (all blocks at once unless the method is separable).
-    Half-precision stores are upcast to float32 group by group. ``stats``: shared block statistics of the
-    train store (used on the CPU; a GPU job recomputes its Grams on the device)."""
+    """``(block -> scores, meta)`` per group of blocks. A separable method gets groups of at most
+    ``group_bytes`` read whole; a method coupling blocks gets all blocks as read-on-access mappings
+    (:class:`inflbench.store.LazyTensors`), so it holds one block at a time beside its own working set.
+    Half-precision stores are upcast to float32 as read. ``stats``: shared block statistics of the train
+    store (moved to the device with the gradients)."""
     dev = _pick_device(device)
     sizes = {k: v for k, v in store_sizes(train).items() if k in set(blocks)}
-    grouped = block_groups(sizes, group_bytes) if separable(method) else [list(sizes)]
+    split = separable(method)
+    grouped = block_groups(sizes, group_bytes) if split else [list(sizes)]
     scale = None
     if method in RESCALED and grouped:
         scale = _inverse_norms(train)[:, None] * _inverse_norms(test)[None, :]
     for names in grouped:
-        tr = {k: _read(train, k) for k in names}
-        te = {k: _read(test, k) for k in names}
+        if split:
+            tr = {k: _read(train, k) for k in names}
+            te = {k: _read(test, k) for k in names}
+        else:
+            tr, te = train.lazy(names, upcast=True), test.lazy(names, upcast=True)
         res = _compute(RESCALED.get(method, method), _subset_params(params, names), tr, te, dev, stats)
         del tr, te
         scores = dict(res) if scale is None else {k: v * scale for k, v in res.items()}

@@ -132,14 +132,19 @@ def stage_block_stats(inputs: dict, outputs: dict, params: dict) -> None:
     """inputs train (gradient file) -> outputs stats: Grams and per-sample norms of every block, once per
     store (shared by the curvature methods)."""
     from inflbench.artifacts import save_block_stats
-    from inflbench.methods._stats import block_stats
+    from inflbench.methods._stats import iter_store_stats
     from inflbench.store import TensorStore
 
     start = time.perf_counter()
-    stats = block_stats(TensorStore(inputs["train"]).lazy())  # one block read at a time
-    meta = {"source": str(inputs["train"]), "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
-    log.info("block statistics: %d blocks, %.3fs", len(stats.shapes), meta["seconds"])
-    save_block_stats(outputs["stats"], stats, meta)
+    store = TensorStore(inputs["train"])
+    shapes = {k: store.shape(k)[1:] for k in store.names}
+
+    def meta() -> dict:
+        return {"source": str(inputs["train"]), "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+    # Gram by Gram, each from row chunks of the store: peak one Gram + one row chunk
+    save_block_stats(outputs["stats"], (store.shape(store.names[0])[0], shapes, iter_store_stats(store)), meta)
+    log.info("block statistics: %d blocks, %.3fs", len(shapes), time.perf_counter() - start)
 
 
 def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:

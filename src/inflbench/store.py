@@ -131,9 +131,10 @@ class TensorStore:
         t = raw.view(stored).reshape((stop - start, *shape[1:]) if shape else ())
         return t if dtype is None else t.to(dtype)
 
-    def lazy(self) -> "LazyTensors":
-        """Name -> tensor mapping that reads each tensor when it is accessed (file order)."""
-        return LazyTensors(self)
+    def lazy(self, names: Sequence[str] | None = None, upcast: bool = False) -> "LazyTensors":
+        """Name -> tensor mapping that reads each tensor when it is accessed (file order; ``names``: a subset;
+        ``upcast``: half-precision tensors read as float32)."""
+        return LazyTensors(self, names, upcast)
 
     def row_chunks(self, name: str, max_bytes: int = 64 << 20) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, rows)`` chunks of one tensor, each at most ``max_bytes`` (at least one row)."""
@@ -145,21 +146,47 @@ class TensorStore:
 
 
 class LazyTensors(Mapping):
-    """Read-on-access view of a :class:`TensorStore` (consumers going block by block hold one block)."""
+    """Read-on-access view of a :class:`TensorStore`: consumers going block by block hold one block.
 
-    def __init__(self, store: TensorStore):
+    The last tensor read is kept (one slot, released before the next read), so a consumer that reads a block
+    twice in a row reads the file once. ``shape_of`` / ``dtype_of`` answer from the header, without reading."""
+
+    def __init__(self, store: TensorStore, names: Sequence[str] | None = None, upcast: bool = False):
         self.store = store
+        self.keys_ = list(store.names if names is None else names)
+        missing = [k for k in self.keys_ if k not in store._info]
+        if missing:
+            raise KeyError(f"{store.path}: no tensors {missing[:3]}")
+        self.upcast = upcast
+        self._last: tuple[str, torch.Tensor] | None = None
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self.store._info:
+        if name not in self.keys_:
             raise KeyError(name)
-        return self.store.read(name)
+        if self._last is not None and self._last[0] == name:
+            return self._last[1]
+        self._last = None
+        t = self.store.read(name)
+        if self.upcast and t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        self._last = (name, t)
+        return t
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return self.store.shape(name)
+
+    def dtype_of(self, name: str) -> torch.dtype:
+        dtype = _DTYPES[self.store._info[name]["dtype"]]
+        return torch.float32 if self.upcast and dtype in (torch.float16, torch.bfloat16) else dtype
+
+    def __contains__(self, name) -> bool:
+        return name in self.keys_
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.store.names)
+        return iter(self.keys_)
 
     def __len__(self) -> int:
-        return len(self.store.names)
+        return len(self.keys_)
 
 
 def block_groups(sizes: Mapping[str, int], max_bytes: int) -> list[list[str]]:

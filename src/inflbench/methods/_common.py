@@ -20,6 +20,36 @@ GROUP_BYTES = 192 << 20
 STACK_MAX_ELEMS = 1 << 20
 
 
+def shape_of(grads: Mapping[str, Tensor], k: str) -> tuple[int, ...]:
+    """Shape of block ``k``; a lazy mapping (``inflbench.store.LazyTensors``) answers without reading it."""
+    get = getattr(grads, "shape_of", None)
+    return tuple(get(k)) if get is not None else tuple(grads[k].shape)
+
+
+def dtype_of(grads: Mapping[str, Tensor], k: str) -> torch.dtype:
+    get = getattr(grads, "dtype_of", None)
+    return get(k) if get is not None else grads[k].dtype
+
+
+class BlockList(Sequence):
+    """Blocks ``names`` of a (possibly lazy) mapping as a sequence: each read when indexed, shapes from
+    ``shape_of`` (solvers taking block lists never hold more than the block they use)."""
+
+    def __init__(self, grads: Mapping[str, Tensor], names: Sequence[str]):
+        self.grads, self.names = grads, list(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return BlockList(self.grads, self.names[i])
+        return self.grads[self.names[i]]
+
+    def shape_of(self, i: int) -> tuple[int, ...]:
+        return shape_of(self.grads, self.names[i])
+
+
 class LazyNorms(dict):
     """``block -> (n,) float64`` squared norms, each computed on first access (one pass over that block)."""
 
@@ -57,14 +87,14 @@ class GradData:
 
     @property
     def n(self) -> int:
-        return next(iter(self.train.values())).shape[0]
+        return shape_of(self.train, next(iter(self.train)))[0]
 
     @property
     def m(self) -> int:
-        return next(iter(self.test.values())).shape[0]
+        return shape_of(self.test, next(iter(self.test)))[0]
 
     def dim(self, k: str) -> int:
-        return int(self.train[k].shape[1:].numel())
+        return math.prod(shape_of(self.train, k)[1:])
 
     @property
     def d_total(self) -> int:
@@ -72,8 +102,8 @@ class GradData:
 
     def input_dtype(self) -> torch.dtype:
         dt = torch.float32
-        for v in list(self.train.values()) + list(self.test.values()):
-            if v.dtype == torch.float64:
+        for grads in (self.train, self.test):
+            if any(dtype_of(grads, k) == torch.float64 for k in grads):
                 dt = torch.float64
         return dt
 

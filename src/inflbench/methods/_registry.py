@@ -254,10 +254,16 @@ def _validate_inputs(train: Mapping[str, Tensor], test: Mapping[str, Tensor]) ->
         raise ValueError(f"train and test blocks differ: only in train {only_tr}, only in test {only_te}")
     if "total" in train:
         raise ValueError("'total' is reserved and cannot be a block name")
+    lazy = hasattr(train, "shape_of") and hasattr(test, "shape_of")
+    if lazy:  # read-on-access stores: checked from their headers, passed through unread
+        from ._common import dtype_of, shape_of
+
+        shapes = {k: (torch.empty(shape_of(train, k), dtype=dtype_of(train, k), device="meta"),
+                      torch.empty(shape_of(test, k), dtype=dtype_of(test, k), device="meta")) for k in train}
     tr, te = {}, {}
     n = m = None
     for k in train:
-        a, b = train[k], test[k]
+        a, b = shapes[k] if lazy else (train[k], test[k])
         if not isinstance(a, Tensor) or not isinstance(b, Tensor):
             raise ValueError(f"block '{k}': gradients must be torch tensors")
         if not a.is_floating_point() or not b.is_floating_point():
@@ -275,7 +281,7 @@ def _validate_inputs(train: Mapping[str, Tensor], test: Mapping[str, Tensor]) ->
         tr[k], te[k] = a.detach(), b.detach()
     if n == 0 or m == 0:
         raise ValueError(f"need at least one train and one test sample, got n_train={n}, n_test={m}")
-    return tr, te
+    return (train, test) if lazy else (tr, te)
 
 
 def check_finite_inputs(data, sides: tuple[str, ...] = ("train", "test")) -> None:
@@ -321,8 +327,7 @@ def compute_influence(
     if spec.checks_by_scores and not all(bool(torch.isfinite(v).all()) for v in out.values()):
         check_finite_inputs(data, ("train",))
     meta = dict(getattr(out, "meta", {}) or {})
-    n = next(iter(tr.values())).shape[0]
-    m = next(iter(te.values())).shape[0]
+    n, m = data.n, data.m
     res = InfluenceResult(meta={"method": method, **p.as_meta(), **meta})
     if res.meta.get("diverged"):
         res.meta["converged"] = False

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor
 
 from ..solvers import sym_gram
-from ._common import sq_norms
+from ._common import shape_of, sq_norms
 
 #: Max bytes of one float64 chunk cast from the (float32) gradients for a Gram product.
 CHUNK_BYTES = 64 << 20
@@ -102,9 +102,9 @@ class BlockStats:
 
     def check(self, train: Mapping[str, Tensor]) -> None:
         """Raise ``ValueError`` unless these statistics belong to ``train`` (blocks, n, shapes)."""
-        n = next(iter(train.values())).shape[0]
+        n = shape_of(train, next(iter(train)))[0]
         missing = [k for k in train if k not in self.shapes]
-        bad = [k for k in train if k in self.shapes and tuple(self.shapes[k]) != tuple(train[k].shape[1:])]
+        bad = [k for k in train if k in self.shapes and tuple(self.shapes[k]) != shape_of(train, k)[1:]]
         if n != self.n or missing or bad:
             raise ValueError(
                 f"block statistics do not match the train gradients (n {self.n} vs {n}; "
@@ -122,6 +122,49 @@ def block_stats(train: Mapping[str, Tensor], *, chunk_bytes: int = CHUNK_BYTES) 
         grams[k] = G
         sq[k] = G.diagonal().clone() if side_of(n, X.shape[1]) == "n" else sq_norms(X)
     return BlockStats(n, {k: tuple(v.shape[1:]) for k, v in train.items()}, sq, grams.__getitem__)
+
+
+def iter_store_stats(store, chunk_bytes: int | None = None) -> Iterator[tuple[str, Tensor, Tensor]]:
+    """``(block, Gram, squared norms)`` of each block of a gradient store (:class:`inflbench.store.TensorStore`),
+    one block at a time, the Gram accumulated from row ranges read from the file: peak one Gram plus two row
+    chunks of at most ``chunk_bytes`` (in float64) and their float64 casts. A block that fits one chunk is
+    read whole (the same products as :func:`block_stats`); a larger one on side d takes the same row chunks as
+    :func:`block_stats` (equal bit for bit on float32 and half-precision stores)."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    for k in store.names:
+        shape = store.shape(k)
+        n, d = shape[0], math.prod(shape[1:])
+        side = side_of(n, d)
+        if n * d * 8 <= chunk_bytes:
+            X = flat(store.read(k))
+            G = chunked_gram(X, side, chunk_bytes=chunk_bytes)
+            yield k, G, (G.diagonal().clone() if side == "n" else sq_norms(X))
+            del X, G
+            continue
+        step = _step(d, 8, chunk_bytes)  # the row chunks of chunked_gram's side d
+        starts = list(range(0, n, step))
+        if side == "d":
+            G, sq = None, []
+            for r in starts:
+                X = flat(store.read(k, r, r + step))
+                part = sym_gram(X.to(torch.float64).T)
+                G = part if G is None else G.add_(part)
+                sq.append(sq_norms(X))
+            yield k, G, torch.cat(sq)
+            del G
+            continue
+        G = torch.empty(n, n, dtype=torch.float64)  # side n: Xi Xjᵀ over pairs of row chunks
+        for i in starts:
+            Xi = flat(store.read(k, i, i + step))
+            G[i : i + step, i : i + step] = chunked_gram(Xi, "n", chunk_bytes=chunk_bytes)
+            for j in starts:
+                if j > i:
+                    part = chunked_cross(Xi, flat(store.read(k, j, j + step)))
+                    G[i : i + step, j : j + step] = part
+                    G[j : j + step, i : i + step] = part.T
+            del Xi
+        yield k, G, G.diagonal().clone()
+        del G
 
 
 def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64) -> Tensor:

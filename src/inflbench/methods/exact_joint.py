@@ -7,8 +7,12 @@ gives a block-diagonal ``Lambda``). Couples blocks: returns ``{"total": ...}``.
 
 Woodbury form (``n <= d``): with ``K = sum_b X_b X_b^T / lambda_b`` and
 ``C = sum_b X_b T_b^T / lambda_b``, ``scores = -n (n I + K)^{-1} C``; the
-blocks are accumulated one at a time, never concatenated. When the whole model
-is smaller than ``n`` the ``d x d`` form is used on the (then small) concatenation.
+blocks are accumulated one at a time, never concatenated; from a lazy store
+(scoring) each block is read once, when its turn comes. Peak (bytes): ``K`` and
+its Cholesky factor ``16 n^2``, ``C`` and the result ``16 n m``, one train and
+one test block ``4 (n + m) d_max`` plus the float64 chunks of the products
+(64 MB). When the whole model is smaller than ``n`` the ``d x d`` form is used
+on the (then small, at most ``n^2`` values) concatenation.
 """
 
 from __future__ import annotations

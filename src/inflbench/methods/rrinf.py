@@ -5,7 +5,11 @@ problem ``min (1/d)||Phi Omega - Upsilon||^2 + (n lambda/d)||Omega||^2`` with
 ``Phi`` the d x n matrix of training gradients and ``Upsilon = -n T^T`` (one
 column per test sample) has the influence-score matrix as its minimiser
 (Theorem 1); see ``solvers.rrinf_sgd`` for the steps and sampling modes.
-Blocks are read in place (never concatenated).
+Blocks are read in place (never concatenated); from a lazy store (scoring) each block is read when a step
+uses it, so the whole store is never resident. Peak (bytes, C = n_target): Omega and its update
+``3 * 8 n C``, the Gram cache ``min(GRAM_CACHE_BYTES, blocks * 8 n^2)`` plus ``8 n C`` per cached Gram,
+one train and one target block with their float64 casts ``12 (n + C) d_max``, and the row norms ``8 d``
+(correct neuron / minibatch sampling).
 
 ``variant="correct"`` (default) samples rows / blocks proportionally to their
 squared norm so the normalised step is unbiased and the fixed point is the
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._common import GradData, compute_dtype, damping_meta, joint_damping
+from ._common import BlockList, GradData, compute_dtype, damping_meta, joint_damping
 from ._health import RIDGE_TOL, convergence_meta, reweighted_ridge_residual, ridge_residual
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_damping, check_int, check_pos_float, register
 from ..progress import iteration_progress
@@ -90,8 +94,8 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
     stats: dict = {}
     names = data.names
     omega = rrinf_sgd(
-        [data.train[k] for k in names],
-        [data.test[k] for k in names],
+        BlockList(data.train, names),
+        BlockList(data.test, names),
         damping=float(lam),
         iterations=p.iterations,
         lr=p.lr,
@@ -109,7 +113,7 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
     )
     out = InfluenceResult(meta={**damping_meta(lam), "touched_fraction": float(stats.get("touched_fraction", float("nan")))})
     out["total"] = omega
-    train, test = [data.train[k] for k in names], [data.test[k] for k in names]
+    train, test = BlockList(data.train, names), BlockList(data.test, names)  # read block by block
     if p.variant == "correct":
         residual = ridge_residual(train, test, omega, float(lam))
         out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "ridge residual", "raise iterations"))

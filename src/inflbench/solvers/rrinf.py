@@ -18,6 +18,27 @@ def _sq_cols(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
 
 
+def _shape(blocks: Sequence[Tensor], b: int) -> tuple[int, ...]:
+    get = getattr(blocks, "shape_of", None)
+    return tuple(get(b)) if get is not None else tuple(blocks[b].shape)
+
+
+class _Flat(Sequence):
+    """Blocks as ``(rows, d_b)`` views, each fetched from the source when indexed (a lazy source is read
+    then, so only the block in use is resident)."""
+
+    def __init__(self, blocks: Sequence[Tensor]):
+        self.blocks = blocks
+        self.shapes = [_shape(blocks, b) for b in range(len(blocks))]
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, b: int) -> Tensor:
+        t = self.blocks[b]
+        return t.reshape(t.shape[0], -1)
+
+
 class RowSource:
     """Rows of ``Phi`` (one per parameter) stored block-wise as ``(n, d_b)`` tensors.
 
@@ -29,15 +50,15 @@ class RowSource:
                  block_sq: Sequence[float] | None = None):
         if len(train_blocks) != len(target_blocks) or not train_blocks:
             raise ValueError("train_blocks and target_blocks must be non-empty and of equal length")
-        self.X = [t.reshape(t.shape[0], -1) for t in train_blocks]
-        self.Y = [t.reshape(t.shape[0], -1) for t in target_blocks]
-        n = self.X[0].shape[0]
-        C = self.Y[0].shape[0]
-        for x, y in zip(self.X, self.Y):
-            if x.shape[0] != n or y.shape[0] != C or x.shape[1] != y.shape[1]:
+        self.X, self.Y = _Flat(train_blocks), _Flat(target_blocks)
+        flat = lambda s: (s[0], math.prod(s[1:]))  # noqa: E731
+        xs, ys = [flat(s) for s in self.X.shapes], [flat(s) for s in self.Y.shapes]
+        n, C = xs[0][0], ys[0][0]
+        for x, y in zip(xs, ys):
+            if x[0] != n or y[0] != C or x[1] != y[1]:
                 raise ValueError("block shapes disagree: train (n, d_b), targets (C, d_b)")
         self.n, self.C, self.dtype, self.tscale = n, C, dtype, float(target_scale)
-        self.sizes = [x.shape[1] for x in self.X]
+        self.sizes = [x[1] for x in xs]
         self.offsets = torch.tensor([0] + self.sizes).cumsum(0)
         self.d = int(self.offsets[-1])
         self._row_sq: list[Tensor] | None = None
@@ -141,15 +162,15 @@ def rrinf_sgd(
     modes at no formation cost. ``block_sq``: known ``||Phi_b||_F^2`` per block. Returns
     ``Omega`` (n, C) in ``dtype``.
     """
-    C0 = max(1, target_blocks[0].shape[0] if target_blocks else 1)
-    n0 = train_blocks[0].shape[0] if train_blocks else 1
+    C0 = max(1, _shape(target_blocks, 0)[0] if len(target_blocks) else 1)
+    n0 = _shape(train_blocks, 0)[0] if len(train_blocks) else 1
     per_bytes = 0.0
     if sampling in ("neuron", "minibatch"):
         per_op = 4.0 * batch_size * n0 * C0
     else:
         per_op = 2.0 * n0 * n0 * C0
         # a step streams a cached n x n Gram or (uncached) the block itself twice
-        d0 = min((t[0].numel() for t in train_blocks), default=1)
+        d0 = min((math.prod(_shape(train_blocks, b)[1:]) for b in range(len(train_blocks))), default=1)
         per_bytes = 4.0 * n0 * min(n0, 2 * d0)
     with small_op_threads(per_op, per_bytes):
         return _rrinf_sgd_impl(
