@@ -29,9 +29,13 @@ def _fake_run(root, task="SST-2"):
             path = root / f"seed{seed}" / task / "scores" / f"{m}.safetensors"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_scores(path, {"a": torch.from_numpy(s)}, metas[m])
+        flipped = np.zeros(12, bool)
+        flipped[np.argsort(-base.mean(1))[:3]] = True  # the 3 most harmful by exact_block are the flips
+        (root / f"seed{seed}" / task / "data").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"text_a": ["x"] * 12, "label": 0, "flipped": flipped}).to_csv(
+            root / f"seed{seed}" / task / "data" / "train.csv", index=False)
         (root / f"seed{seed}" / "tables").mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([{"task": task, "method": m, "auc": a[seed], "detection_at_20pct": a[seed] / 2,
-                       "detection_at_40pct": a[seed] / 1.5, "seconds": 1.0 + seed} for m, a in AUCS.items()]
+        pd.DataFrame([{"task": task, "method": m, "auc": a[seed], "seconds": 1.0 + seed} for m, a in AUCS.items()]
                      ).to_csv(root / f"seed{seed}" / "tables" / "detection.csv", index=False)
 
 
@@ -45,6 +49,9 @@ def test_seed_rows_and_tables(tmp_path):
     assert by["rho_exact_block"].mean()["exact_x1e2"] == pytest.approx(1.0)
     assert by["damping_scale"].first()["exact_x1e2"] == 100.0 and by["damping_scale"].first()["exact_block"] == 1.0
     assert findings.damping_sweep(rows) == {"exact_block": 1.0, "exact_x1e2": 100.0}
+    # recall of the 3 flips among the top 2 (20 % of 12) and top 5 (40 %): exact_block finds 2 and 3, tracin none
+    assert by["recall_at_20pct"].mean()["exact_block"] == pytest.approx(2 / 3)
+    assert by["recall_at_40pct"].mean()["exact_block"] == 1.0 and by["recall_at_40pct"].mean()["tracin"] == 0.0
 
     blocks = findings.blocks_for("glue", tmp_path / "run", rows)
     assert sorted(blocks) == ["glue-SST-2", "glue-damping-SST-2"]
@@ -52,7 +59,7 @@ def test_seed_rows_and_tables(tmp_path):
     assert [line.split(" | ")[0] for line in table[2:]] == ["| `datainf`", "| `exact_block`", "| `tracin`"]  # sweep apart
     auc = np.array(AUCS["exact_block"])
     half = stats.t.ppf(0.975, 2) * auc.std(ddof=1) / np.sqrt(3)
-    assert f"0.750 ± 0.050 [{0.75 - half:.3f}, {0.75 + half:.3f}]" in table[3]
+    assert f"0.750 ± 0.050 [{0.75 - half:.3f}, {0.75 + half:.3f}] | 66.7 ± 0.0 | 100.0 ± 0.0 |" in table[3]
     # papers' numbers beside ours: RRInf T1 DataInf SST-2 83.62 lies in our CI (0.85 +- 0.124), TracIn 45.6 below
     assert "83.6 ± 8.2 (in CI)" in table[2] and "45.6 ± 5.6 (below)" in table[4]
     sweep = blocks["glue-damping-SST-2"].splitlines()

@@ -20,11 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inflbench.artifacts import read_scores_meta, train_sample_scores
+from inflbench.artifacts import read_scores_meta, read_split, train_sample_scores
+from inflbench.metrics import recall_at
 from inflbench.replicates import t_interval
 
 REFERENCES = ("exact_block", "exact_joint", "tracin")
-METRICS = ("auc", "detection_at_20pct", "detection_at_40pct", "seconds")
+METRICS = ("auc", "seconds")
+#: share of the flipped labels among the top p most harmful samples: HyperINF's detection rate rt(p) (its
+#: Table 2 at 40 % exceeds 50 %, so a recall; the summary's detection_at_40pct is a precision)
+RECALL_AT = {"recall_at_20pct": 0.2, "recall_at_40pct": 0.4}
 
 #: Papers' detection numbers (%, mean ± std over their seeds) for the tasks measured here, by our row:
 #: RRInf Table 1 (AUC; RoBERTa-large, LoRA r=4, 4500/500) and HyperINF Table 2 (detection rate at 20 / 40 %
@@ -45,8 +49,8 @@ PAPER = {
     ("MRPC", "hyperinf_published"): {"hyperinf_20": (60.89, 0.34), "hyperinf_40": (79.17, 0.52)},
 }
 #: paper column -> (heading, our metric it compares with)
-PAPER_COLUMNS = {"rrinf_auc": ("RRInf T1 AUC", "auc"), "hyperinf_20": ("HyperINF T2 @20 %", "detection_at_20pct"),
-                 "hyperinf_40": ("HyperINF T2 @40 %", "detection_at_40pct")}
+PAPER_COLUMNS = {"rrinf_auc": ("RRInf T1 AUC", "auc"), "hyperinf_20": ("HyperINF T2 @20 %", "recall_at_20pct"),
+                 "hyperinf_40": ("HyperINF T2 @40 %", "recall_at_40pct")}
 
 
 def seed_dirs(run_dir: str | Path) -> dict[int, Path]:
@@ -58,7 +62,8 @@ def seed_dirs(run_dir: str | Path) -> dict[int, Path]:
 
 
 def seed_rows(run_dir: str | Path, references=REFERENCES) -> pd.DataFrame:
-    """Per (seed, task, method): the detection summary columns, ``rho_<ref>`` (Spearman of the per-sample
+    """Per (seed, task, method): AUC and seconds of the detection summary, the recall of the flipped labels
+    among the top 20 / 40 % (``RECALL_AT``), ``rho_<ref>`` (Spearman of the per-sample
     scores with each reference method present), ``damping_min`` / ``damping_max`` of the score file and the
     entry's base method, damping parameter and ``damping_scale``."""
     from scipy.stats import spearmanr
@@ -68,9 +73,11 @@ def seed_rows(run_dir: str | Path, references=REFERENCES) -> pd.DataFrame:
         table = pd.read_csv(root / "tables" / "detection.csv")
         for task, part in table.groupby("task", sort=False):
             scores = {m: train_sample_scores(root / task / "scores" / f"{m}.safetensors") for m in part["method"]}
+            flipped = read_split(root / task / "data" / "train.csv")["flipped"].to_numpy(bool)
             for rec in part.to_dict("records"):
                 meta = read_scores_meta(root / task / "scores" / f"{rec['method']}.safetensors")
                 row = {"seed": seed, **{k: rec.get(k, math.nan) for k in ("task", "method", *METRICS)},
+                       **{k: recall_at(scores[rec["method"]], flipped, p) for k, p in RECALL_AT.items()},
                        "damping_min": meta.get("meta.damping_min", meta.get("meta.damping", math.nan)),
                        "damping_max": meta.get("meta.damping_max", meta.get("meta.damping", math.nan)),
                        "base_method": meta.get("meta.method", rec["method"]),
@@ -114,13 +121,13 @@ def _paper_cell(task: str, method: str, col: str, ours) -> str:
 
 def method_table(rows: pd.DataFrame, task: str, methods=None, paper: bool = False) -> str:
     """Markdown, one row per method of ``task`` (best mean AUC first): seeds, AUC mean ± std [95 % CI],
-    detection at 20 / 40 % (%), Spearman with each reference, seconds; with ``paper``, the papers' numbers."""
+    recall of the flips in the top 20 / 40 % (%), Spearman with each reference, seconds; with ``paper``, the papers' numbers."""
     part = rows[rows["task"] == task]
     if methods is not None:
         part = part[part["method"].isin(methods)]
     order = part.groupby("method", sort=False)["auc"].mean().sort_values(ascending=False).index
     refs = [c for c in part if c.startswith("rho_") and part[c].notna().any()]
-    head = ["method", "seeds", "AUC mean ± std [95 % CI]", "det. @20 % (%)", "det. @40 % (%)"]
+    head = ["method", "seeds", "AUC mean ± std [95 % CI]", "found @20 % (%)", "found @40 % (%)"]
     head += [f"ρ {c[4:]}" for c in refs] + ["seconds"]
     paper_cols = [c for c in PAPER_COLUMNS if paper and any(c in PAPER.get((task, m), {}) for m in order)]
     head += [PAPER_COLUMNS[c][0] for c in paper_cols]
@@ -128,7 +135,7 @@ def method_table(rows: pd.DataFrame, task: str, methods=None, paper: bool = Fals
     for method in order:
         g = part[part["method"] == method]
         cells = [f"`{method}`", str(g["seed"].nunique()), _ms(g["auc"], ci=True),
-                 _ms(g["detection_at_20pct"], pct=True), _ms(g["detection_at_40pct"], pct=True)]
+                 _ms(g["recall_at_20pct"], pct=True), _ms(g["recall_at_40pct"], pct=True)]
         cells += [_ms(g[c], digits=2) for c in refs] + [_ms(g["seconds"], digits=1)]
         cells += [_paper_cell(task, method, c, g[PAPER_COLUMNS[c][1]]) for c in paper_cols]
         lines.append("| " + " | ".join(cells) + " |")
