@@ -34,6 +34,9 @@ def _fake_run(root, task="SST-2"):
         (root / f"seed{seed}" / task / "data").mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"text_a": ["x"] * 12, "label": 0, "flipped": flipped}).to_csv(
             root / f"seed{seed}" / task / "data" / "train.csv", index=False)
+        (root / f"seed{seed}" / task / "model").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.8 + seed / 10], "test_accuracy": [0.5, 0.7],
+                      "best": [False, True]}).to_csv(root / f"seed{seed}" / task / "model" / "training_curve.csv")
         (root / f"seed{seed}" / "tables").mkdir(parents=True, exist_ok=True)
         pd.DataFrame([{"task": task, "method": m, "auc": a[seed], "seconds": 1.0 + seed} for m, a in AUCS.items()]
                      ).to_csv(root / f"seed{seed}" / "tables" / "detection.csv", index=False)
@@ -56,6 +59,8 @@ def test_seed_rows_and_tables(tmp_path):
     blocks = findings.blocks_for("glue", tmp_path / "run", rows)
     assert sorted(blocks) == ["glue-SST-2", "glue-damping-SST-2"]
     table = blocks["glue-SST-2"].splitlines()
+    assert "validation accuracy 90.0 ± 10.0 %, test accuracy 70.0 ± 0.0 %" in table[0]
+    table = table[2:]
     assert [line.split(" | ")[0] for line in table[2:]] == ["| `datainf`", "| `exact_block`", "| `tracin`"]  # sweep apart
     auc = np.array(AUCS["exact_block"])
     half = stats.t.ppf(0.975, 2) * auc.std(ddof=1) / np.sqrt(3)

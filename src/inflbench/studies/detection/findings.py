@@ -179,6 +179,18 @@ def damping_sweep(rows: pd.DataFrame) -> dict[str, float]:
     return sweep if any(v != 1.0 for v in sweep.values()) else {}
 
 
+def model_line(run_dir: str | Path, task: str) -> str:
+    """One line: validation and test accuracy of the fine-tuned model at its selected epoch, over the seeds."""
+    best = []
+    for root in seed_dirs(run_dir).values():
+        curve = pd.read_csv(root / task / "model" / "training_curve.csv")
+        best.append(curve[curve["best"].astype(str) == "True"].iloc[-1])
+    frame = pd.DataFrame(best)
+    return (f"Fine-tuned model at its selected epoch (lowest validation loss), over {len(frame)} seeds: "
+            f"validation accuracy {_ms(frame['val_accuracy'], pct=True)} %, test accuracy "
+            f"{_ms(frame['test_accuracy'], pct=True)} % (trained on the noisy labels).\n\n")
+
+
 def blocks_for(kind: str, run_dir: str | Path, rows: pd.DataFrame | None = None) -> dict[str, str]:
     """The document blocks of one run: ``<kind>-<task>`` per task (method table; with the papers' numbers for
     GLUE tasks) and, when the run has a damping sweep, ``<kind>-damping-<task>``."""
@@ -188,7 +200,8 @@ def blocks_for(kind: str, run_dir: str | Path, rows: pd.DataFrame | None = None)
     out = {}
     for task in dict.fromkeys(rows["task"]):
         methods = [m for m in dict.fromkeys(rows["method"]) if m not in swept]
-        out[f"{kind}-{task}"] = method_table(rows, task, methods, paper=any(t == task for t, _ in PAPER))
+        out[f"{kind}-{task}"] = model_line(run_dir, task) + method_table(rows, task, methods,
+                                                                          paper=any(t == task for t, _ in PAPER))
         if swept:
             out[f"{kind}-damping-{task}"] = damping_table(rows, task, sweep)
     return out
