@@ -135,6 +135,40 @@ def test_grid_table_layout(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 1000
 
 
+def test_grid_over_seeds(tmp_path):
+    from scipy import stats
+
+    from inflbench.studies.identification.grid import grid_table, read_run_tables, seeds_aggregate
+
+    # sharing links every replicate seed's upstream files (seed<N>/<task>/...)
+    src = tmp_path / "run-a"
+    for rel in ("seed0/t/data/train.csv", "seed1/t/data/train.csv", "seed1/t/model/adapter.safetensors",
+                "seed1/t/scores/rrinf.safetensors"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    share_upstream(src, tmp_path / "run-b")
+    shared = sorted(str(p.relative_to(tmp_path / "run-b")) for p in (tmp_path / "run-b").rglob("*") if p.is_file())
+    assert shared == ["seed0/t/data/train.csv", "seed1/t/data/train.csv", "seed1/t/model/adapter.safetensors"]
+    # per-seed tables are read with a seed column and aggregated over seeds per (task, setting, method)
+    aucs = {0: 0.61, 1: 0.70, 2: 0.64}
+    for seed, auc in aucs.items():
+        (src / f"seed{seed}" / "tables").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([{"task": "digits", "method": m, "auc_mean": auc + k, "auc_std": 0.3, "recall_mean": auc / 2,
+                       "recall_std": 0.1, "seconds": 2.0 + seed} for k, m in ((0.0, "rrinf"), (0.1, "tracin"))]
+                     ).to_csv(src / f"seed{seed}" / "tables" / "identification.csv", index=False)
+    stacked = read_run_tables(src, [0, 1, 2]).assign(setting="mb1")
+    assert sorted(stacked["seed"]) == [0, 0, 1, 1, 2, 2]
+    table = grid_table(stacked, "rrinf")
+    values = np.array(list(aucs.values()))
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
+    row = table.iloc[0]
+    assert len(table) == 1 and row["n_seeds"] == 3 and row["seconds"] == pytest.approx(3.0)
+    assert row["auc_mean"] == pytest.approx(values.mean()) and row["auc_std"] == pytest.approx(values.std(ddof=1))
+    assert (row["auc_ci_low"], row["auc_ci_high"]) == pytest.approx((values.mean() - half, values.mean() + half))
+    assert row["recall_mean"] == pytest.approx(values.mean() / 2) and row["auc"] == "65.0% ± 4.6%"
+    assert seeds_aggregate(stacked).set_index("method").loc["tracin", "auc_mean"] == pytest.approx(values.mean() + 0.1)
+
+
 def test_grid_bad_setting_fails_before_any_run(tmp_path):
     from inflbench.errors import InputError
     from inflbench.studies.identification.grid import run_grid

@@ -64,6 +64,18 @@ def test_exact_block_matches_loop_reference(grads64):
     assert min(default_lambda(tr, [k]) for k in tr) == pytest.approx(res.meta["damping_min"])
 
 
+def test_exact_block_damping_scale(grads64):
+    """damping_scale multiplies the default-rule lambda of every block (the damping sweep)."""
+    tr, te = grads64
+    res = compute_influence("exact_block", tr, te, damping_scale=10.0)
+    ref = ref_exact_block(tr, te, {k: 10.0 * default_lambda(tr, [k]) for k in tr})
+    for k in tr:
+        assert_close(res[k], ref[k], "float64_reference", k)
+    assert res.meta["damping_min"] == pytest.approx(10.0 * min(default_lambda(tr, [k]) for k in tr))
+    with pytest.raises(ValueError, match="damping_scale"):
+        compute_influence("exact_block", tr, te, damping_scale=0.0)
+
+
 def test_exact_block_both_forms_agree():
     """n < d uses Woodbury, n > d uses the d x d form; both equal the loop reference."""
     for n in (3, 40):

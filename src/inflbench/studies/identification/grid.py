@@ -1,7 +1,8 @@
 """Ablation grids of the identification study (RRInf Tables 6-8, Figure 1): one workflow run per setting.
 
 ``run_grid`` validates every setting first, then runs Snakemake once per setting (``<run>-<setting>``), and
-stacks the identification tables. Grids that change only the scoring reuse the first run's data, adapter and
+stacks the identification tables; with ``seeds: [..]`` every setting runs every replicate seed and the paper
+layout reports mean, std and 95% CI over the seeds. Grids that change only the scoring reuse the first run's data, adapter and
 gradients (hard links), so only the changed methods are rescored. The workflow folder (Snakefile,
 config.yaml) is given by the caller (``scripts/identification_grid.py`` passes the repository).
 """
@@ -78,11 +79,18 @@ def _link(path: Path, dest: Path) -> None:
         shutil.copy2(path, dest)
 
 
+def _task_dirs(run: Path) -> list[Path]:
+    """The task folders of a run, those of every replicate seed (``seed<N>/<task>``) included."""
+    roots = [run] + sorted(d for d in run.glob("seed*") if d.is_dir() and d.name[4:].isdigit())
+    return [d for root in roots for d in sorted(root.iterdir()) if (d / "data").is_dir() and d.name != "logs"]
+
+
 def share_upstream(source: Path, target: Path, keep_methods: Iterable[str] = ()) -> None:
     """Hard-link the data, model and gradient files of one run into another (same files, same mtimes),
-    plus the scores and identification metrics of ``keep_methods`` (methods the grid leaves unchanged)."""
+    plus the scores and identification metrics of ``keep_methods`` (methods the grid leaves unchanged);
+    every replicate seed's files when the run has ``seeds``."""
     keep = set(keep_methods)
-    for task_dir in (d for d in source.iterdir() if (d / "data").is_dir() and d.name != "logs"):
+    for task_dir in _task_dirs(source):
         for stage in SHARED_STAGES:
             for path in (task_dir / stage).rglob("*") if (task_dir / stage).is_dir() else ():
                 if path.is_file():
@@ -96,11 +104,43 @@ def share_upstream(source: Path, target: Path, keep_methods: Iterable[str] = ())
                     _link(task_dir / name, target / (task_dir / name).relative_to(source))
 
 
+SEED_METRICS = ("auc", "recall")
+
+
+def seeds_aggregate(stacked: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, setting, method) over the ``seed`` column: ``n_seeds``; ``<m>_mean``, ``<m>_std`` (ddof 1),
+    ``<m>_ci_low``, ``<m>_ci_high`` (t-based 95%) of the per-seed mean ``m`` in ``auc``, ``recall``; mean
+    seconds; ``auc``/``recall`` as ``mean ± std`` strings. The std is over seeds here, not over test points."""
+    from inflbench.replicates import aggregate
+    from inflbench.studies.identification.metrics import pct
+
+    agg = aggregate(stacked, [f"{m}_mean" for m in SEED_METRICS] + ["seconds"], keys=["task", "setting", "method"])
+    out = agg[["task", "setting", "method", "n_seeds"]].copy()
+    for m in SEED_METRICS:
+        for stat in ("mean", "std", "ci_low", "ci_high"):
+            out[f"{m}_{stat}"] = agg[f"{m}_mean_{stat}"]
+        out[m] = [pct(a, b) for a, b in zip(out[f"{m}_mean"], out[f"{m}_std"])]
+    out["seconds"] = agg["seconds_mean"]
+    return out
+
+
 def grid_table(stacked: pd.DataFrame, method: str) -> pd.DataFrame:
-    """Paper layout of a grid (RRInf Tables 6-8): one row per (task, setting) of ``method``."""
+    """Paper layout of a grid (RRInf Tables 6-8): one row per (task, setting) of ``method``; with a ``seed``
+    column (replicate seeds), mean, std and 95% CI over the seeds (``seeds_aggregate``)."""
+    if "seed" in stacked:
+        stacked = seeds_aggregate(stacked)
     rows = stacked[stacked["method"] == method]
-    cols = ["task", "setting", "auc", "recall", "seconds", "auc_mean", "auc_std", "recall_mean", "recall_std", "lora_r"]
+    cols = ["task", "setting", "n_seeds", "auc", "recall", "seconds", "auc_mean", "auc_std", "auc_ci_low",
+            "auc_ci_high", "recall_mean", "recall_std", "recall_ci_low", "recall_ci_high", "lora_r"]
     return rows[[c for c in cols if c in rows]].reset_index(drop=True)
+
+
+def read_run_tables(run_dir: Path, seeds: Sequence[int] | None) -> pd.DataFrame:
+    """A run's identification table; with replicate ``seeds``, every seed's table with a ``seed`` column."""
+    if not seeds:
+        return pd.read_csv(run_dir / "tables" / "identification.csv")
+    return pd.concat([pd.read_csv(run_dir / f"seed{s}" / "tables" / "identification.csv").assign(seed=int(s))
+                      for s in seeds], ignore_index=True)
 
 
 def grid_figure(table: pd.DataFrame, method: str, title: str, out: Path) -> None:
@@ -129,8 +169,9 @@ def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", c
     and the target ``identification``. Grids that only change ``methods``/``evaluate`` reuse the first
     setting's data, adapter and gradients, and the scores of the methods no setting changes (hard links),
     so only the changed methods are rescored. Written to ``<results_dir>/grids/``: the overlays
-    (``<tag>/<s>.yaml``), the stacked tables (``<tag>.csv``) and, for the grid's method, the paper layout
-    (``<tag>_<method>.csv``) and a figure (``<tag>_<method>.png``). ``workflow_dir`` holds the Snakefile and
+    (``<tag>/<s>.yaml``), the stacked tables (``<tag>.csv``; per seed with ``seeds``, plus
+    ``<tag>_seeds_aggregate.csv``) and, for the grid's method, the paper layout (``<tag>_<method>.csv``, over
+    seeds with ``seeds``) and a figure (``<tag>_<method>.png``, error bars: std over seeds with ``seeds``). ``workflow_dir`` holds the Snakefile and
     config.yaml.
     """
     import yaml
@@ -169,12 +210,14 @@ def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", c
         subprocess.run(cmd, check=True, cwd=root)
         first = first or run
         if not dry_run:
-            tables.append(pd.read_csv(results / run / "tables" / "identification.csv").assign(setting=setting))
+            tables.append(read_run_tables(results / run, base.get("seeds")).assign(setting=setting))
     if not tables:
         return pd.DataFrame()
     combined = pd.concat(tables, ignore_index=True)
     combined = combined[["setting"] + [c for c in combined if c != "setting"]]
     combined.to_csv(out_dir.with_suffix(".csv"), index=False)
+    if "seed" in combined:
+        seeds_aggregate(combined).to_csv(out_dir.parent / f"{tag}_seeds_aggregate.csv", index=False)
     if method and method in set(combined["method"]):
         paper = grid_table(combined, method)
         paper.to_csv(out_dir.parent / f"{tag}_{method}.csv", index=False)
