@@ -13,6 +13,8 @@ def test_perfect_and_reversed_rankings():
     assert curve["fraction_detected"].tolist()[:3] == [0.0, 0.5, 1.0]
     assert curve["fraction_detected"].iloc[-1] == 1.0
     assert detection_rate_at(scores, flipped, 0.2) == 1.0
+    assert detection_rate_at(scores, flipped, 0.4) == 1.0  # a recall (HyperINF rt(p)): both flips found
+    assert detection_rate_at(-scores, flipped, 0.5) == 0.0 and detection_rate_at(-scores, flipped, 0.9) == 0.5
 
 
 def test_curve_matches_bruteforce():

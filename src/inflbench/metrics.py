@@ -6,7 +6,7 @@ score with ties broken by sample order, so every curve below is deterministic.
 * ``found_curve`` / ``detection_curve`` / ``ndr_curve`` -- share of the flipped samples found when inspecting
   the top ``round(p * n)`` samples, on a grid of ``points`` values of p (the detection study and the
   layer-choice study's NDR name the same curve differently);
-* ``recall_at`` (NDR@p), ``precision_at`` (detection rate at a fraction), ``found_auc`` (NDR-AUC, exact area
+* ``recall_at`` (NDR@p; HyperINF's detection rate rt(p), a recall), ``precision_at``, ``found_auc`` (NDR-AUC, exact area
   under the step curve);
 * ``roc_auc`` -- ROC AUC as the Mann-Whitney statistic with ties counting one half (equal to
   ``sklearn.metrics.roc_auc_score``); ``average_ranks`` behind it.
@@ -99,4 +99,4 @@ def detection_auc(scores: np.ndarray, flipped: np.ndarray) -> float:
 # names of the layer-choice paper
 ndr_at = recall_at
 ndr_auc = found_auc
-detection_rate_at = precision_at
+detection_rate_at = recall_at  # HyperINF Table 2 / Fig. 2: rt(p) <= min(p / noise, 1), a recall

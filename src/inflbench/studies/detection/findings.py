@@ -26,8 +26,8 @@ from inflbench.replicates import t_interval
 
 REFERENCES = ("exact_block", "exact_joint", "tracin")
 METRICS = ("auc", "seconds")
-#: share of the flipped labels among the top p most harmful samples: HyperINF's detection rate rt(p) (its
-#: Table 2 at 40 % exceeds 50 %, so a recall; the summary's detection_at_40pct is a precision)
+#: share of the flipped labels found among the top p most harmful samples: HyperINF's detection rate rt(p) (its
+#: Table 2 at 40 % exceeds 50 %, so a recall; the summary's detection_at_{20,40}pct are the same recall)
 RECALL_AT = {"recall_at_20pct": 0.2, "recall_at_40pct": 0.4}
 
 #: Papers' detection numbers (%, mean ± std over their seeds) for the tasks measured here, by our row:
