@@ -16,7 +16,7 @@ from inflbench.errors import ConfigError
 from inflbench.schemas import SECTION_CHECKS, load_schema, section_check, validate_schema
 
 #: order in which the registered section checks run (the first problem is reported)
-CHECK_ORDER = ("studies", "methods", "data", "model", "gradients", "synthetic", "layers")
+CHECK_ORDER = ("studies", "methods", "data", "model", "gradients", "synthetic", "layers", "grid")
 
 
 #: names of `methods:` entries (they become wildcard values and file names)
