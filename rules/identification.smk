@@ -169,7 +169,7 @@ if GRID:
             data=setting_cfg("data"),
             seed=seed_of,
         log:
-            G.log(stage="prepare_data", name="{task}"),
+            R.log(stage="prepare_data", name="{setting}_{task}"),
 
     use rule finetune as grid_finetune with:
         input:
@@ -186,7 +186,7 @@ if GRID:
             seed=seed_of,
             device=CFG["device"],
         log:
-            G.log(stage="finetune", name="{task}"),
+            R.log(stage="finetune", name="{setting}_{task}"),
 
     use rule gradients_chunk as grid_gradients with:
         input:
@@ -202,7 +202,7 @@ if GRID:
             device=CFG["device"],
             chunks=1,
         log:
-            G.log(stage="gradients", name="{task}_{split}"),
+            R.log(stage="gradients", name="{setting}_{task}_{split}"),
 
     use rule block_stats as grid_block_stats with:
         input:
@@ -210,7 +210,7 @@ if GRID:
         output:
             stats=G.block_stats(task="{task}"),
         log:
-            G.log(stage="block_stats", name="{task}"),
+            R.log(stage="block_stats", name="{setting}_{task}"),
 
     use rule scores as grid_scores with:
         input:
@@ -226,7 +226,7 @@ if GRID:
             scores=lambda w: {**GRID_CFG[w.setting]["scores"], "device": SCORES_DEVICE},
             seed=seed_of,
         log:
-            G.log(stage="scores", name="{task}_{method}"),
+            R.log(stage="scores", name="{setting}_{task}_{method}"),
         wildcard_constraints:
             method="|".join(GRID_GRADIENT_METHODS) or "^$",
 
@@ -245,7 +245,7 @@ if GRID:
             target_split=TARGET_SPLIT,
             scores=lambda w: {**GRID_CFG[w.setting]["scores"], "device": SCORES_DEVICE},
         log:
-            G.log(stage="scores", name="{task}_{method}"),
+            R.log(stage="scores", name="{setting}_{task}_{method}"),
         wildcard_constraints:
             method="|".join(GRID_MODEL_METHODS) or "^$",
 
@@ -260,4 +260,4 @@ if GRID:
         params:
             model=setting_cfg("model"),
         log:
-            G.log(stage="identification_metrics", name="{task}_{method}"),
+            R.log(stage="identification_metrics", name="{setting}_{task}_{method}"),

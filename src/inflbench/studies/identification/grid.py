@@ -143,7 +143,7 @@ def grid_table(stacked: pd.DataFrame, method: str) -> pd.DataFrame:
         rows = grouped.agg(auc_mean=("auc_mean", "mean"), auc_std=("auc_mean", "std"),
                            recall_mean=("recall_mean", "mean"), recall_std=("recall_mean", "std"),
                            seconds=("seconds", "mean"), seeds=("rep", "nunique"),
-                           lora_r=("lora_r", "first")).reset_index()
+                           **({"lora_r": ("lora_r", "first")} if "lora_r" in rows else {})).reset_index()
         rows["auc"] = [pct(m, s) for m, s in zip(rows["auc_mean"], rows["auc_std"])]
         rows["recall"] = [pct(m, s) for m, s in zip(rows["recall_mean"], rows["recall_std"])]
     cols = ["task", "setting", "auc", "recall", "seconds", "auc_mean", "auc_std", "recall_mean", "recall_std",
