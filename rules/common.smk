@@ -53,7 +53,7 @@ def split_inputs(task, layout=R):
 from inflbench.studies.identification.grid import grid_of, setting_configs, shares, shares_scores
 
 GRID = grid_of(CFG)
-GRID_CFG = setting_configs(CFG) if GRID else {}  # setting -> its validated config (run config + overlay)
+GRID_CFG = setting_configs(CFG, validate_config) if GRID else {}  # setting -> its validated config (run config + overlay)
 G = R.grid_setting(GRID.name, "{setting}") if GRID else None  # the outputs a setting does not share
 GRID_METHODS = list(dict.fromkeys(m for c in GRID_CFG.values() for m in c["methods"]))
 for _cfg in GRID_CFG.values():

@@ -104,6 +104,10 @@ def validate_config(raw: dict, *, planning_only: bool = False) -> dict:
     for section in order:
         SECTION_CHECKS[section](cfg)
     checks.check_damping_blocks(cfg)
+    if cfg.get("grid") is not None:  # every setting of an ablation grid is a whole config
+        from inflbench.studies.identification.grid import setting_configs
+
+        setting_configs(cfg, validate_config)
     return cfg
 
 

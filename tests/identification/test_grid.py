@@ -45,7 +45,7 @@ def _job_counts(stdout: str) -> dict:
 def test_builtin_grids_are_valid():
     needs_diffusers()
     for name, settings in GRIDS.items():
-        configs = setting_configs(validate_config(profile(f"{name}.yaml"), planning_only=True))
+        configs = setting_configs(validate_config(profile(f"{name}.yaml"), planning_only=True), validate_config)
         assert list(configs) == list(settings)
     assert configs["mb2048"]["methods"]["rrinf"]["batch_size"] == 2048
     assert list(GRIDS["ablation-rank"]) == ["r2", "r8", "r12", "r24"]

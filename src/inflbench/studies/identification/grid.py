@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -39,6 +40,7 @@ GRIDS: dict[str, dict[str, dict]] = {
 GRID_METHOD = {"ablation-rank": "rrinf", "ablation-rrinf-sampling": "rrinf"}
 #: Config sections a setting may change, and the sections each shared stage depends on.
 OVERLAY_KEYS = ("data", "model", "train", "gradients", "scores", "methods", "evaluate")
+SETTING_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a wildcard value and a folder name
 STAGE_KEYS = {"data": ("data",), "model": ("data", "model", "train"),
               "gradients": ("data", "model", "train", "gradients")}
 
@@ -76,20 +78,19 @@ def merge(base: dict, overlay: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _validated(text: str) -> dict:
-    from inflbench.config import validate_config
-
-    return validate_config(json.loads(text), planning_only=True)  # the base run checked the machine
+def _validated(text: str, validate) -> dict:
+    return validate(json.loads(text), planning_only=True)  # the run's own validation checked the machine
 
 
-def setting_configs(cfg: dict) -> dict[str, dict]:
-    """setting -> the validated config of that setting (the run config, no grid, the overlay merged in)."""
+def setting_configs(cfg: dict, validate) -> dict[str, dict]:
+    """setting -> the config of that setting (the run config, no grid, the overlay merged in) as returned by
+    ``validate`` (:func:`inflbench.config.validate_config`, passed in: this module does not import it)."""
     grid = grid_of(cfg)
     base = {**cfg, "grid": None}
     out = {}
     for setting, overlay in grid.settings.items():
         try:
-            out[setting] = copy.deepcopy(_validated(json.dumps(merge(base, overlay))))
+            out[setting] = copy.deepcopy(_validated(json.dumps(merge(base, overlay)), validate))
         except InputError as exc:
             raise InputError(f"grid setting {setting!r}: {exc}") from None
     return out
@@ -97,10 +98,9 @@ def setting_configs(cfg: dict) -> dict[str, dict]:
 
 @section_check("grid")
 def check_grid(cfg: dict) -> None:
-    """A known grid, setting names usable as file names, overlays over the allowed sections, every setting's
-    config valid; the identification study on (the grid table is an identification table)."""
-    from inflbench.config import ENTRY_NAME
-
+    """A known grid, setting names usable as file names, overlays over the allowed sections; the
+    identification study on (the grid table is an identification table). Each setting's whole config is
+    validated by :func:`inflbench.config.validate_config` after the section checks."""
     grid = grid_of(cfg)
     if grid is None:
         return
@@ -108,15 +108,15 @@ def check_grid(cfg: dict) -> None:
         raise ConfigError("grid", "grids compare identification tables; set identification: {enabled: true}")
     for setting, overlay in grid.settings.items():
         key = f"grid.settings.{setting}"
-        if not ENTRY_NAME.match(str(setting)):
+        if not SETTING_NAME.match(str(setting)):
             raise ConfigError(key, "setting names may hold only letters, digits, '_' and '-'")
         if not isinstance(overlay, dict):
             raise ConfigError(key, "must be a config overlay (a mapping)")
         for section in overlay:
             if section not in OVERLAY_KEYS:
                 raise ConfigError(f"{key}.{section}", f"a setting may change only {', '.join(OVERLAY_KEYS)}")
-    configs = setting_configs(cfg)
-    if grid.method and not any(grid.method in c["methods"] for c in configs.values()):
+    if grid.method and not any(grid.method in merge(cfg["methods"], o.get("methods") or {})
+                               for o in grid.settings.values()):
         raise ConfigError("grid.method", f"{grid.method!r} is scored by no setting")
 
 
