@@ -53,6 +53,9 @@ def split_inputs(task, layout=R):
 from inflbench.studies.identification.grid import grid_of, setting_configs, shares, shares_scores
 
 GRID = grid_of(CFG)
+if GRID is None and "grid" in sys.argv[1:]:  # the target on the command line
+    sys.exit("inflbench: invalid input: target 'grid' needs a config section `grid` (a built-in grid name or "
+             "{name, method, settings}; docs/identification.md)")
 GRID_CFG = setting_configs(CFG, validate_config) if GRID else {}  # setting -> its validated config (run config + overlay)
 G = R.grid_setting(GRID.name, "{setting}") if GRID else None  # the outputs a setting does not share
 GRID_METHODS = list(dict.fromkeys(m for c in GRID_CFG.values() for m in c["methods"]))
