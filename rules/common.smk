@@ -45,8 +45,58 @@ wildcard_constraints:
 TARGET_SPLIT = "test" if ON["identification"] else "val"
 
 
-def split_inputs(task):
-    return {s: R.split(task=task, split=s) for s in ("train", "val", "test")}
+def split_inputs(task, layout=R):
+    return {s: layout.split(task=task, split=s) for s in ("train", "val", "test")}
+
+
+# ---- ablation grid (config `grid`; rules at the end of rules/identification.smk)
+from inflbench.studies.identification.grid import grid_of, setting_configs, shares, shares_scores
+
+GRID = grid_of(CFG)
+if GRID is None and "grid" in sys.argv[1:]:  # the target on the command line
+    sys.exit("inflbench: invalid input: target 'grid' needs a config section `grid` (a built-in grid name or "
+             "{name, method, settings}; docs/identification.md)")
+GRID_CFG = setting_configs(CFG, validate_config) if GRID else {}  # setting -> its validated config (run config + overlay)
+G = R.grid_setting(GRID.name, "{setting}") if GRID else None  # the outputs a setting does not share
+GRID_METHODS = list(dict.fromkeys(m for c in GRID_CFG.values() for m in c["methods"]))
+for _cfg in GRID_CFG.values():
+    BASE_METHOD.update({m: method_entry(m, e)[0] for m, e in _cfg["methods"].items() if m not in BASE_METHOD})
+GRID_MODEL_METHODS = [m for m in GRID_METHODS if get_method(BASE_METHOD[m]).needs_model]
+GRID_GRADIENT_METHODS = [m for m in GRID_METHODS if m not in GRID_MODEL_METHODS]
+
+
+wildcard_constraints:
+    setting="|".join(GRID.settings) if GRID else "^$",
+
+
+def rep_layout(w):
+    return P.replicate(w.rep) if REPLICATED else P
+
+
+def setting_layout(w, stage=None):
+    """Where a grid setting's output of ``stage`` (data, model, gradients) lives: the run's when the setting
+    leaves that stage's config unchanged, else the setting's own."""
+    if stage and shares(CFG, GRID_CFG[w.setting], stage):
+        return rep_layout(w)
+    return rep_layout(w).grid_setting(GRID.name, w.setting)
+
+
+def setting_cfg(section):
+    """Param function: one config section of the job's grid setting."""
+    return lambda w: GRID_CFG[w.setting][section]
+
+
+def grid_summaries():
+    """(identification summary, rep, setting) of every method of every setting and replicate; the run's own
+    summary where the setting leaves the method's scores unchanged."""
+    out = []
+    for rep in SEEDS:
+        layout = P.replicate(rep) if REPLICATED else P
+        for setting, cfg in GRID_CFG.items():
+            for m in cfg["methods"]:
+                own = layout if shares_scores(CFG, cfg, m) else layout.grid_setting(GRID.name, setting)
+                out.append((own.identification_summary(task="{task}", method=m), rep, setting))
+    return [(path.format(task=t), rep, s) for t in TASKS for path, rep, s in out]
 
 
 # ---- resources that follow the data (inflbench.resources; docs/scale.md)

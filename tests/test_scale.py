@@ -230,13 +230,14 @@ def test_standalone_profile_does_not_inherit_the_default_config():
 
     from common import ROOT
     from inflbench.config import profile_config
-    from inflbench.studies.identification.grid import merged_profiles
+    from inflbench.studies.identification.grid import merge
 
     default = yaml.safe_load((ROOT / "config.yaml").read_text())
     paper = yaml.safe_load((ROOT / "configs" / "paper-layers.yaml").read_text())
     merged = {**default, **paper}
     assert profile_config(merged, paper) == paper and profile_config(merged, {"run": "x"}) is merged
-    cfg = merged_profiles([str(ROOT / "configs" / "paper-glue.yaml")], workflow_dir=ROOT)
+    glue = yaml.safe_load((ROOT / "configs" / "paper-glue.yaml").read_text())
+    cfg = profile_config(merge(default, glue), glue)
     assert "synthetic" not in cfg and set(cfg["methods"]) == set(yaml.safe_load(
         (ROOT / "configs" / "paper-glue.yaml").read_text())["methods"])
 

@@ -125,6 +125,8 @@ def test_wheel_ships_the_schemas_and_validates_a_config(tmp_path):
     wheel = next(tmp_path.glob("inflbench-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "inflbench/schemas/config.schema.yaml" in names and "inflbench/schemas/synthetic.schema.yaml" in names
+    assert {"inflbench/schemas/model_options/causal_lm.schema.yaml",
+            "inflbench/schemas/data_options/generated.schema.yaml"} <= set(names)  # the options fragments
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
     code = ("import sys, yaml; sys.path.insert(0, sys.argv[1]); import inflbench.config as c; "

@@ -1,11 +1,10 @@
-"""The ``inflbench`` command: look at a finished run and drive the ablation grids.
+"""The ``inflbench`` command: look at a finished run.
 
     inflbench summary results/<run>                         headline tables of a finished run
     inflbench top-k --run results/<run> --task T --method M [-k 10] [--kind harmful|helpful|both]
-    inflbench grid configs/ablation-rank.yaml [...]         one workflow run per grid setting
 
-Experiments run with Snakemake (``snakemake --cores 2``); this command only reads their results (and the
-grid driver calls Snakemake once per setting).
+Experiments run with Snakemake (``snakemake --cores 2``; ablation grids: ``snakemake grid``); this command
+only reads their results.
 """
 
 from __future__ import annotations
@@ -107,14 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     p_top.add_argument("-k", type=int, default=10)
     p_top.add_argument("--kind", choices=("both", "harmful", "helpful"), default="both")
     p_top.add_argument("--csv", action="store_true", help="print CSV (full text) instead of a table")
-    sub.add_parser("grid", help="ablation grid driver (arguments: see `inflbench grid -h`)", add_help=False)
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "grid":
-        from inflbench.studies.identification.grid import main as grid_main
-
-        return grid_main(rest, workflow_dir=Path.cwd())
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = parser.parse_args(argv)
     try:
         if args.command == "summary":
             print(summary(args.run))

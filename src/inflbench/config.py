@@ -16,7 +16,7 @@ from inflbench.errors import ConfigError
 from inflbench.schemas import SECTION_CHECKS, load_schema, section_check, validate_schema
 
 #: order in which the registered section checks run (the first problem is reported)
-CHECK_ORDER = ("studies", "methods", "data", "model", "gradients", "synthetic", "layers")
+CHECK_ORDER = ("studies", "methods", "data", "model", "gradients", "synthetic", "layers", "grid")
 
 
 #: names of `methods:` entries (they become wildcard values and file names)
@@ -104,6 +104,10 @@ def validate_config(raw: dict, *, planning_only: bool = False) -> dict:
     for section in order:
         SECTION_CHECKS[section](cfg)
     checks.check_damping_blocks(cfg)
+    if cfg.get("grid") is not None:  # every setting of an ablation grid is a whole config
+        from inflbench.studies.identification.grid import setting_configs
+
+        setting_configs(cfg, validate_config)
     return cfg
 
 

@@ -38,6 +38,10 @@ TEMPLATES = {
     "identification_summary": "{task}/metrics/identification_summary_{method}.json",
     "identification_table": "tables/identification.csv",
     "identification_figure": "figures/identification_{task}.png",
+    # ablation grid (over the settings of config `grid`, and the replicate seeds)
+    "grid_table": "tables/grid_{grid}.csv",
+    "grid_paper_table": "tables/grid_{grid}_{method}.csv",
+    "grid_figure": "figures/grid_{grid}_{method}.png",
     # layer-choice study and retraining evaluations
     "layer_scores": "{task}/layers/scores/{method}.csv",
     "layer_ndr": "{task}/layers/ndr/{method}.csv",
@@ -75,6 +79,11 @@ class Layout:
         """The layout of one replicate seed of a multi-seed run: ``<run>/seed<seed>/`` (``seed`` may be a
         wildcard such as ``"{rep}"``)."""
         return Layout(self.root, f"seed{seed}")
+
+    def grid_setting(self, grid: str, setting: str) -> "Layout":
+        """The layout of one setting of an ablation grid: ``<run>[/seed<N>]/grids/<grid>/<setting>/`` (the
+        outputs the setting does not share with the run)."""
+        return Layout(self.root / "grids" / grid, setting)
 
     def __call__(self, kind: str, **wildcards: str) -> str:
         return str(self.root / TEMPLATES[kind].format(**wildcards))

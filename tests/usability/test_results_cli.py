@@ -141,11 +141,7 @@ def test_jobs_render_declared_html_outputs(tmp_path):
         render_html_outputs({"html": str(tmp_path / "other.html")})
 
 
-def test_cli_grid_is_the_ablation_grid_driver(capsys, monkeypatch):
+def test_cli_has_no_grid_command(capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["grid", "-h"])
-    assert exc.value.code == 0 and "ablation grid" in capsys.readouterr().out
-    monkeypatch.chdir(ROOT)
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["grid", "configs/test.yaml", "--grid", "no-such-grid.yaml", "--dry-run"])
-    assert str(exc.value).startswith("inflbench: invalid input:") and "no-such-grid.yaml" in str(exc.value)
+        cli.main(["grid", "configs/ablation-rank.yaml"])
+    assert exc.value.code == 2 and "invalid choice: 'grid'" in capsys.readouterr().err  # now: snakemake grid

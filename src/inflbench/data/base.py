@@ -2,8 +2,8 @@
 
 A source obtains a task's records; ``prepare_splits`` (:mod:`inflbench.data.splits`) turns them into the
 stratified train/val/test tables. Adding a source: subclass ``DataSource`` in a module of this package,
-decorate it with ``@register_source("name")`` and import the module in ``inflbench/data/__init__.py``; the
-contract tests (tests/test_data_sources.py) run over every registered source.
+decorate it with ``@register_source("name")``, import the module in ``inflbench/data/__init__.py`` and add the
+schema of its ``data.options`` as ``schemas/data_options/<name>.schema.yaml``; the contract tests (tests/test_data_sources.py) run over every registered source.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from inflbench.errors import ConfigError
-from inflbench.schemas import section_check
+from inflbench.schemas import resolve_options, section_check
 
 
 class DataSource(ABC):
@@ -19,7 +19,9 @@ class DataSource(ABC):
 
     Records are dicts with at least ``label`` (int class); text tasks use ``text_a``/``text_b``, other
     families add their own fields (they end up as CSV columns of the split tables).
-    Source-specific settings live in ``data.options`` and are checked by ``check``.
+    Source-specific settings live in ``data.options``: their types and defaults in the fragment
+    ``schemas/data_options/<name>.schema.yaml`` (read them with ``inflbench.schemas.resolve_options``),
+    further checks in ``check``.
     """
 
     #: the ``data.source`` value, set by :func:`register_source`
@@ -56,8 +58,11 @@ def get_source(name: str) -> DataSource:
 
 
 def check_sources(data_cfg: dict) -> None:
-    """Cheap, pre-run checks of the data config and files (raise ConfigError/DataError with one line)."""
-    get_source(data_cfg["source"]).check(data_cfg)
+    """Cheap, pre-run checks of the data config and files (raise ConfigError/DataError with one line):
+    ``data.options`` against the source's schema fragment, then the source's own checks."""
+    source = get_source(data_cfg["source"])
+    resolve_options("data", source.name, data_cfg.get("options"))
+    source.check(data_cfg)
 
 
 @section_check("data")

@@ -25,7 +25,8 @@ import numpy as np
 
 from inflbench.data.base import DataSource, register_source
 from inflbench.errors import ConfigError, DataError
-from inflbench.data.balanced import balanced_pools, check_counts, check_options, check_template, per_class_quota, \
+from inflbench.schemas import resolve_options
+from inflbench.data.balanced import balanced_pools, check_counts, check_template, per_class_quota, \
     select_classes
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -80,9 +81,6 @@ def load_image(ref: str, image_column: str = "image"):
 # --------------------------------------------------------------------------- digits
 
 
-DIGITS_DEFAULTS = {"classes": None, "prompt_template": "a photo of digit {token}", "class_tokens": "words"}
-
-
 @register_source("digits")
 class DigitsSource(DataSource):
     """``data.source: digits``; task name ``digits``."""
@@ -90,12 +88,7 @@ class DigitsSource(DataSource):
     offline = True
 
     def options(self, data_cfg: dict) -> dict:
-        opts = dict(data_cfg.get("options") or {})
-        check_options("data.options", opts, DIGITS_DEFAULTS)
-        opts = {**DIGITS_DEFAULTS, **opts}
-        if opts["class_tokens"] not in ("words", "random"):
-            raise ConfigError("data.options.class_tokens", f"must be 'words' or 'random', not {opts['class_tokens']!r}")
-        return opts
+        return resolve_options("data", self.name, data_cfg.get("options"))
 
     def classes(self, opts: dict) -> list[str]:
         return select_classes("data.options.classes", opts["classes"], [str(d) for d in range(10)], str)
@@ -125,18 +118,6 @@ class DigitsSource(DataSource):
 # --------------------------------------------------------------------------- style generation
 
 
-STYLE_DEFAULTS = {
-    # style name ({custom} in the prompt) -> "hub:<dataset id>" or a local folder (images + same-stem .txt captions);
-    # hub ids are the collections RRInf App. A cites (cartoons, pixel art, line sketches)
-    "styles": {"cartoon": "hub:Norod78/cartoon-blip-captions", "pixelart": "hub:jainr3/diffusiondb-pixelart",
-               "black and white line sketch": "hub:zoheb/sketch-scene"},
-    "split": "train",
-    "image_column": "image",
-    "caption_column": "text",
-    "classes": None,
-    "prompt_template": "Generate an image in a specific {custom} style. {text}",
-}
-
 
 def _folder_items(folder: Path) -> list[tuple[str, str]]:
     """(image path, caption) of a local folder; the caption is the same-stem .txt file (or empty)."""
@@ -153,12 +134,7 @@ class StyleSource(DataSource):
     """``data.source: image_styles``; task name ``style``."""
 
     def options(self, data_cfg: dict) -> dict:
-        opts = dict(data_cfg.get("options") or {})
-        check_options("data.options", opts, STYLE_DEFAULTS)
-        opts = {**STYLE_DEFAULTS, **opts}
-        if not isinstance(opts["styles"], dict) or len(opts["styles"]) < 2:
-            raise ConfigError("data.options.styles", "must map at least two style names to a hub:<id> or a folder")
-        return opts
+        return resolve_options("data", self.name, data_cfg.get("options"))
 
     def check(self, data_cfg: dict) -> None:
         for task in data_cfg["tasks"]:
@@ -196,11 +172,6 @@ class StyleSource(DataSource):
 # --------------------------------------------------------------------------- DreamBooth subjects
 
 
-DREAMBOOTH_DEFAULTS = {"root": None, "hub_subfolder": "dataset", "subjects": None, "class_nouns": {},
-                       "prompt_template": "a {token} {noun}",
-                       "train_per_subject": 3, "val_per_subject": 1, "token_length": 5}
-
-
 def default_noun(subject: str) -> str:
     """``dog6`` -> ``dog``, ``grey_sloth_plushie`` -> ``grey sloth plushie``."""
     return re.sub(r"\d+$", "", subject).replace("_", " ").strip()
@@ -211,16 +182,10 @@ class DreamBoothSource(DataSource):
     """``data.source: dreambooth``; task name ``subject``."""
 
     def options(self, data_cfg: dict) -> dict:
-        opts = dict(data_cfg.get("options") or {})
-        check_options("data.options", opts, DREAMBOOTH_DEFAULTS)
-        opts = {**DREAMBOOTH_DEFAULTS, **opts}
+        opts = resolve_options("data", self.name, data_cfg.get("options"))
         if not opts["root"] or not (str(opts["root"]).startswith("hub:") or Path(opts["root"]).is_dir()):
             raise ConfigError("data.options.root", "must be the DreamBooth dataset folder (one folder per subject) "
                                                    f"or hub:<dataset repo>; got {opts['root']!r}")
-        for key in ("train_per_subject", "val_per_subject", "token_length"):
-            least = 0 if key == "val_per_subject" else 1
-            if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < least:
-                raise ConfigError(f"data.options.{key}", f"must be an integer >= {least}, not {opts[key]!r}")
         return opts
 
     @staticmethod

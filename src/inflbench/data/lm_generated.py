@@ -23,7 +23,8 @@ import numpy as np
 
 from inflbench.data.base import DataSource, register_source
 from inflbench.errors import ConfigError
-from inflbench.data.balanced import check_options, check_template, per_class_quota, select_classes
+from inflbench.schemas import resolve_options
+from inflbench.data.balanced import check_template, per_class_quota, select_classes
 
 WORDS = ["apple", "river", "green", "table", "music", "quiet", "garden", "window", "bright", "stone", "paper",
          "yellow", "horse", "cloud", "silver", "market", "winter", "forest", "candle", "orange", "bridge", "simple",
@@ -50,13 +51,8 @@ PROBLEMS = {
 }
 OPERATORS = {"addition": "+", "subtraction": "-", "multiplication": "*", "division": "/"}
 TASK_CLASSES = {"sentence_transform": list(TRANSFORMS), "math": list(PROBLEMS), "math_reasoning": list(PROBLEMS)}
-DEFAULTS = {"classes": None, "prompt_template": "{input}\nanswer:"}
-
-
 def options(data_cfg: dict) -> dict:
-    opts = dict(data_cfg.get("options") or {})
-    check_options("data.options", opts, DEFAULTS)
-    return {**DEFAULTS, **opts}
+    return resolve_options("data", "lm_generated", data_cfg.get("options"))
 
 
 def task_classes(task: str, requested) -> list[str]:

@@ -24,19 +24,13 @@ from pathlib import Path
 
 from inflbench.data.base import DataSource, register_source
 from inflbench.errors import ConfigError, DataError
-from inflbench.data.balanced import balanced_pools, check_counts, check_options, check_template, per_class_quota, \
+from inflbench.schemas import resolve_options
+from inflbench.data.balanced import balanced_pools, check_counts, check_template, per_class_quota, \
     select_classes
 
 CLASSES = ("Addition", "Subtraction", "Multiplication", "Division")
 TYPE_SPELLINGS = {"addition": "Addition", "subtraction": "Subtraction", "multiplication": "Multiplication",
                   "division": "Division", "common-division": "Division", "common-divison": "Division"}
-DEFAULTS = {
-    "path": None,
-    "hub_id": "ChilleD/SVAMP",
-    "classes": None,
-    "prompt_template": "{body} {question}\nanswer:",
-    "answer_template": "{equation} = {answer}",
-}
 PROMPT_FIELDS = ("body", "question", "problem")
 ANSWER_FIELDS = ("answer", "equation")
 REQUIRED_KEYS = ("Body", "Question", "Equation", "Answer", "Type")
@@ -48,9 +42,7 @@ def normalise_type(raw: str) -> str | None:
 
 
 def options(data_cfg: dict) -> dict:
-    opts = dict(data_cfg.get("options") or {})
-    check_options("data.options", opts, DEFAULTS)
-    return {**DEFAULTS, **opts}
+    return resolve_options("data", "svamp", data_cfg.get("options"))
 
 
 def format_number(value) -> str:

@@ -23,19 +23,11 @@ import pandas as pd
 from inflbench.data.balanced import check_options
 from inflbench.data.base import DataSource, register_source
 from inflbench.errors import ConfigError, DataError
+from inflbench.schemas import resolve_options
 
-COLUMN_OPTIONS = ("text_column", "text_b_column", "label_column", "labels", "test_fraction")
-DEFAULTS = {"text_column": "text", "text_b_column": None, "label_column": "label", "labels": None,
-            "test_fraction": 0.2}
-
-
-def _options(data_cfg: dict, own: tuple[str, ...]) -> dict:
-    options = dict(data_cfg.get("options") or {})
-    check_options("data.options", options, own + COLUMN_OPTIONS)
-    fraction = options.get("test_fraction", DEFAULTS["test_fraction"])
-    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError("data.options.test_fraction", f"must be a number in (0, 1), got {fraction!r}")
-    return {**DEFAULTS, **options}
+def _options(data_cfg: dict) -> dict:
+    """``data.options`` with the defaults of schemas/data_options/<source>.schema.yaml."""
+    return resolve_options("data", data_cfg["source"], data_cfg.get("options"))
 
 
 def _per_task(data_cfg: dict, key: str, source: str) -> dict:
@@ -121,14 +113,14 @@ class FileSource(DataSource):
 
     def check(self, data_cfg):
         files = _per_task(data_cfg, "files", "file")
-        options = _options(data_cfg, ("files", "test_files"))
+        options = _options(data_cfg)
         tests = options.get("test_files") or {}
         for task in data_cfg["tasks"]:
             pools(read_table(files[task]), read_table(tests[task]) if task in tests else None, options,
                   str(files[task]), 0)
 
     def load_pools(self, data_cfg, task, seed):
-        options = _options(data_cfg, ("files", "test_files"))
+        options = _options(data_cfg)
         path, test = options["files"][task], (options.get("test_files") or {}).get(task)
         return pools(read_table(path), read_table(test) if test else None, options, str(path), seed)
 
@@ -139,7 +131,7 @@ class HubDatasetSource(DataSource):
 
     def check(self, data_cfg):
         specs = _per_task(data_cfg, "datasets", "hf_dataset")
-        _options(data_cfg, ("datasets",))
+        _options(data_cfg)
         for task in data_cfg["tasks"]:
             spec = specs[task]
             if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
@@ -151,7 +143,7 @@ class HubDatasetSource(DataSource):
             import datasets
         except ImportError:
             raise ConfigError("data.source", "hf_dataset needs the datasets package: pip install 'inflbench[hub]'")
-        options = _options(data_cfg, ("datasets",))
+        options = _options(data_cfg)
         spec = options["datasets"][task]
         load = lambda split: datasets.load_dataset(spec["path"], spec.get("name"), split=split)  # noqa: E731
         train = pd.DataFrame(list(load(spec.get("train_split", "train"))))

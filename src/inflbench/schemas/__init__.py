@@ -76,3 +76,24 @@ def validate_schema(cfg: dict, schema: dict, prefix: str = "") -> dict:
             raise ConfigError(key, f"unknown key; allowed here: {allowed}")
         raise ConfigError(_dotted([prefix] * bool(prefix) + path), err.message)
     return cfg
+
+
+#: config sections whose ``options`` have one schema fragment per registered family / source
+OPTION_KINDS = {"model": "model_options", "data": "data_options"}
+
+
+def options_schema(section: str, name: str) -> dict:
+    """The schema fragment of ``<section>.options`` for model family / data source ``name``."""
+    return load_schema(f"{OPTION_KINDS[section]}/{name}.schema.yaml")
+
+
+def has_options_schema(section: str, name: str) -> bool:
+    return resources.files(__name__).joinpath(OPTION_KINDS[section], f"{name}.schema.yaml").is_file()
+
+
+def resolve_options(section: str, name: str, given: dict | None) -> dict:
+    """``<section>.options`` of family / source ``name``, validated against its fragment with its defaults
+    filled (errors name ``<section>.options.<key>``)."""
+    if given is not None and not isinstance(given, dict):
+        raise ConfigError(f"{section}.options", "must be a mapping")
+    return validate_schema(given or {}, options_schema(section, name), prefix=f"{section}.options")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from inflbench.errors import ConfigError
 from inflbench.schemas import section_check
+from inflbench.studies.identification.grid import check_grid  # noqa: F401  (registers the grid check)
 from inflbench.studies.layer_choice import check_layers  # noqa: F401  (registers the layers check)
 from inflbench.studies.synthetic.config import check_synthetic  # noqa: F401  (registers the synthetic check)
 

@@ -1,28 +1,29 @@
-"""Ablation grids of the identification study (RRInf Tables 6-8, Figure 1): one workflow run per setting.
+"""Ablation grids of the identification study (RRInf Tables 6-8, Figure 1) as one Snakemake DAG.
 
-``run_grid`` validates every setting first, then runs Snakemake once per setting (``<run>-<setting>``), and
-stacks the identification tables; with ``seeds: [..]`` every setting runs every replicate seed and the paper
-layout reports mean, std and 95% CI over the seeds. Grids that change only the scoring reuse the first run's data, adapter and
-gradients (hard links), so only the changed methods are rescored. The workflow folder (Snakefile,
-config.yaml) is given by the caller (``scripts/identification_grid.py`` passes the repository).
+The config section ``grid`` names a built-in grid (``grid: ablation-rank``) or spells one out
+(``grid: {name: ..., method: rrinf, settings: {setting: overlay}}``). Each setting is a value of the wildcard
+``{setting}``; its jobs get the run config with the setting's overlay merged in. A stage is shared with the
+base run (plain Snakemake inputs) when the setting leaves its config sections equal to the base run's, so a
+grid over ``methods`` rescored only the changed methods on the base run's data, adapter and gradients.
+Target ``grid``: the stacked identification tables, the paper layout of the grid's method and its figure.
 """
 
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-from pathlib import Path
-from typing import Iterable, Sequence
+import functools
+import json
+import re
+from dataclasses import dataclass
 
 import pandas as pd
 
-from inflbench.errors import ConfigError
-
+from inflbench.errors import ConfigError, InputError
+from inflbench.schemas import section_check
 
 MB_SIZES = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
-#: Built-in grids: setting name -> config overlay (deep-merged after the profiles).
+#: Built-in grids: setting name -> config overlay (deep-merged onto the run config).
 GRIDS: dict[str, dict[str, dict]] = {
     # RRInf Table 6: LoRA rank (alpha = r keeps the LoRA scale of the r=8, alpha=8 main setting)
     "ablation-rank": {f"r{r}": {"model": {"lora": {"r": r, "alpha": r}}} for r in (2, 8, 12, 24)},
@@ -35,115 +36,122 @@ GRIDS: dict[str, dict[str, dict]] = {
         **{f"mb{b}": {"methods": {"rrinf": {"sampling": "minibatch", "batch_size": b}}} for b in MB_SIZES},
     },
 }
-#: The method each built-in grid studies (its paper-layout table and figure); grid files may set ``method``.
+#: The method each built-in grid studies (its paper-layout table and figure).
 GRID_METHOD = {"ablation-rank": "rrinf", "ablation-rrinf-sampling": "rrinf"}
-#: Overlay keys that leave data, fine-tuning and gradients unchanged: such grids reuse the first run's.
-SCORE_ONLY_KEYS = {"methods", "evaluate"}
-SHARED_STAGES = ("data", "model", "gradients")
-#: Snakemake target of one grid run (identification only; no synthetic study).
-TARGET = "identification"
+#: Config sections a setting may change, and the sections each shared stage depends on.
+OVERLAY_KEYS = ("data", "model", "train", "gradients", "scores", "methods", "evaluate")
+SETTING_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a wildcard value and a folder name
+STAGE_KEYS = {"data": ("data",), "model": ("data", "model", "train"),
+              "gradients": ("data", "model", "train", "gradients")}
 
 
-def load_grid(spec: str) -> tuple[str, dict[str, dict]]:
-    """(name, settings) of a built-in grid name or of a YAML file ``{name: ..., settings: {setting: overlay}}``."""
-    return _load_grid(spec)[:2]
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    method: str | None
+    settings: dict
 
 
-def _load_grid(spec: str) -> tuple[str, dict[str, dict], str | None]:
-    if spec in GRIDS:
-        return spec, GRIDS[spec], GRID_METHOD.get(spec)
-    import yaml
-
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError("--grid", f"{spec!r} is neither a built-in grid {sorted(GRIDS)} nor a file")
-    grid = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(grid) - {"name", "settings", "method"})
-    if unknown:
-        raise ConfigError(f"{path.name}:{unknown[0]}", "unknown key; a grid file has name, settings and method")
-    settings = grid.get("settings")
-    if not isinstance(settings, dict) or not settings or not all(isinstance(v, dict) for v in settings.values()):
-        raise ConfigError(f"{path.name}:settings", "must map setting names to config overlays")
-    return str(grid.get("name", path.stem)), settings, grid.get("method")
-
-
-def _link(path: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        return
-    try:
-        dest.hardlink_to(path)
-    except OSError:
-        import shutil
-
-        shutil.copy2(path, dest)
+def grid_of(cfg: dict) -> Grid | None:
+    """The grid of a config (``None`` without one); built-in names resolved."""
+    spec = cfg.get("grid")
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec not in GRIDS:
+            raise ConfigError("grid", f"unknown grid {spec!r}; built-in grids: {', '.join(sorted(GRIDS))} "
+                                      "(or spell one out: {name: ..., method: ..., settings: {setting: overlay}})")
+        return Grid(spec, GRID_METHOD.get(spec), GRIDS[spec])
+    settings = spec.get("settings") or GRIDS.get(spec["name"])
+    if settings is None:
+        raise ConfigError("grid.settings", f"{spec['name']!r} is not a built-in grid ({', '.join(sorted(GRIDS))}); "
+                                           "give its settings")
+    return Grid(spec["name"], spec.get("method", GRID_METHOD.get(spec["name"])), settings)
 
 
-def _task_dirs(run: Path) -> list[Path]:
-    """The task folders of a run, those of every replicate seed (``seed<N>/<task>``) included."""
-    roots = [run] + sorted(d for d in run.glob("seed*") if d.is_dir() and d.name[4:].isdigit())
-    return [d for root in roots for d in sorted(root.iterdir()) if (d / "data").is_dir() and d.name != "logs"]
-
-
-def share_upstream(source: Path, target: Path, keep_methods: Iterable[str] = ()) -> None:
-    """Hard-link the data, model and gradient files of one run into another (same files, same mtimes),
-    plus the scores and identification metrics of ``keep_methods`` (methods the grid leaves unchanged);
-    every replicate seed's files when the run has ``seeds``."""
-    keep = set(keep_methods)
-    for task_dir in _task_dirs(source):
-        for stage in SHARED_STAGES:
-            for path in (task_dir / stage).rglob("*") if (task_dir / stage).is_dir() else ():
-                if path.is_file():
-                    _link(path, target / path.relative_to(source))
-        for method in keep:
-            names = [f"scores/{method}.safetensors", f"scores/{method}.config.json",
-                     f"metrics/identification_{method}.csv", f"metrics/identification_{method}.config.json",
-                     f"metrics/identification_summary_{method}.json"]
-            for name in names:
-                if (task_dir / name).is_file():
-                    _link(task_dir / name, target / (task_dir / name).relative_to(source))
-
-
-SEED_METRICS = ("auc", "recall")
-
-
-def seeds_aggregate(stacked: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, setting, method) over the ``seed`` column: ``n_seeds``; ``<m>_mean``, ``<m>_std`` (ddof 1),
-    ``<m>_ci_low``, ``<m>_ci_high`` (t-based 95%) of the per-seed mean ``m`` in ``auc``, ``recall``; mean
-    seconds; ``auc``/``recall`` as ``mean ± std`` strings. The std is over seeds here, not over test points."""
-    from inflbench.replicates import aggregate
-    from inflbench.studies.identification.metrics import pct
-
-    agg = aggregate(stacked, [f"{m}_mean" for m in SEED_METRICS] + ["seconds"], keys=["task", "setting", "method"])
-    out = agg[["task", "setting", "method", "n_seeds"]].copy()
-    for m in SEED_METRICS:
-        for stat in ("mean", "std", "ci_low", "ci_high"):
-            out[f"{m}_{stat}"] = agg[f"{m}_mean_{stat}"]
-        out[m] = [pct(a, b) for a, b in zip(out[f"{m}_mean"], out[f"{m}_std"])]
-    out["seconds"] = agg["seconds_mean"]
+def merge(base: dict, overlay: dict) -> dict:
+    """Deep merge as Snakemake merges --configfile overlays."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _validated(text: str, validate) -> dict:
+    return validate(json.loads(text), planning_only=True)  # the run's own validation checked the machine
+
+
+def setting_configs(cfg: dict, validate) -> dict[str, dict]:
+    """setting -> the config of that setting (the run config, no grid, the overlay merged in) as returned by
+    ``validate`` (:func:`inflbench.config.validate_config`, passed in: this module does not import it)."""
+    grid = grid_of(cfg)
+    base = {**cfg, "grid": None}
+    out = {}
+    for setting, overlay in grid.settings.items():
+        try:
+            out[setting] = copy.deepcopy(_validated(json.dumps(merge(base, overlay)), validate))
+        except InputError as exc:
+            raise InputError(f"grid setting {setting!r}: {exc}") from None
+    return out
+
+
+@section_check("grid")
+def check_grid(cfg: dict) -> None:
+    """A known grid, setting names usable as file names, overlays over the allowed sections; the
+    identification study on (the grid table is an identification table). Each setting's whole config is
+    validated by :func:`inflbench.config.validate_config` after the section checks."""
+    grid = grid_of(cfg)
+    if grid is None:
+        return
+    if not cfg["identification"]["enabled"]:
+        raise ConfigError("grid", "grids compare identification tables; set identification: {enabled: true}")
+    for setting, overlay in grid.settings.items():
+        key = f"grid.settings.{setting}"
+        if not SETTING_NAME.match(str(setting)):
+            raise ConfigError(key, "setting names may hold only letters, digits, '_' and '-'")
+        if not isinstance(overlay, dict):
+            raise ConfigError(key, "must be a config overlay (a mapping)")
+        for section in overlay:
+            if section not in OVERLAY_KEYS:
+                raise ConfigError(f"{key}.{section}", f"a setting may change only {', '.join(OVERLAY_KEYS)}")
+    if grid.method and not any(grid.method in merge(cfg["methods"], o.get("methods") or {})
+                               for o in grid.settings.values()):
+        raise ConfigError("grid.method", f"{grid.method!r} is scored by no setting")
+
+
+def shares(cfg: dict, setting_cfg: dict, stage: str) -> bool:
+    """Whether a setting reuses the base run's output of ``stage`` (data, model or gradients)."""
+    return all(setting_cfg[k] == cfg[k] for k in STAGE_KEYS[stage])
+
+
+def shares_scores(cfg: dict, setting_cfg: dict, method: str) -> bool:
+    """Whether a setting reuses the base run's scores and metrics of ``method``."""
+    return (shares(cfg, setting_cfg, "gradients") and method in cfg["methods"]
+            and all(setting_cfg[k] == cfg[k] for k in ("scores", "evaluate"))
+            and setting_cfg["methods"][method] == cfg["methods"][method])
+
+
 def grid_table(stacked: pd.DataFrame, method: str) -> pd.DataFrame:
-    """Paper layout of a grid (RRInf Tables 6-8): one row per (task, setting) of ``method``; with a ``seed``
-    column (replicate seeds), mean, std and 95% CI over the seeds (``seeds_aggregate``)."""
-    if "seed" in stacked:
-        stacked = seeds_aggregate(stacked)
+    """Paper layout of a grid (RRInf Tables 6-8): one row per (task, setting) of ``method``. With a ``rep``
+    column (replicate seeds), mean ± std over seeds of the per-seed means."""
+    from inflbench.studies.identification.metrics import pct
+
     rows = stacked[stacked["method"] == method]
-    cols = ["task", "setting", "n_seeds", "auc", "recall", "seconds", "auc_mean", "auc_std", "auc_ci_low",
-            "auc_ci_high", "recall_mean", "recall_std", "recall_ci_low", "recall_ci_high", "lora_r"]
+    if "rep" in rows:
+        grouped = rows.groupby(["task", "setting"], sort=False)
+        rows = grouped.agg(auc_mean=("auc_mean", "mean"), auc_std=("auc_mean", "std"),
+                           recall_mean=("recall_mean", "mean"), recall_std=("recall_mean", "std"),
+                           seconds=("seconds", "mean"), seeds=("rep", "nunique"),
+                           **({"lora_r": ("lora_r", "first")} if "lora_r" in rows else {})).reset_index()
+        rows["auc"] = [pct(m, s) for m, s in zip(rows["auc_mean"], rows["auc_std"])]
+        rows["recall"] = [pct(m, s) for m, s in zip(rows["recall_mean"], rows["recall_std"])]
+    cols = ["task", "setting", "auc", "recall", "seconds", "auc_mean", "auc_std", "recall_mean", "recall_std",
+            "seeds", "lora_r"]
     return rows[[c for c in cols if c in rows]].reset_index(drop=True)
 
 
-def read_run_tables(run_dir: Path, seeds: Sequence[int] | None) -> pd.DataFrame:
-    """A run's identification table; with replicate ``seeds``, every seed's table with a ``seed`` column."""
-    if not seeds:
-        return pd.read_csv(run_dir / "tables" / "identification.csv")
-    return pd.concat([pd.read_csv(run_dir / f"seed{s}" / "tables" / "identification.csv").assign(seed=int(s))
-                      for s in seeds], ignore_index=True)
-
-
-def grid_figure(table: pd.DataFrame, method: str, title: str, out: Path) -> None:
+def grid_figure(table: pd.DataFrame, method: str, title: str, out) -> None:
     """Mean ± std of AUC and recall per setting (RRInf Figure 1 for the sampling grid)."""
     from inflbench.figures import pyplot, save
 
@@ -160,133 +168,25 @@ def grid_figure(table: pd.DataFrame, method: str, title: str, out: Path) -> None
     save(fig, out)
 
 
-def run_grid(profiles: Sequence[str], grid: str, results_dir: str = "results", cores: int = 2,
-             only: Sequence[str] | None = None, snakemake_args: Sequence[str] = (), dry_run: bool = False,
-             share: bool | None = None, snakefile: str | None = None, workflow_dir: str | Path = ".") -> pd.DataFrame:
-    """One Snakemake run per grid setting, then the identification tables stacked with a ``setting`` column.
+def stage_grid_table(inputs: dict, outputs: dict, params: dict) -> pd.DataFrame:
+    """inputs summaries (one per params rows entry {rep, setting}); params grid, method, replicated, config
+    -> outputs table (identification tables of every setting stacked), paper (+ figure) for ``method``."""
+    from inflbench.artifacts import read_json, write_table
+    from inflbench.studies.identification.stages import identification_table
 
-    Setting ``s`` runs as ``<run>-s`` (``<run>`` from the profiles) with ``--configfile <profiles> <overlay>``
-    and the target ``identification``. Grids that only change ``methods``/``evaluate`` reuse the first
-    setting's data, adapter and gradients, and the scores of the methods no setting changes (hard links),
-    so only the changed methods are rescored. Written to ``<results_dir>/grids/``: the overlays
-    (``<tag>/<s>.yaml``), the stacked tables (``<tag>.csv``; per seed with ``seeds``, plus
-    ``<tag>_seeds_aggregate.csv``) and, for the grid's method, the paper layout (``<tag>_<method>.csv``, over
-    seeds with ``seeds``) and a figure (``<tag>_<method>.png``, error bars: std over seeds with ``seeds``). ``workflow_dir`` holds the Snakefile and
-    config.yaml.
-    """
-    import yaml
-
-    root = Path(workflow_dir).resolve()
-    name, settings, method = _load_grid(grid)
-    unknown = sorted(set(only or ()) - set(settings))
-    if unknown:
-        raise ConfigError("--only", f"unknown setting {unknown[0]!r}; the grid has {list(settings)}")
-    profiles = [str(Path(p).resolve()) for p in profiles]
-    base = merged_profiles(profiles, root)
-    validate_grid(base, {k: v for k, v in settings.items() if not only or k in only})
-    base_run = str(base.get("run", "default"))
-    tag = base_run if base_run == name else f"{base_run}-{name}"
-    results = Path(results_dir).resolve()
-    out_dir = results / "grids" / tag
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if share is None:
-        share = all(set(overlay) <= SCORE_ONLY_KEYS for overlay in settings.values())
-    changed = {m for overlay in settings.values() for m in (overlay.get("methods") or {})}
-    # scores a sharing grid leaves unchanged (none when it changes the evaluation)
-    keep = () if any("evaluate" in o for o in settings.values()) else set(base.get("methods") or {}) - changed
-    tables, first = [], None
-    for setting, overlay in settings.items():
-        if only and setting not in only:
-            continue
-        run = f"{tag}-{setting}"
-        overlay_path = out_dir / f"{setting}.yaml"
-        overlay_path.write_text(yaml.safe_dump({**overlay, "run": run}, sort_keys=False))
-        if share and first is not None and not dry_run:
-            share_upstream(results / first, results / run, keep)
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or root / "Snakefile"), TARGET,
-               "--cores", str(cores), *(["--dry-run"] if dry_run else []), *snakemake_args,
-               "--configfile", *profiles, str(overlay_path), "--config", f"results_dir={results}"]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=root)
-        first = first or run
-        if not dry_run:
-            tables.append(read_run_tables(results / run, base.get("seeds")).assign(setting=setting))
-    if not tables:
-        return pd.DataFrame()
-    combined = pd.concat(tables, ignore_index=True)
-    combined = combined[["setting"] + [c for c in combined if c != "setting"]]
-    combined.to_csv(out_dir.with_suffix(".csv"), index=False)
-    if "seed" in combined:
-        seeds_aggregate(combined).to_csv(out_dir.parent / f"{tag}_seeds_aggregate.csv", index=False)
-    if method and method in set(combined["method"]):
-        paper = grid_table(combined, method)
-        paper.to_csv(out_dir.parent / f"{tag}_{method}.csv", index=False)
-        grid_figure(paper, method, f"{name}: {method}", out_dir.parent / f"{tag}_{method}.png")
-    return combined
-
-
-def _merge(base: dict, overlay: dict) -> dict:
-    """Deep merge as Snakemake merges --configfile overlays."""
-    out = dict(base)
-    for key, value in overlay.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def merged_profiles(profiles: Sequence[str], workflow_dir: str | Path = ".") -> dict:
-    """``<workflow_dir>/config.yaml`` with the profiles merged on top, as Snakemake's ``--configfile`` does."""
-    from inflbench.config import load_config_file, profile_config
-
-    overlays: dict = {}
-    for path in profiles:
-        overlays = _merge(overlays, load_config_file(path))
-    default = load_config_file(Path(workflow_dir) / "config.yaml")
-    return profile_config(_merge(default, overlays), overlays)  # standalone profiles: overlays only
-
-
-def validate_grid(base: dict, settings: dict[str, dict]) -> None:
-    """Every setting's config (``base`` + overlay) is valid, checked before the first run (the error names
-    the setting)."""
-    from inflbench.config import validate_config
-    from inflbench.errors import InputError
-
-    for setting, overlay in settings.items():
-        try:
-            validate_config(copy.deepcopy(_merge(base, overlay)))
-        except InputError as exc:
-            raise InputError(f"grid setting {setting!r}: {exc}") from None
-
-
-def main(argv: list[str] | None = None, workflow_dir: str | Path = ".") -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Run an ablation grid: one workflow run per setting, tables stacked (docs/identification.md).")
-    parser.add_argument("profiles", nargs="+", help="config profiles, e.g. configs/ablation-rank.yaml")
-    parser.add_argument("--grid", help=f"built-in grid {sorted(GRIDS)} or a grid YAML file "
-                                       "(default: the stem of the last configs/ablation-*.yaml profile)")
-    parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--only", nargs="+", help="run only these settings")
-    parser.add_argument("--no-share", action="store_true", help="recompute data, fine-tuning and gradients per setting")
-    parser.add_argument("--dry-run", action="store_true", help="pass --dry-run to snakemake")
-    parser.add_argument("--snakefile", help="workflow to run (default: the repository's Snakefile)")
-    args, extra = parser.parse_known_args(argv)
-    grid = args.grid or next((Path(p).stem for p in reversed(args.profiles) if Path(p).stem in GRIDS), None)
-    if grid is None:
-        parser.error(f"give --grid (one of {sorted(GRIDS)} or a grid file)")
-    from inflbench.errors import InputError
-
-    try:
-        table = run_grid(args.profiles, grid, args.results_dir, args.cores, args.only, extra, args.dry_run,
-                         share=False if args.no_share else None, snakefile=args.snakefile,
-                         workflow_dir=workflow_dir)
-    except InputError as exc:
-        sys.exit(f"inflbench: invalid input: {exc}")
-    except subprocess.CalledProcessError as exc:
-        sys.exit(f"inflbench: a grid run failed (snakemake exit status {exc.returncode}); see its output above")
-    if len(table):
-        method = _load_grid(grid)[2]
-        shown = grid_table(table, method) if method and method in set(table["method"]) else table
-        cols = [c for c in ("task", "setting", "method", "auc", "recall", "seconds") if c in shown]
-        print(shown[cols].to_string(index=False))
+    keys = [(row["rep"], row["setting"]) for row in params["rows"]]
+    parts = []
+    for key in dict.fromkeys(keys):
+        summaries = [read_json(p) for p, k in zip(inputs["summaries"], keys) if k == key]
+        part = identification_table(summaries).assign(setting=key[1])
+        parts.append(part.assign(rep=key[0]) if params["replicated"] else part)
+    stacked = pd.concat(parts, ignore_index=True)
+    lead = ["setting"] + (["rep"] if params["replicated"] else [])
+    stacked = stacked[lead + [c for c in stacked if c not in lead]]
+    provenance = dict(params["config"])
+    write_table(stacked, outputs["table"], provenance)
+    method = params["method"]
+    paper = grid_table(stacked, method) if method else stacked.iloc[:0]
+    write_table(paper, outputs["paper"], provenance)
+    grid_figure(paper, str(method), f"{params['grid']}: {method}", outputs["figure"])
+    return stacked
