@@ -144,6 +144,11 @@ def per_seed(pattern, **wildcards):
     return expand(pattern, rep=SEEDS, **wildcards)
 
 
+# the detection path first (detection.first): the synthetic study and the layer study's masks wait for the
+# detection table; otherwise their 1-thread jobs fill the cores and a multi-thread fine-tune waits behind them
+DETECTION_FIRST = bool(ON["detection"] and CFG["detection"].get("first", True))
+
+
 # flagged training examples of every (replicate,) task and method, for the detection and identification studies
 TOPK_TARGETS = per_seed(html_of(R.topk(task="{task}", method="{method}")), task=TASKS, method=METHODS)
 

@@ -127,6 +127,7 @@ rule layers_mask:
             )
         ),
         train=R.split(task="{task}", split="train"),
+        order=R.detection_table() if DETECTION_FIRST else [],
     output:
         mask=R.layer_mask(task="{task}", selector="{selector}", seed="{seed}"),
     params:

@@ -161,3 +161,17 @@ def test_real_sst2_run(tmp_path):
     assert set(table["method"]) >= {"tracin", "exact_block"} and (table["task"] == "SST-2").all()
     train = pd.read_csv(layout.split(task="SST-2", split="train"))
     assert len(train) == 40 and np.isin(train["clean_label"], [0, 1]).all()
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_detection_path_runs_first(tmp_path, first):
+    """detection.first: the synthetic study waits for the detection table (so a multi-thread fine-tune is not
+    starved by 1-thread synthetic cells); false: `snakemake synthetic` plans the synthetic study alone."""
+    overlay = tmp_path / "first.yaml"
+    overlay.write_text(yaml.safe_dump({"detection": {"first": first}, "results_dir": str(tmp_path / "results")}))
+    proc = snakemake("-n", "synthetic", "--configfile", str(ROOT / "configs" / "test.yaml"), str(overlay),
+                     workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = _planned_jobs(proc.stdout)
+    assert jobs["synthetic_cell"] == 1
+    assert ("finetune" in jobs and "detection_table" in jobs) == first
