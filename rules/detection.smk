@@ -124,7 +124,21 @@ rule detection_seeds:
         tables=per_seed(R.detection_table()),
     output:
         **{t: P.seeds_table(study="detection", table=t) for t in SEED_TABLES},
-        figure=P.seeds_figure(study="detection"),
+        **{
+            f"{t}_html": report(
+                html_of(P.seeds_table(study="detection", table=t)),
+                caption="../reports/seeds_tables.rst",
+                category="Mislabeled-data detection",
+                labels={"table": f"over seeds: {t}"},
+            )
+            for t in SEED_TABLES
+        },
+        figure=report(
+            P.seeds_figure(study="detection"),
+            caption="../reports/seeds_figure.rst",
+            category="Mislabeled-data detection",
+            labels={"figure": "over seeds"},
+        ),
     params:
         seeds=SEEDS,
         metrics=["auc", "detection_at_20pct", "detection_at_40pct", "seconds"],

@@ -105,7 +105,21 @@ rule identification_seeds:
         tables=per_seed(R.identification_table()),
     output:
         **{t: P.seeds_table(study="identification", table=t) for t in SEED_TABLES},
-        figure=P.seeds_figure(study="identification"),
+        **{
+            f"{t}_html": report(
+                html_of(P.seeds_table(study="identification", table=t)),
+                caption="../reports/seeds_tables.rst",
+                category="Influential data",
+                labels={"table": f"over seeds: {t}"},
+            )
+            for t in SEED_TABLES
+        },
+        figure=report(
+            P.seeds_figure(study="identification"),
+            caption="../reports/seeds_figure.rst",
+            category="Influential data",
+            labels={"figure": "over seeds"},
+        ),
     params:
         seeds=SEEDS,
         metrics=["auc_mean", "recall_mean", "seconds"],

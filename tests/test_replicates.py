@@ -131,6 +131,11 @@ def test_stage_seeds_tables(tmp_path):
     assert tables["paired"]["mean_diff"].item() == pytest.approx(0.2)
     assert (tmp_path / "fig.png").stat().st_size > 1000
     assert "| t | x | 2 | 0.850 ± 0.071 [0.215, 1.485] |" in markdown(agg, ["auc"])  # 12.706 * 0.1 / 2
+    from inflbench.jobs import render_html_outputs  # the report's rendering, as the job wrapper writes it
+
+    render_html_outputs({"aggregate": outs["aggregate"], "aggregate_html": str(tmp_path / "aggregate.html")})
+    page = (tmp_path / "aggregate.html").read_text()
+    assert "<table" in page and "auc_mean" in page and ">0.850<" in page
 
 
 def _dry_run(tmp_path, overlay: dict) -> subprocess.CompletedProcess:
@@ -151,6 +156,7 @@ def test_seed_wildcard_through_the_dag(tmp_path):
         assert f"results/test/seed{seed}/generated/scores/rrinf_paper.safetensors" in out
         assert f"results/test/seed{seed}/tables/detection.csv" in out
     assert "results/test/tables/detection_seeds_aggregate.csv" in out
+    assert "results/test/tables/detection_seeds_aggregate.html" in out  # rendered in the report
     counts = dict(line.split() for line in out.split("Job stats:")[1].splitlines()[3:]
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     n_methods = len(yaml.safe_load((ROOT / "configs" / "test.yaml").read_text())["methods"]) + 1
