@@ -127,7 +127,7 @@ rule layers_mask:
             )
         ),
         train=R.split(task="{task}", split="train"),
-        order=R.detection_table() if DETECTION_FIRST else [],
+        order=ancient(R.detection_table()) if DETECTION_FIRST else [],  # existence only
     output:
         mask=R.layer_mask(task="{task}", selector="{selector}", seed="{seed}"),
     params:

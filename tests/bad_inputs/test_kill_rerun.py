@@ -1,9 +1,12 @@
-"""kill -9 of the whole Snakemake process group mid-run, ``--unlock``, rerun with ``--rerun-incomplete``: the
-results equal an uninterrupted run (training curve losses and AUC tables bit for bit; scores to float32 rounding,
-1e-5 relative: MKL does not promise bit-identical GEMMs from one process to the next)."""
+"""kill -9 of the whole Snakemake process group mid-run, ``--unlock``, rerun with ``--rerun-incomplete``: the rerun
+completes and its results equal an uninterrupted run's -- to float32 noise, not bit for bit: on a loaded machine
+two uninterrupted runs were seen to differ by up to 1e-4 relative in tiny cosine scores (1e-8; the source of the
+noise, somewhere in the float32 BLAS / gradient path, was not found), so curves, AUCs and scores are compared
+with tolerances far below what a wrong or partial rerun would change."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -44,7 +47,7 @@ def _results(workdir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_kill_nine_then_unlock_and_rerun_equals_an_uninterrupted_run(tiny_run, tmp_path):
+def test_kill_nine_then_unlock_and_rerun_completes_and_equals_an_uninterrupted_run(tiny_run, tmp_path):
     clean, _, args = tiny_run  # the uninterrupted run of the test profile (shared with the workflow tests)
     config = args[1]
     reference = _results(clean)
@@ -66,11 +69,19 @@ def test_kill_nine_then_unlock_and_rerun_equals_an_uninterrupted_run(tiny_run, t
     result = _results(killed)
     assert sorted(result) == sorted(reference)
     for name, value in reference.items():
-        if isinstance(value, dict):  # a score file: the same blocks, equal to float32 rounding
+        if isinstance(value, dict):  # a score file: the same blocks, equal up to float32 noise
             assert sorted(result[name]) == sorted(value), name
             for block, ref in value.items():
-                np.testing.assert_allclose(result[name][block], ref, rtol=1e-5,
-                                           atol=1e-7 * float(np.abs(ref).max(initial=0.0)),
+                scale = float(np.abs(ref).max(initial=0.0))
+                np.testing.assert_allclose(result[name][block], ref, rtol=1e-3, atol=1e-4 * scale,
                                            err_msg=f"{name}:{block}")
-        else:
-            assert result[name] == value, name
+        else:  # training curve / detection table
+            got, want = pd.read_csv(io.StringIO(result[name])), pd.read_csv(io.StringIO(value))
+            assert list(got.columns) == list(want.columns) and len(got) == len(want), name
+            for column in want:
+                if want[column].dtype.kind == "f":
+                    tie = {"auc": 0.01, "detection_at_20pct": 0.1}.get(column, 0.0)  # one swapped pair / sample
+                    np.testing.assert_allclose(got[column], want[column], rtol=1e-4, atol=tie,
+                                               err_msg=f"{name}:{column}")
+                else:
+                    assert got[column].tolist() == want[column].tolist(), f"{name}:{column}"
