@@ -3,7 +3,6 @@
 import copy
 import math
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ import torch
 import yaml
 from scipy import stats
 
-from common import ROOT
+from common import ROOT, snakemake
 from inflbench.artifacts import read_scores
 from inflbench.config import run_seeds, validate_config
 from inflbench.errors import InputError
@@ -140,9 +139,8 @@ def test_stage_seeds_tables(tmp_path):
 
 def _dry_run(tmp_path, overlay: dict) -> subprocess.CompletedProcess:
     (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
-    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path), "--configfile",
-                           str(ROOT / "configs" / "test.yaml"), str(tmp_path / "overlay.yaml")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return snakemake("-n", "--configfile", str(ROOT / "configs" / "test.yaml"), str(tmp_path / "overlay.yaml"),
+                     workdir=tmp_path, timeout=600)
 
 
 def test_seed_wildcard_through_the_dag(tmp_path):

@@ -19,19 +19,18 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from common import ROOT
+from common import ROOT, snakemake
 
 TARGET = "detection_table"  # the rule: splits, fine-tune, gradients, scores, metrics, table
 
 
-def _cmd(workdir: Path, config: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", *(extra or (TARGET,)), "--cores", "2", "--directory", str(workdir),
-            "--configfile", config, "--config", f"results_dir={workdir / 'results'}"]
+def _args(workdir: Path, config: str, *extra: str) -> list[str]:
+    return [*(extra or (TARGET,)), "--cores", "2", "--configfile", config, "--config",
+            f"results_dir={workdir / 'results'}"]
 
 
 def _run(workdir: Path, config: str, *extra: str) -> None:
-    proc = subprocess.run(_cmd(workdir, config, *extra), cwd=ROOT, capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = snakemake(*_args(workdir, config, *extra), workdir=workdir, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -55,7 +54,8 @@ def test_kill_nine_then_unlock_and_rerun_completes_and_equals_an_uninterrupted_r
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    proc = subprocess.Popen(_cmd(killed, config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--directory", str(killed), *_args(killed, config)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 900
     while not list(killed.glob("results/**/adapter.safetensors")) and time.time() < deadline:

@@ -1,15 +1,13 @@
 """Ablation grids inside the one workflow: settings as a wildcard, shared upstream stages, the grid table."""
 
-import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from idtools import ROOT, needs_diffusers, profile
+from common import snakemake
+from idtools import needs_diffusers, profile
 from inflbench.config import validate_config
 from inflbench.errors import InputError
 from inflbench.studies.identification.grid import GRIDS, grid_figure, grid_table, setting_configs
@@ -33,9 +31,7 @@ SCORE_ONLY = {"layer": {"methods": {"rrinf": {"sampling": "layer"}}},
 
 def _snakemake(tmp_path, cfg, *args):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**cfg, "results_dir": str(tmp_path / "results")}))
-    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(tmp_path), "--cores", "2", "grid",
-                           "--configfile", str(tmp_path / "cfg.yaml"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return snakemake("--cores", "2", "grid", "--configfile", str(tmp_path / "cfg.yaml"), *args, workdir=tmp_path)
 
 
 def _job_counts(stdout: str) -> dict:

@@ -2,14 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from common import snakemake
 from idtools import ROOT, needs_diffusers, profile
 from inflbench import stages
 from inflbench.config import validate_config
@@ -79,9 +78,8 @@ def test_stages_end_to_end(tmp_path, name):
                              {"method": "tracin", "task": task})
 
 
-def _snakemake(*args, workdir, timeout=600):
-    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def _snakemake(*args, workdir):
+    return snakemake(*args, workdir=workdir, timeout=600)
 
 
 @pytest.mark.slow

@@ -2,14 +2,12 @@
 ensemble with the layer-choice paper TracIn-WE top-10 variant) into a tmp results dir."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from common import ROOT
+from common import ROOT, snakemake
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.paths import Layout
 
@@ -21,9 +19,7 @@ OVERLAY = {"gradients": {"word_embeddings": True}, "methods": {"tracin_we_top10"
 
 
 def _snakemake(work, *args):
-    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(work), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    return snakemake(*args, workdir=work)
 
 
 def _test_profile(tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from common import MINILM, ROOT
+from common import MINILM, ROOT, snakemake
 from inflbench.data.generated import generate_sentiment
 from inflbench.paths import Layout
 
@@ -32,10 +32,7 @@ def test_test_profile_runs_on_a_csv_source(tmp_path):
                                         "text_column": "review", "label_column": "sentiment"}})
     config = tmp_path / "csv.yaml"
     config.write_text(yaml.safe_dump(profile))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(tmp_path),
-                           "--configfile", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1200,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    proc = snakemake("--cores", "2", "--configfile", str(config), workdir=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     layout = Layout(tmp_path / "results", "csv")
     train = pd.read_csv(layout.split(task="reviews", split="train"))
