@@ -69,16 +69,17 @@ wildcard_constraints:
     setting="|".join(GRID.settings) if GRID else "^$",
 
 
-def rep_layout(w):
-    return P.replicate(w.rep) if REPLICATED else P
+def rep_layout(rep=None):
+    """The layout of one replicate seed (the run's own in a single-seed run)."""
+    return P.replicate(rep) if REPLICATED else P
 
 
 def setting_layout(w, stage=None):
     """Where a grid setting's output of ``stage`` (data, model, gradients) lives: the run's when the setting
     leaves that stage's config unchanged, else the setting's own."""
     if stage and shares(CFG, GRID_CFG[w.setting], stage):
-        return rep_layout(w)
-    return rep_layout(w).grid_setting(GRID.name, w.setting)
+        return rep_layout(w.get("rep"))
+    return rep_layout(w.get("rep")).grid_setting(GRID.name, w.setting)
 
 
 def setting_cfg(section):
@@ -91,7 +92,7 @@ def grid_summaries():
     summary where the setting leaves the method's scores unchanged."""
     out = []
     for rep in SEEDS:
-        layout = P.replicate(rep) if REPLICATED else P
+        layout = rep_layout(rep)
         for setting, cfg in GRID_CFG.items():
             for m in cfg["methods"]:
                 own = layout if shares_scores(CFG, cfg, m) else layout.grid_setting(GRID.name, setting)
@@ -146,7 +147,7 @@ def per_seed(pattern, **wildcards):
 
 # the detection path first (detection.first): the synthetic study and the layer study's masks wait for the
 # detection table; otherwise their 1-thread jobs fill the cores and a multi-thread fine-tune waits behind them
-DETECTION_FIRST = bool(ON["detection"] and CFG["detection"].get("first", True))
+DETECTION_FIRST = ON["detection"] and CFG["detection"]["first"]
 
 
 # flagged training examples of every (replicate,) task and method, for the detection and identification studies
