@@ -28,6 +28,8 @@ if LAYERS_ON:
     LAYER_TARGETS = per_seed(R.layer_table(table="{table}"), table=LAYER_TABLES) + per_seed(
         R.layer_figure(figure="{figure}"), figure=LAYER_FIGURES
     )
+    if REPLICATED:
+        LAYER_TARGETS += [P.seeds_table(study="layers", table=t) for t in SEED_TABLES] + [P.seeds_figure(study="layers")]
 else:
     LAYER_GROUPS, LAYER_METHODS, SELECTORS, LAYER_RUNS, LAYER_TARGETS = {}, [], {}, [], []
     ENSEMBLE_METHODS, LAYER_SCORERS = [], []
@@ -214,6 +216,45 @@ rule layers_tables:
         ENV
     script:
         "../scripts/layers_tables.py"
+
+
+rule layers_seeds:
+    """Over the replicate seeds: post-filter accuracy (mean over each seed's retrainings), NDR and NDR-AUC per task
+    and filter configuration with mean / std / 95% CI, paired tests between configurations, and a figure."""
+    input:
+        runs=per_seed(R.layer_table(table="runs")),
+        ndr=per_seed(R.layer_table(table="ndr")),
+    output:
+        **{t: P.seeds_table(study="layers", table=t) for t in SEED_TABLES},
+        **{
+            f"{t}_html": report(
+                html_of(P.seeds_table(study="layers", table=t)),
+                caption="../reports/seeds_tables.rst",
+                category="Layer analysis",
+                labels={"table": f"over seeds: {t}"},
+            )
+            for t in SEED_TABLES
+        },
+        figure=report(
+            P.seeds_figure(study="layers"),
+            caption="../reports/seeds_figure.rst",
+            category="Layer analysis",
+            labels={"figure": "over seeds"},
+        ),
+    params:
+        seeds=SEEDS,
+        metrics=["accuracy", "ndr", "ndr_auc"],
+        paired_metric="accuracy",
+    log:
+        P.log(stage="layers_seeds", name="all"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/layers_seeds.py"
 
 
 rule layers_figures:

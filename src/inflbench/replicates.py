@@ -108,8 +108,13 @@ def seeds_figure(per_seed: pd.DataFrame, agg: pd.DataFrame, metric: str, out: st
 def stage_seeds_tables(inputs: dict, outputs: dict, params: dict) -> dict[str, pd.DataFrame]:
     """inputs tables (one per seed of params seeds); params metrics, paired_metric -> outputs per_seed,
     aggregate, paired, figure."""
-    seeds, metrics, paired = params["seeds"], list(params["metrics"]), params["paired_metric"]
-    frame = per_seed_frame({s: pd.read_csv(p) for s, p in zip(seeds, inputs["tables"])})
+    return write_seeds_tables({s: pd.read_csv(p) for s, p in zip(params["seeds"], inputs["tables"])}, outputs, params)
+
+
+def write_seeds_tables(tables: dict[int, pd.DataFrame], outputs: dict, params: dict) -> dict[str, pd.DataFrame]:
+    """The per-seed tables (columns task, method and the metrics) -> outputs per_seed, aggregate, paired, figure."""
+    seeds, metrics, paired = list(tables), list(params["metrics"]), params["paired_metric"]
+    frame = per_seed_frame(tables)
     metrics = [m for m in metrics if m in frame]
     agg = aggregate(frame, metrics).sort_values(["task", f"{paired}_mean"], ascending=[True, False], kind="stable")
     rank = {m: k for k, m in enumerate(agg["method"].drop_duplicates())}  # best first: method_a leads its pairs

@@ -140,6 +140,26 @@ def stage_tables(inputs: dict, out: dict, params: dict) -> None:
         write_table(frame, path, provenance)
 
 
+def replicate_summary(runs: pd.DataFrame, ndr: pd.DataFrame) -> pd.DataFrame:
+    """One replicate's filter results, one row per (task, configuration): the test accuracy averaged over the
+    replicate's retrain seeds, and the NDR / NDR-AUC of the configuration's scores (empty for the baselines
+    Random, Full (oracle) and No filter). The configuration is in column ``method`` as in the other seed tables."""
+    acc = (runs.groupby(["task", "config"], sort=False)["accuracy"].agg(["mean", "size"])
+           .rename(columns={"mean": "accuracy", "size": "retrainings"}).reset_index())
+    nd = ndr.assign(config=ndr["method"] + "|" + ndr["group"] + "|" + ndr["agg"])[["task", "config", "ndr", "ndr_auc"]]
+    return acc.merge(nd, on=["task", "config"], how="left").rename(columns={"config": "method"})
+
+
+def stage_seeds(inputs: dict, outputs: dict, params: dict) -> dict[str, pd.DataFrame]:
+    """inputs runs, ndr (the ``runs`` and ``ndr`` tables of each replicate seed of params seeds) -> the tables
+    over seeds of the post-filter accuracy, NDR and NDR-AUC per configuration, paired tests on the accuracy."""
+    from inflbench.replicates import write_seeds_tables
+
+    tables = {s: replicate_summary(pd.read_csv(r), pd.read_csv(n))
+              for s, r, n in zip(params["seeds"], inputs["runs"], inputs["ndr"])}
+    return write_seeds_tables(tables, outputs, params)
+
+
 # ---------------------------------------------------------------- figures
 _plt = pyplot
 
