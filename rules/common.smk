@@ -6,6 +6,7 @@ from inflbench.checks import check_config_files, dry_run_requested
 from inflbench.config import profile_config, run_seeds, validate_config
 from inflbench.errors import InputError
 from inflbench.methods import get as get_method, method_entry
+from inflbench.models.pretrain import enabled as pretrain_enabled, with_checkpoint as with_pretrain_checkpoint
 from inflbench.paths import Layout, html_of
 from inflbench.studies import STUDIES
 
@@ -20,6 +21,8 @@ except InputError as exc:
     sys.exit(f"inflbench: invalid input: {exc}")
 
 P = Layout.from_config(CFG)  # the run: tables over seeds (and everything of a single-seed run)
+CFG = with_pretrain_checkpoint(CFG, P.pretrained())  # jobs that build the model load the pretrained weights
+PRETRAINED = [P.pretrained()] if pretrain_enabled(CFG["model"]) else []  # input of the fine-tunes
 SEEDS = run_seeds(CFG)  # replicates: each re-draws data, label flips, fine-tune and scores
 REPLICATED = bool(CFG.get("seeds"))
 R = P.replicate("{rep}") if REPLICATED else P  # the outputs of one replicate (wildcard rep)
@@ -57,6 +60,10 @@ if GRID is None and "grid" in sys.argv[1:]:  # the target on the command line
     sys.exit("inflbench: invalid input: target 'grid' needs a config section `grid` (a built-in grid name or "
              "{name, method, settings}; docs/identification.md)")
 GRID_CFG = setting_configs(CFG, validate_config) if GRID else {}  # setting -> its validated config (run config + overlay)
+for _name, _cfg in GRID_CFG.items():  # one pretrained model per run
+    if (_cfg["model"].get("options") or {}).get("pretrain") != (CFG["model"].get("options") or {}).get("pretrain"):
+        sys.exit(f"inflbench: invalid input: grid setting '{_name}': config key 'model.options.pretrain': a setting "
+                 "cannot change the pretraining (one pretrained model per run)")
 G = R.grid_setting(GRID.name, "{setting}") if GRID else None  # the outputs a setting does not share
 GRID_METHODS = list(dict.fromkeys(m for c in GRID_CFG.values() for m in c["methods"]))
 for _cfg in GRID_CFG.values():

@@ -24,10 +24,35 @@ rule prepare_data:
         "../scripts/prepare_data.py"
 
 
+rule pretrain:
+    """Full-parameter pretraining of the tiny decoder on generated text of the task families (its own seed and
+    random stream; prompts of the run's splits left out); one per run, loaded by every job that builds the model."""
+    input:
+        splits=[rep_layout(s if REPLICATED else None).split(task=t, split=x)
+                for s in SEEDS for t in TASKS for x in ("train", "val", "test")],
+    output:
+        weights=P.pretrained(),
+        curve=P.pretrain_curve(),
+    params:
+        model=CFG["model"],
+    log:
+        P.log(stage="pretrain", name="model"),
+    priority: DETECTION_PRIORITY
+    threads: MAX_THREADS
+    resources:
+        mem_mb=3000,
+        runtime=lambda w: scaled_min(30),
+    conda:
+        ENV
+    script:
+        "../scripts/pretrain.py"
+
+
 rule finetune:
     """LoRA fine-tuning; keeps the checkpoint with the lowest validation loss."""
     input:
         unpack(lambda w: split_inputs(w.task)),
+        pretrained=PRETRAINED,
     output:
         adapter=R.adapter(task="{task}"),
         curve=R.curve(task="{task}"),

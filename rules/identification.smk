@@ -25,6 +25,7 @@ rule identification_metrics:
         scores=R.scores(task="{task}", method="{method}"),
         train=R.split(task="{task}", split="train"),
         test=R.split(task="{task}", split="test"),
+        curve=R.curve(task="{task}"),
     output:
         points=R.identification(task="{task}", method="{method}"),
         summary=R.identification_summary(task="{task}", method="{method}"),
@@ -122,7 +123,7 @@ rule identification_seeds:
         ),
     params:
         seeds=SEEDS,
-        metrics=["auc_mean", "recall_mean", "seconds"],
+        metrics=["auc_mean", "recall_mean", "seconds", "model_test_exact_match", "model_test_token_accuracy"],
         paired_metric="auc_mean",
     log:
         P.log(stage="identification_seeds", name="all"),
@@ -188,6 +189,7 @@ if GRID:
     use rule finetune as grid_finetune with:
         input:
             unpack(lambda w: split_inputs(w.task, setting_layout(w, "data"))),
+            pretrained=PRETRAINED,
         output:
             adapter=G.adapter(task="{task}"),
             curve=G.curve(task="{task}"),
@@ -268,6 +270,7 @@ if GRID:
             scores=G.scores(task="{task}", method="{method}"),
             train=lambda w: setting_layout(w, "data").split(task=w.task, split="train"),
             test=lambda w: setting_layout(w, "data").split(task=w.task, split="test"),
+            curve=lambda w: setting_layout(w, "model").curve(task=w.task),
         output:
             points=G.identification(task="{task}", method="{method}"),
             summary=G.identification_summary(task="{task}", method="{method}"),

@@ -12,6 +12,9 @@ from pathlib import Path
 TEMPLATES = {
     "resolved_config": "config.yaml",
     "split": "{task}/data/{split}.csv",
+    # pretrained tiny decoder (model.options.pretrain), one per run: shared by every seed, task and grid setting
+    "pretrained": "pretrain/model.safetensors",
+    "pretrain_curve": "pretrain/curve.csv",
     "sizes": "{task}/data/sizes.csv",
     "adapter": "{task}/model/adapter.safetensors",
     "curve": "{task}/model/training_curve.csv",

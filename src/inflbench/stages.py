@@ -72,6 +72,20 @@ def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
     write_table(preds, outputs["predictions"], provenance)
 
 
+def stage_pretrain(inputs: dict, outputs: dict, params: dict) -> None:
+    """inputs splits (the run's benchmark samples, left out of the corpus); params model (model.options.pretrain
+    enabled) -> outputs weights (full state of the tiny Llama), curve."""
+    from inflbench.models.pretrain import pretrain_tiny
+
+    exclude = frozenset(p for path in inputs.get("splits", []) for p in read_split(path)["prompt"])
+    log.info("corpus leaves out the %d prompts of %d benchmark splits", len(exclude), len(inputs.get("splits", [])))
+    state, curve = pretrain_tiny(params["model"], exclude=exclude, log=log.info)
+    options = get_family(params["model"]).options
+    provenance = {"pretrain": options["pretrain"], "tiny": options["tiny"], "tokenizer": options["tokenizer"]}
+    save_adapter(outputs["weights"], state, provenance, int(curve["step"].max()), "end of pretraining")
+    write_table(curve, outputs["curve"], provenance)
+
+
 def load_finetuned(model_cfg: dict, seed: int, adapter: str, paths: dict[str, str], device: str):
     """(family, fine-tuned model in eval mode, split tables)."""
     family, frames = family_and_splits(model_cfg, paths)

@@ -46,16 +46,21 @@ def precision_context(precision: str, device: torch.device):
 def evaluate(family: ModelFamily, model, data: Batch, batch_size: int) -> dict[str, float]:
     """Mean loss (and accuracy where the family predicts classes) on an encoded split."""
     model.eval()
-    losses, correct, count = [], 0, 0
+    losses, correct, count, answers = [], 0, 0, []
     for batch in iterate_batches(data, batch_size):
         losses.append(family.per_sample_loss(model, batch))
         pred = family.predict(model, batch)
         if pred is not None:
             correct += int((pred == family.labels(batch)).sum())
             count += len(pred)
+        scores = family.answer_scores(model, batch)
+        if scores is not None:
+            answers.append(scores)
     out = {"loss": float(torch.cat(losses).mean())}
     if count:
         out["accuracy"] = correct / count
+    for key in ("token_accuracy", "exact_match") if answers else ():  # generated answers (causal LMs)
+        out[key] = float(torch.cat([a[key] for a in answers]).mean())
     return out
 
 

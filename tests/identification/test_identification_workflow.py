@@ -14,13 +14,16 @@ from inflbench import stages
 from inflbench.config import validate_config
 from inflbench.studies.identification.stages import (stage_identification, stage_identification_figure,
                                                       stage_identification_table)
+from inflbench.models.pretrain import enabled as pretrain_enabled, with_checkpoint as with_pretrain_checkpoint
 from inflbench.paths import Layout
 
 WIRED = "identification" in (ROOT / "Snakefile").read_text()
 
 TINY = {
     "causal-lm.yaml": {"data": {"tasks": ["math_reasoning"], "sizes": {"train": 16, "val": 4, "test": 8}},
-                       "model": {"max_length": 40}, "train": {"epochs": 2, "batch_size": 8},
+                       "model": {"max_length": 40, "options": {"pretrain": {"steps": 4, "corpus_size": 64,
+                                                                            "heldout_size": 8, "eval_every": 2}}},
+                       "train": {"epochs": 2, "batch_size": 8},
                        "gradients": {"batch_size": 8}},
     "diffusion.yaml": {"data": {"sizes": {"train": 20, "val": 10, "test": 20}},
                        "model": {"options": {"noise_draws": 1}}, "train": {"epochs": 1, "batch_size": 10},
@@ -40,10 +43,15 @@ def tiny_config(name: str, results_dir) -> dict:
 def test_stages_end_to_end(tmp_path, name):
     cfg = tiny_config(name, tmp_path)
     P = Layout.from_config(cfg)
+    cfg = with_pretrain_checkpoint(cfg, P.pretrained())  # as rules/common.smk does
     task = cfg["data"]["tasks"][0]
     splits = {s: P.split(task=task, split=s) for s in ("train", "val", "test")}
     run = {k: cfg[k] for k in ("model", "train", "gradients", "seed", "device")}
     stages.stage_prepare_data({}, splits, {"data": cfg["data"], "task": task, "seed": cfg["seed"]})
+    if pretrain_enabled(cfg["model"]):
+        stages.stage_pretrain({"splits": list(splits.values())},
+                              {"weights": P.pretrained(), "curve": P.pretrain_curve()}, {"model": cfg["model"]})
+        assert list(pd.read_csv(P.pretrain_curve())["step"]) == [0, 2, 4]
     stages.stage_finetune(splits, {"adapter": P.adapter(task=task), "curve": P.curve(task=task),
                                    "predictions": P.val_predictions(task=task)}, run)
     for split in ("train", "test"):
@@ -58,11 +66,16 @@ def test_stages_end_to_end(tmp_path, name):
                             {"scores": P.scores(task=task, method=method)}, {"method": method, "method_params": params})
         points[method] = P.identification(task=task, method=method)
         summaries.append(P.identification_summary(task=task, method=method))
-        summary = stage_identification({"scores": P.scores(task=task, method=method), **splits},
+        summary = stage_identification({"scores": P.scores(task=task, method=method), **splits,
+                                        "curve": P.curve(task=task)},
                                        {"points": points[method], "summary": summaries[-1]},
                                        {"method": method, "task": task, "model": cfg["model"]})
         assert 0 <= summary["auc_mean"] <= 1 and 0 <= summary["recall_mean"] <= 1
         assert summary["n_test"] == cfg["data"]["sizes"]["test"] and summary["seconds"] > 0
+        if name == "causal-lm.yaml":  # the fine-tuned model's answers on the test split
+            assert 0 <= summary["model_test_exact_match"] <= summary["model_test_token_accuracy"] <= 1
+        else:  # a diffusion model generates no answers to score
+            assert "model_test_exact_match" not in summary
     per_point = pd.read_csv(points["tracin"])
     assert len(per_point) == cfg["data"]["sizes"]["test"] and per_point["s"].min() >= 1
     table = stage_identification_table({"summaries": summaries}, {"table": P.identification_table()}, {"config": {}})

@@ -110,6 +110,11 @@ class ModelFamily(ABC):
         """Predicted class per sample, or None where the family has no classes."""
         return None
 
+    def answer_scores(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor] | None:
+        """Per-sample ``token_accuracy`` / ``exact_match`` of generated answers, or None where the family does not
+        generate."""
+        return None
+
     def labels(self, batch: Batch) -> torch.Tensor | None:
         return batch.get("labels")
 

@@ -15,7 +15,8 @@ Models (``model.name_or_path``):
 Only LoRA matrices are trainable (no head); the LoRA targets must be ``nn.Linear`` modules
 (``q_proj``/``v_proj`` in the paper profile; bitsandbytes' ``Linear4bit`` is one).
 
-``model.options``: ``tokenizer``, ``tiny`` (LlamaConfig overrides), ``load_in_4bit``,
+``model.options``: ``tokenizer``, ``tiny`` (LlamaConfig overrides), ``pretrain`` (full-parameter pretraining of
+the tiny Llama on generated text before the LoRA fine-tune, ``inflbench.models.pretrain``), ``load_in_4bit``,
 ``compute_dtype`` (4-bit compute dtype, default bfloat16), ``torch_dtype`` (weights of a
 non-quantised hub model, default float32), ``gradient_checkpointing`` (training memory, default false;
 transformers checkpoints only in train mode, so the gradient stage -- eval mode -- still runs the single
@@ -32,6 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from inflbench.artifacts import load_adapter
+from inflbench.data.balanced import check_template
 from inflbench.errors import ConfigError
 from inflbench.models.base import Batch, ModelFamily, quiet_pretrained, resolve_pretrained
 from inflbench.schemas import resolve_options
@@ -120,6 +123,11 @@ class CausalLM(ModelFamily):
             # a warning only: the DAG may be planned on a machine without the GPU stack (login node, dry run)
             log.warning("model.options.load_in_4bit: bitsandbytes is not installed here; the jobs need it "
                         "(pip install 'inflbench[quant]')")
+        if self.options["pretrain"]["enabled"] and not self.is_tiny:
+            raise ConfigError("model.options.pretrain.enabled", "pretrains tiny:llama only; a hub model is pretrained")
+        if self.options["pretrain"]["enabled"]:
+            check_template("model.options.pretrain.prompt_template", self.options["pretrain"]["prompt_template"],
+                           ["input"], ["input"])
         if self.is_tiny:
             config, what = self._tiny_config(), "the tiny Llama"
             if config.hidden_size % config.num_attention_heads:
@@ -161,11 +169,23 @@ class CausalLM(ModelFamily):
         tok = self.tokenizer()
         return tok.pad_token_id if tok.pad_token_id is not None else self._eos_id()
 
+    def _load_random_base(self) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_config(self._tiny_config())
+
     def _load_base(self) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
         if self.is_tiny:
-            return AutoModelForCausalLM.from_config(self._tiny_config())
+            base = self._load_random_base()
+            pretrain = self.options["pretrain"]
+            if pretrain["enabled"]:  # the weights of rule pretrain replace the random ones
+                if not pretrain["checkpoint"]:
+                    raise ConfigError("model.options.pretrain.checkpoint", "not set: the workflow fills it in with "
+                                                                          "the output of rule pretrain")
+                base.load_state_dict(load_adapter(pretrain["checkpoint"]))
+            return base
         name = resolve_pretrained(self.cfg["name_or_path"])
         if self.options["load_in_4bit"]:
             from peft import prepare_model_for_kbit_training
@@ -250,9 +270,9 @@ class CausalLM(ModelFamily):
     def _causal(model: nn.Module) -> nn.Module:
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def per_sample_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy over each sample's answer tokens; the vocabulary projection runs on those
-        positions only (the decoder's hidden states are computed once for the whole batch)."""
+    def _answer_logits(self, model: nn.Module, batch: Batch):
+        """(logits at the answer positions, their targets, the sample of each position, sample count); the
+        vocabulary projection runs on those positions only (hidden states once for the whole batch)."""
         width = int(batch["attention_mask"].sum(1).max())
         ids, attention = batch["input_ids"][:, :width], batch["attention_mask"][:, :width]
         mask = batch["loss_mask"][:, :width]
@@ -261,6 +281,22 @@ class CausalLM(ModelFamily):
         rows, cols = mask.nonzero(as_tuple=True)
         head = causal.get_output_embeddings()
         logits = head(hidden[rows, cols].to(head.weight.dtype)).float()
-        token_loss = F.cross_entropy(logits, batch["target_ids"][:, :width][rows, cols], reduction="none")
-        total = token_loss.new_zeros(ids.shape[0]).index_add(0, rows, token_loss)
-        return total / mask.sum(1).clamp_min(1).to(total.dtype)
+        return logits, batch["target_ids"][:, :width][rows, cols], rows, ids.shape[0]
+
+    @staticmethod
+    def _per_sample_mean(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+        total = values.new_zeros(n).index_add(0, rows, values)
+        return total / torch.bincount(rows, minlength=n).clamp_min(1).to(total.dtype)
+
+    def per_sample_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy over each sample's answer tokens (and the closing eos)."""
+        logits, targets, rows, n = self._answer_logits(model, batch)
+        return self._per_sample_mean(F.cross_entropy(logits, targets, reduction="none"), rows, n)
+
+    def answer_scores(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per sample: answer loss, answer-token accuracy (argmax = next answer token, teacher forced) and
+        exact match (every answer token and the eos right: exactly what greedy decoding would produce)."""
+        logits, targets, rows, n = self._answer_logits(model, batch)
+        loss = self._per_sample_mean(F.cross_entropy(logits, targets, reduction="none"), rows, n)
+        accuracy = self._per_sample_mean((logits.argmax(-1) == targets).float(), rows, n)
+        return {"loss": loss, "token_accuracy": accuracy, "exact_match": (accuracy == 1).float()}

@@ -46,13 +46,26 @@ def stage_identification(inputs: dict, outputs: dict, params: dict) -> dict:
                "n_train": len(train), "n_test": len(test),
                "n_classes": int(counts.size),
                "train_per_class": int(counts.iloc[0]) if counts.nunique() == 1 else None}
+    summary.update(model_accuracy(inputs.get("curve")))
     write_json(summary, outputs["summary"])
     return summary
 
 
+def model_accuracy(curve_path: str | None) -> dict:
+    """Test-split answer metrics of the kept checkpoint (causal LMs: exact match of the greedy answer, answer-token
+    accuracy), from the fine-tune's training curve; empty when the family reports none."""
+    if not curve_path:
+        return {}
+    curve = pd.read_csv(curve_path)
+    kept = curve.loc[curve["best"]].iloc[0]
+    return {f"model_{k}": float(kept[k]) for k in ("test_exact_match", "test_token_accuracy", "test_loss")
+            if k in curve}
+
+
 TABLE_COLUMNS = ["task", "model", "method", "auc", "recall", "seconds", "auc_mean", "auc_std", "recall_mean",
                  "recall_std", "n_train", "n_test", "n_test_scored", "n_classes", "train_per_class", "lora_r",
-                 "peak_rss_mb", "diverged", "converged", "convergence", "note"]
+                 "peak_rss_mb", "diverged", "converged", "convergence", "model_test_exact_match",
+                 "model_test_token_accuracy", "model_test_loss", "note"]
 
 
 def identification_table(summaries: Iterable[dict]) -> pd.DataFrame:
