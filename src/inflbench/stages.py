@@ -20,7 +20,7 @@ from inflbench.gradients import fingerprint, input_embedding, present_tokens
 from inflbench.resources import peak_rss_mb
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
 from inflbench.progress import track
-from inflbench.training import TrainArgs, finetune, predictions, selection_reason
+from inflbench.training import TrainArgs, finetune, predictions
 
 log = logging.getLogger("inflbench")
 
@@ -61,7 +61,7 @@ def stage_finetune(inputs: dict, outputs: dict, params: dict) -> None:
                             test=encoded.get("test"), log=log.info)
     provenance = {"model": model_cfg, "train": train_cfg, "seed": seed}
     save_adapter(outputs["adapter"], state, provenance, curve.loc[curve["best"], "epoch"].iloc[0],
-                 selection_reason(curve))
+                 curve.loc[curve["best"], "selection"].iloc[0])
     write_table(curve, outputs["curve"], provenance)
     load_trainable(model, state)
     if "peft" in outputs:

@@ -1,4 +1,5 @@
-"""LoRA fine-tuning for any model family; keeps the checkpoint with the lowest validation loss."""
+"""LoRA fine-tuning for any model family; keeps the checkpoint chosen by ``train.select_by`` (default: the lowest
+validation loss)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class TrainArgs:
     seed: int = 0
     eval_batch_size: int = 64
     precision: str = "float32"  # float32 | tf32 | bfloat16 (the latter two on CUDA only)
+    select_by: str = "val_loss"  # val_loss | val_accuracy | last: which epoch's checkpoint is kept
 
 
 def precision_context(precision: str, device: torch.device):
@@ -87,8 +89,8 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
              device: torch.device, test: Batch | None = None, log=print) -> tuple[dict, pd.DataFrame]:
     """Train the trainable parameters with AdamW; returns (best trainable state, per-epoch curve).
 
-    Epoch 0 in the curve is the initial model; the best state is the one with the lowest
-    validation loss (ties keep the earlier epoch).
+    Epoch 0 in the curve is the initial model; the kept state is the best by ``args.select_by``
+    (:func:`checkpoint_rank`; ties keep the earlier epoch).
     """
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -109,7 +111,10 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
 
     curve = [record(0, math.nan, 0.0)]
     _check_finite(curve[0]["val_loss"], "validation loss of the initial model", "model")
-    best_loss, best_state = curve[0]["val_loss"], trainable_state(model)
+    if args.select_by == "val_accuracy" and "val_accuracy" not in curve[0]:
+        raise ConfigError("train.select_by", "val_accuracy needs a model family that predicts labels; "
+                          "use val_loss or last")
+    best, best_state = curve[0], trainable_state(model)
     steps = Progress("fine-tune", args.epochs * math.ceil(n / args.batch_size), "steps", log=log)
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -127,25 +132,38 @@ def finetune(family: ModelFamily, model, train: Batch, val: Batch, args: TrainAr
             steps.update(note=f"(epoch {epoch}/{args.epochs})")
         curve.append(record(epoch, total / n, time.perf_counter() - start))
         _check_finite(curve[-1]["val_loss"], f"validation loss after epoch {epoch}")
-        if curve[-1]["val_loss"] < best_loss:
-            best_loss, best_state = curve[-1]["val_loss"], trainable_state(model)
+        if checkpoint_rank(curve[-1], args.select_by) < checkpoint_rank(best, args.select_by):
+            best, best_state = curve[-1], trainable_state(model)
     frame = pd.DataFrame(curve)
-    frame["best"] = frame["val_loss"] == best_loss
+    frame["best"] = frame["epoch"] == best["epoch"]
     frame["selection"] = ""
-    frame.loc[frame["best"].idxmax(), "selection"] = selection_reason(frame)
-    if int(frame.loc[frame["best"], "epoch"].iloc[0]) == 0:
-        log(f"WARNING: {selection_reason(frame)}")
+    frame.loc[frame["best"].idxmax(), "selection"] = selection_reason(frame, args.select_by)
+    if int(best["epoch"]) == 0:
+        log(f"WARNING: {selection_reason(frame, args.select_by)}")
     return best_state, frame
 
 
-def selection_reason(curve: pd.DataFrame) -> str:
+def checkpoint_rank(row: dict, select_by: str) -> tuple:
+    """Sort key of a curve row for ``train.select_by`` (smaller = kept)."""
+    if select_by == "last":
+        return (-row["epoch"],)
+    if select_by == "val_accuracy":  # ties: the lower validation loss
+        return (-row["val_accuracy"], row["val_loss"])
+    return (row["val_loss"],)
+
+
+SELECTION = {"val_loss": "lowest validation loss", "val_accuracy": "highest validation accuracy (ties: lower loss)",
+             "last": "last epoch"}
+
+
+def selection_reason(curve: pd.DataFrame, select_by: str = "val_loss") -> str:
     """Why the kept checkpoint is the one it is (written to the curve, the adapter and the tables)."""
     best = int(curve.loc[curve["best"], "epoch"].iloc[0])
     last = int(curve["epoch"].max())
     if best == 0:
-        return (f"epoch 0 of {last}: no fine-tuning epoch lowered the validation loss, so the untrained "
-                "model is kept")
-    return f"epoch {best} of {last}: lowest validation loss"
+        what = "lowered the validation loss" if select_by == "val_loss" else "raised the validation accuracy"
+        return f"epoch 0 of {last}: no fine-tuning epoch {what}, so the untrained model is kept"
+    return f"epoch {best} of {last}: {SELECTION[select_by]}"
 
 
 def _check_finite(value: float, what: str, key: str = "train.lr") -> None:

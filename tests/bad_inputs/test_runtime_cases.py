@@ -44,12 +44,13 @@ def _split(n, seed):
     return pd.DataFrame({**{c: x[:, i].numpy() for i, c in enumerate("abcd")}, "label": (x[:, 0] > 0).long().numpy()})
 
 
-def _train(lr, epochs=3, train=None):
+def _train(lr, epochs=3, train=None, select_by="val_loss"):
     fam = _Linear({})
     train = _split(32, 0) if train is None else train
     enc = {k: fam.encode(f) for k, f in {"train": train, "val": _split(16, 1)}.items()}
-    return finetune(fam, fam.build(0), enc["train"], enc["val"], TrainArgs(epochs=epochs, lr=lr, batch_size=8),
-                    torch.device("cpu"), log=lambda *_: None)
+    return finetune(fam, fam.build(0), enc["train"], enc["val"],
+                    TrainArgs(epochs=epochs, lr=lr, batch_size=8, select_by=select_by), torch.device("cpu"),
+                    log=lambda *_: None)
 
 
 @pytest.mark.parametrize("lr,corrupt", [(3e37, False), (0.1, True)])
@@ -72,6 +73,26 @@ def test_kept_epoch_and_reason_are_in_the_curve():
     _, stuck = _train(1e-12)  # nothing learns: the untrained model is kept, and the reason says so
     assert int(stuck.loc[stuck["best"], "epoch"].iloc[0]) == 0
     assert "untrained model is kept" in stuck.loc[stuck["best"], "selection"].iloc[0]
+
+
+def test_select_by_keeps_the_epoch_the_rule_names():
+    state, by_loss = _train(0.5, epochs=6)
+    state_acc, by_acc = _train(0.5, epochs=6, select_by="val_accuracy")
+    _, by_last = _train(0.5, epochs=6, select_by="last")
+    assert by_loss["val_loss"].tolist() == by_acc["val_loss"].tolist()  # same training, only the choice differs
+    kept = lambda c: int(c.loc[c["best"], "epoch"].item())  # noqa: E731
+    assert kept(by_loss) == int(by_loss["val_loss"].idxmin())
+    top = by_acc["val_accuracy"].max()
+    assert kept(by_acc) == int(by_acc[by_acc["val_accuracy"] == top]["val_loss"].idxmin())
+    assert kept(by_last) == 6 and by_last.loc[by_last["best"], "selection"].item() == "epoch 6 of 6: last epoch"
+    assert by_acc.loc[by_acc["best"], "selection"].item().endswith("highest validation accuracy (ties: lower loss)")
+    assert all(torch.equal(a, b) for a, b in zip(state.values(), state_acc.values())) == (kept(by_loss) == kept(by_acc))
+
+
+def test_select_by_accuracy_without_predictions_is_one_line(monkeypatch):
+    monkeypatch.setattr(_Linear, "predict", lambda self, model, batch: None)  # a family that predicts no labels
+    with pytest.raises(InputError, match=r"^config key 'train.select_by': val_accuracy needs a model family"):
+        _train(0.5, select_by="val_accuracy")
 
 
 def _grads(n, scale, dtype, seed=0):
