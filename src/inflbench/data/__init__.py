@@ -8,7 +8,7 @@ class-balanced helpers: :mod:`inflbench.data.balanced`. Split tables are read an
 """
 
 # importing a source module registers its sources (this order is the order of the error messages)
-from inflbench.data import generated, glue, svamp, lm_generated, digits, tabular  # noqa: F401,I001
+from inflbench.data import generated, glue, svamp, lm_generated, digits, tabular, movie_reviews  # noqa: F401,I001
 from inflbench.data.base import SOURCES, DataSource, check_sources, get_source, load_pools, register_source
 from inflbench.data.splits import flip_labels, prepare_splits
 
