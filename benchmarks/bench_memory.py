@@ -96,14 +96,20 @@ def child_gradients(n: int, layers: int, seq: int, mode: str, out: str) -> dict:
     from inflbench.gradients import trainable_blocks
     from inflbench.store import select_blocks
 
+    from inflbench.gradients import micro_batch_size
+    from inflbench.resources import activation_budget
+
     keep = select_blocks(list(trainable_blocks(model)), None)
+    budget = activation_budget({}, "cpu") if mode != "stream_whole" else None  # the gradients stage's default
     start = time.perf_counter()
-    if mode == "stream":
-        stream_gradients(out, model, batches, loss, list(range(n)), {}, blocks=keep)
+    if mode == "in_memory":
+        save_gradients(out, per_sample_gradients(model, batches, loss, blocks=keep, activation_bytes=budget),
+                       list(range(n)), {})
     else:
-        save_gradients(out, per_sample_gradients(model, batches, loss, blocks=keep), list(range(n)), {})
+        stream_gradients(out, model, batches, loss, list(range(n)), {}, blocks=keep, activation_bytes=budget)
     return {"seconds": time.perf_counter() - start, "model_mb": model_mb, "setup_mb": setup,
-            "store_mb": os.path.getsize(out) / 2**20}
+            "store_mb": os.path.getsize(out) / 2**20, "batch": 32,
+            "micro_batch": micro_batch_size(model, {k: v[:32] for k, v in data.items()}, budget)}
 
 
 def half_store_agreement(train: Path, test: Path, work: Path, method: str = "exact_block") -> list[dict]:
@@ -216,7 +222,10 @@ def main() -> None:
     parser.add_argument("--n-target", type=int, default=100)
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
-    parser.add_argument("--grad-modes", nargs="+", default=["stream", "in_memory"], choices=["stream", "in_memory"])
+    parser.add_argument("--grad-modes", nargs="+", default=["stream", "in_memory"],
+                        choices=["stream", "stream_whole", "in_memory"],
+                        help="stream / in_memory: micro-batches from the stage's default activation budget; "
+                             "stream_whole: whole batches of 32 (no budget).")
     parser.add_argument("--group-mb", type=float, default=256, help="scores.group_mb of the scoring runs.")
     parser.add_argument("--keep", action="store_true", help="Keep the rows of --out that this run does not measure.")
     parser.add_argument("--project", type=int, default=None, help="Extrapolate every peak to this n_train.")

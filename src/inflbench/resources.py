@@ -40,12 +40,41 @@ def model_mb(shape: dict, model_cfg: dict) -> int:
     return _mb(shape["model_params"] * per)
 
 
+#: Activations (MB, as counted by :func:`activation_bytes_per_sample`) one gradients micro-batch may keep for
+#: backward on the CPU; autograd temporaries come on top (about the same again).
+CPU_ACTIVATION_MB = 256
+
+
+def activation_bytes_per_sample(model_config, tokens: int) -> int | None:
+    """Float32 activations a transformer keeps for backward per sample of ``tokens`` tokens: per token and
+    layer ~10 hidden-wide tensors (q, k, v, attention output, LayerNorm inputs and outputs, residuals),
+    3 FFN-wide ones (up / gate projections, before and after the activation) and 3 per head and key
+    position (scores, probabilities, their mask). None when the config lacks these fields (no transformer)."""
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+    if model_config is None or any(not isinstance(getattr(model_config, f, None), int) for f in fields):
+        return None
+    h, layers, heads = (getattr(model_config, f) for f in fields)
+    ffn = getattr(model_config, "intermediate_size", None) or 4 * h
+    return 4 * layers * tokens * (10 * h + 3 * ffn + 3 * heads * tokens)
+
+
+def activation_budget(grad_cfg: dict, device) -> int | None:
+    """Bytes of activations per gradients pass (``gradients.activation_mb``; null: CPU_ACTIVATION_MB on the
+    CPU, unbounded on a GPU)."""
+    mb = grad_cfg.get("activation_mb")
+    if mb is None and str(device).startswith("cuda"):
+        return None
+    return int((mb or CPU_ACTIVATION_MB) * MB)
+
+
 def gradients_mem_mb(shape: dict, model_cfg: dict, batch_size: int, rows_per_sample: int = 1,
-                     dtype_bytes: int = 4, device: str = "cpu") -> int:
-    """Model (+ the same again for activations on the CPU) + about four batches of per-sample gradients
-    (hook outputs, per-sample sums, the cast copy written to the store); flat in n."""
-    host_model = model_mb(shape, model_cfg) * (1 if device == "cuda" else 2)
-    return BASE_MB + host_model + _mb(4 * batch_size * rows_per_sample * shape["d"] * max(dtype_bytes, 4))
+                     dtype_bytes: int = 4, device: str = "cpu", activation_mb: int | None = None) -> int:
+    """Model + twice the micro-batch activation budget on the CPU (activations kept for backward + autograd
+    temporaries; on a GPU they are device memory) + about four batches of per-sample gradients (hook outputs,
+    per-sample sums, the cast copy written to the store); flat in n."""
+    host_acts = 0 if device == "cuda" else 2 * (activation_mb or CPU_ACTIVATION_MB)
+    return (BASE_MB + model_mb(shape, model_cfg) + host_acts
+            + _mb(4 * batch_size * rows_per_sample * shape["d"] * max(dtype_bytes, 4)))
 
 
 def gradients_runtime(shape: dict, n: int, device: str, threads: int, chunks: int = 1) -> int:
