@@ -30,6 +30,20 @@ def peak_rss_mb() -> float:
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
+def bound_freed_memory(nbytes: int = MB) -> bool:
+    """Give allocations of at least ``nbytes`` their own mapping, returned to the OS when freed (glibc
+    ``mallopt(M_MMAP_THRESHOLD)``). Left dynamic, glibc raises that threshold to the size of the last freed
+    large block (up to 32 MB); blocks read one after the other then come from the heap, whose pages stay
+    resident behind small survivors, so the peak grows with every block read (rrinf at n = 2000 over 97
+    blocks of 32 MB: 3.7 GB instead of 0.67 GB). Called by every job; False where there is no glibc."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, int(nbytes)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def _mb(nbytes: float) -> int:
     return int(math.ceil(nbytes / MB))
 
