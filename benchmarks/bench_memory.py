@@ -217,9 +217,9 @@ def save(rows: list[dict], d: int, out: str, keep: bool = False):
     if keep and Path(out).is_file():
         old = pd.read_csv(out)
         old["group_mb"] = old["group_mb"] if "group_mb" in old else float("nan")
-        done = set(_keys(frame))
-        old = old[[r not in done for r in _keys(old)]]
+        old.loc[old["stage"].eq("scores") & old["group_mb"].isna(), "group_mb"] = 256  # the default then
         frame = pd.concat([old, frame], ignore_index=True)
+        frame = frame[~pd.Series(_keys(frame)).duplicated(keep="last").values].reset_index(drop=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     return frame
