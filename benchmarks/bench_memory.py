@@ -217,7 +217,8 @@ def save(rows: list[dict], d: int, out: str, keep: bool = False):
     if keep and Path(out).is_file():
         old = pd.read_csv(out)
         old["group_mb"] = old["group_mb"] if "group_mb" in old else float("nan")
-        old.loc[old["stage"].eq("scores") & old["group_mb"].isna(), "group_mb"] = 256  # the default then
+        grouped = old["stage"].eq("scores") & old["method"].ne("ekfac")  # ekfac reads no store
+        old.loc[grouped & old["group_mb"].isna(), "group_mb"] = 256  # the default then
         frame = pd.concat([old, frame], ignore_index=True)
         frame = frame[~pd.Series(_keys(frame)).duplicated(keep="last").values].reset_index(drop=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
