@@ -18,7 +18,8 @@ GFLOPS_PER_THREAD = 10.0
 #: Per-sample forward+backward seconds per 1e9 model parameters (CPU thread / GPU).
 SECONDS_PER_GPARAM = {"cpu": 0.5, "cuda": 0.004}
 #: When the model's config cannot be read offline.
-FALLBACK = {"d": 1_000_000, "d_max": 1_000_000, "blocks": 100, "model_params": 400_000_000}
+FALLBACK = {"d": 1_000_000, "d_max": 1_000_000, "blocks": 100, "model_params": 400_000_000, "modules": 100,
+            "kfac_values": 100 * 2 * 1024**2}
 
 
 def peak_rss_mb() -> float:
@@ -157,6 +158,16 @@ def layers_mem_mb(stage: str, shape: dict, n: int, m: int) -> int:
 def train_mem_mb(shape: dict, model_cfg: dict, device: str) -> int:
     """Fine-tuning: the weights as loaded (twice: checkpoint and model), plus activations on the CPU."""
     return BASE_MB + model_mb(shape, model_cfg) * (2 if device == "cuda" else 3)
+
+
+def model_scores_mem_mb(shape: dict, model_cfg: dict, device: str, n: int, m: int) -> int:
+    """EK-FAC (kronfluence): the fine-tuning footprint (the stage's model, kronfluence's copy, activations of a
+    batch on the CPU) + the Kronecker factors and their eigenvectors in float32 (8 x kfac_values) + per-module
+    score matrices (kronfluence's float32 and their float64 copy: 12 n m per module) + the total (24 n m)."""
+    modules = shape.get("modules", shape["blocks"])
+    side = shape["d_max"] // max(int((model_cfg.get("lora") or {}).get("r", 1)), 1)  # a LoRA block is r x side
+    kfac = shape.get("kfac_values", 2 * shape["blocks"] * side**2)
+    return train_mem_mb(shape, model_cfg, device) + _mb(8 * kfac + 12 * modules * n * m + 24 * n * m)
 
 
 def train_runtime(shape: dict, samples: int, epochs: int, device: str, threads: int) -> int:
