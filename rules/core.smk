@@ -276,7 +276,7 @@ rule model_scores:
     threads: MAX_THREADS
     resources:
         mem_mb=lambda w: scaled_mb(RES.model_scores_mem_mb(grad_shape(), CFG["model"], CFG["device"], N_TRAIN,
-                                                           N_TARGET)),
+                                                           N_TARGET, CFG["gradients"]["batch_size"])),
         runtime=lambda w: scaled_min(RES.gradients_runtime(grad_shape(), 3 * (N_TRAIN + N_TARGET), CFG["device"],
                                                            MAX_THREADS)),
         gpu=GPU,

@@ -160,14 +160,16 @@ def train_mem_mb(shape: dict, model_cfg: dict, device: str) -> int:
     return BASE_MB + model_mb(shape, model_cfg) * (2 if device == "cuda" else 3)
 
 
-def model_scores_mem_mb(shape: dict, model_cfg: dict, device: str, n: int, m: int) -> int:
+def model_scores_mem_mb(shape: dict, model_cfg: dict, device: str, n: int, m: int, batch_size: int = 32) -> int:
     """EK-FAC (kronfluence): the fine-tuning footprint (the stage's model, kronfluence's copy, activations of a
-    batch on the CPU) + the Kronecker factors and their eigenvectors in float32 (8 x kfac_values) + per-module
-    score matrices (kronfluence's float32 and their float64 copy: 12 n m per module) + the total (24 n m)."""
-    modules = shape.get("modules", shape["blocks"])
+    batch on the CPU) + the Kronecker factors and their eigenvectors in float32 (8 x kfac_values) + a batch of
+    query and of train gradients of all modules with their preconditioned copies (16 x batch x d_all) +
+    per-module score matrices (kronfluence's float32 and their float64 copy: 12 n m per module) + the total."""
+    modules, d_all = shape.get("modules", shape["blocks"]), shape.get("d_all", shape["d"])
     side = shape["d_max"] // max(int((model_cfg.get("lora") or {}).get("r", 1)), 1)  # a LoRA block is r x side
     kfac = shape.get("kfac_values", 2 * shape["blocks"] * side**2)
-    return train_mem_mb(shape, model_cfg, device) + _mb(8 * kfac + 12 * modules * n * m + 24 * n * m)
+    return train_mem_mb(shape, model_cfg, device) + _mb(8 * kfac + 16 * batch_size * d_all
+                                                        + 12 * modules * n * m + 24 * n * m)
 
 
 def train_runtime(shape: dict, samples: int, epochs: int, device: str, threads: int) -> int:

@@ -82,7 +82,7 @@ def _sizes(family: str, name_or_path: str, r: int, alpha: float, targets: tuple[
 def gradient_shape(model_cfg: dict, blocks_spec: dict | None = None) -> dict | None:
     """``{"d": per-sample gradient size of the selected blocks, "d_max": largest block, "blocks": count,
     "model_params": parameters of the whole model, "modules": trainable Linear modules (all, as EK-FAC tracks them),
-    "kfac_values": sum over them of (in [+1])^2 + out^2 (one set of Kronecker factors)}``, or None when the model's config is not available offline."""
+    "d_all": their per-sample gradient size, "kfac_values": sum over them of (in [+1])^2 + out^2 (one set of Kronecker factors)}``, or None when the model's config is not available offline."""
     from inflbench.store import select_blocks
 
     name = model_cfg["name_or_path"]
@@ -98,7 +98,7 @@ def gradient_shape(model_cfg: dict, blocks_spec: dict | None = None) -> dict | N
         return None
     kept = select_blocks(list(sizes), blocks_spec, check=False) or list(sizes)
     return {"d": sum(sizes[k] for k in kept), "d_max": max(sizes[k] for k in kept), "blocks": len(kept),
-            "model_params": params, "modules": len(sizes), "kfac_values": kfac}
+            "model_params": params, "modules": len(sizes), "d_all": sum(sizes.values()), "kfac_values": kfac}
 
 
 def store_gb(n: int, d: int, dtype_bytes: int = 4) -> float:
