@@ -82,7 +82,8 @@ def _sizes(family: str, name_or_path: str, r: int, alpha: float, targets: tuple[
 def gradient_shape(model_cfg: dict, blocks_spec: dict | None = None) -> dict | None:
     """``{"d": per-sample gradient size of the selected blocks, "d_max": largest block, "blocks": count,
     "model_params": parameters of the whole model, "modules": trainable Linear modules (all, as EK-FAC tracks them),
-    "d_all": their per-sample gradient size, "kfac_values": sum over them of (in [+1])^2 + out^2 (one set of Kronecker factors)}``, or None when the model's config is not available offline."""
+    "d_all": their per-sample gradient size, "kfac_values": sum over them of (in [+1])^2 + out^2 (one set of
+    Kronecker factors)}``, or None when the model's config is not available offline."""
     from inflbench.store import select_blocks
 
     name = model_cfg["name_or_path"]

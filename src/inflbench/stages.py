@@ -114,7 +114,8 @@ def stage_gradients(inputs: dict, outputs: dict, params: dict) -> None:
     start = time.perf_counter()
     n_blocks = stream_gradients(outputs["grads"], model, batches, family.per_sample_loss, frame["id"].tolist(), meta,
                                 family.rows_per_sample, dtype=getattr(torch, grad_cfg["dtype"]),
-                                word_embeddings=tokens, blocks=blocks, activation_bytes=activation_budget(grad_cfg, dev))
+                                word_embeddings=tokens, blocks=blocks,
+                                activation_bytes=activation_budget(grad_cfg, dev))
     seconds = time.perf_counter() - start
     index = read_gradient_index(outputs["grads"])
     index.update(seconds=seconds, peak_rss_mb=peak_rss_mb())
