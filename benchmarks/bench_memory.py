@@ -37,6 +37,9 @@ METHODS = ["tracin", "cosine", "datainf", "exact_block", "exact_joint", "lissa",
 #: Iterative methods run few steps here: their memory does not depend on the step count.
 FAST = {"rrinf": {"iterations": 5}, "lissa": {"depth": 3}, "hyperinf": {"iterations": 3},
         "hyperinf_fim": {"iterations": 3}}
+#: Labelled full-length runs (--methods rrinf@default ...): method and parameters as configured.
+VARIANTS = {"rrinf@default": ("rrinf", {}),  # 1000 layer steps, Gram cache
+            "rrinf@paper": ("rrinf", {"variant": "published", "sampling": "neuron", "iterations": 1000})}
 
 
 def peak_mb() -> float:
@@ -72,8 +75,9 @@ def make_store(path: Path, shapes: dict, n: int, seed: int) -> None:
 def child_scores(method: str, train: str, test: str, out: str, group_mb: str = "256") -> dict:
     from inflbench.scoring import score_stores
 
+    name, params = VARIANTS.get(method, (method, FAST.get(method, {})))
     start = time.perf_counter()
-    score_stores(method, FAST.get(method, {}), train, test, out, {"group_mb": float(group_mb), "block_dtype": "float32"})
+    score_stores(name, params, train, test, out, {"group_mb": float(group_mb), "block_dtype": "float32"})
     return {"seconds": time.perf_counter() - start}
 
 
@@ -96,14 +100,55 @@ def child_gradients(n: int, layers: int, seq: int, mode: str, out: str) -> dict:
     from inflbench.gradients import trainable_blocks
     from inflbench.store import select_blocks
 
+    from inflbench.gradients import micro_batch_size
+    from inflbench.resources import activation_budget
+
     keep = select_blocks(list(trainable_blocks(model)), None)
+    budget = activation_budget({}, "cpu") if mode != "stream_whole" else None  # the gradients stage's default
     start = time.perf_counter()
-    if mode == "stream":
-        stream_gradients(out, model, batches, loss, list(range(n)), {}, blocks=keep)
+    if mode == "in_memory":
+        save_gradients(out, per_sample_gradients(model, batches, loss, blocks=keep, activation_bytes=budget),
+                       list(range(n)), {})
     else:
-        save_gradients(out, per_sample_gradients(model, batches, loss, blocks=keep), list(range(n)), {})
+        stream_gradients(out, model, batches, loss, list(range(n)), {}, blocks=keep, activation_bytes=budget)
     return {"seconds": time.perf_counter() - start, "model_mb": model_mb, "setup_mb": setup,
-            "store_mb": os.path.getsize(out) / 2**20}
+            "store_mb": os.path.getsize(out) / 2**20, "batch": 32,
+            "micro_batch": micro_batch_size(model, {k: v[:32] for k, v in data.items()}, budget)}
+
+
+def child_ekfac(n: int, m: int, layers: int, seq: int) -> dict:
+    """The ekfac scoring stage's work (``stage_model_scores``: kronfluence factors + pairwise scores of every
+    trainable module) on RoBERTa-large at its real width with ``layers`` encoder layers, random init (LoRA B
+    drawn, as after fine-tuning), random tokens, batches of 32."""
+    import torch
+
+    from inflbench.gradients import trainable_blocks
+    from inflbench.methods.ekfac import ekfac_influence
+    from inflbench.models import get_family, iterate_batches
+    from inflbench.shapes import build_lora_model
+
+    model = build_lora_model(MODEL, device="cpu", num_hidden_layers=layers).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 1e-2)
+    model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    setup = peak_mb()
+    gen = torch.Generator().manual_seed(0)
+
+    def split(count: int) -> list[dict]:
+        ids = torch.randint(3, 50000, (count, seq), generator=gen)
+        data = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "labels": torch.randint(0, 2, (count,), generator=gen)}
+        return list(iterate_batches(data, 32))
+
+    blocks = {id(mod) for mod in trainable_blocks(model).values()}
+    names = [name for name, mod in model.named_modules() if id(mod) in blocks]
+    family = get_family(MODEL, num_labels=2)
+    start = time.perf_counter()
+    out = ekfac_influence(model, split(n), split(m), family.per_sample_loss, names, per_module=True)
+    assert all(bool(torch.isfinite(v).all()) for v in out.values())
+    return {"seconds": time.perf_counter() - start, "model_mb": model_mb, "setup_mb": setup, "modules": len(names)}
 
 
 def half_store_agreement(train: Path, test: Path, work: Path, method: str = "exact_block") -> list[dict]:
@@ -151,7 +196,13 @@ def run_child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-KEY = ["stage", "method", "n_train", "n_target", "group_mb"]
+KEY = ["stage", "method", "n_train", "n_target", "group_mb", "layers"]
+
+
+def _keys(frame) -> list[tuple]:
+    """KEY values of each row as text, numbers written alike whether they were read as int or float."""
+    return [tuple("nan" if v != v else f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in row)
+            for row in frame[KEY].values.tolist()]
 
 
 def save(rows: list[dict], d: int, out: str, keep: bool = False):
@@ -166,9 +217,10 @@ def save(rows: list[dict], d: int, out: str, keep: bool = False):
     if keep and Path(out).is_file():
         old = pd.read_csv(out)
         old["group_mb"] = old["group_mb"] if "group_mb" in old else float("nan")
-        done = set(map(tuple, frame[KEY].astype(str).values))
-        old = old[[tuple(r) not in done for r in old[KEY].astype(str).values]]
+        grouped = old["stage"].eq("scores") & old["method"].ne("ekfac")  # ekfac reads no store
+        old.loc[grouped & old["group_mb"].isna(), "group_mb"] = 256  # the default then
         frame = pd.concat([old, frame], ignore_index=True)
+        frame = frame[~pd.Series(_keys(frame)).duplicated(keep="last").values].reset_index(drop=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     return frame
@@ -196,9 +248,10 @@ def project(frame, n: int, out: str, shape: dict | None = None):
         slope = (p1 - p0) / (n1 - n0)
         linear = p1 + max(slope, 0.0) * (n - n1)  # a falling peak (allocator, block grouping) is not extrapolated
         formula = float("nan")
-        if stage == "scores" and shape is not None:
+        base = VARIANTS.get(method, (method,))[0]
+        if stage == "scores" and shape is not None and base != "ekfac":  # ekfac: no store-based formula
             m = int(g["n_target"].values[-1])
-            mem = lambda k: resources.scores_mem_mb(method, shape, k, m, separable=separable(method))  # noqa: E731
+            mem = lambda k: resources.scores_mem_mb(base, shape, k, m, separable=separable(base))  # noqa: E731
             formula = p1 + mem(n) - mem(int(n1))
         rows.append({"stage": stage, "method": method, "layers": int(layers), "n_from": f"{int(n0)},{int(n1)}",
                      "mb_per_1000_samples": 1000 * slope, "n_train": n, "projected_peak_mb": linear,
@@ -214,13 +267,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[500, 2000],
                         help="n_train values (none: only --project from the rows already in --out).")
     parser.add_argument("--n-target", type=int, default=100)
-    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--methods", nargs="*", default=METHODS, help=f"Also {', '.join(VARIANTS)}.")
     parser.add_argument("--layers", type=int, default=2, help="Encoder layers of the gradients-stage model.")
-    parser.add_argument("--grad-modes", nargs="+", default=["stream", "in_memory"], choices=["stream", "in_memory"])
+    parser.add_argument("--grad-modes", nargs="+", default=["stream", "in_memory"],
+                        choices=["stream", "stream_whole", "in_memory"],
+                        help="stream / in_memory: micro-batches from the stage's default activation budget; "
+                             "stream_whole: whole batches of 32 (no budget).")
     parser.add_argument("--group-mb", type=float, default=256, help="scores.group_mb of the scoring runs.")
     parser.add_argument("--keep", action="store_true", help="Keep the rows of --out that this run does not measure.")
     parser.add_argument("--project", type=int, default=None, help="Extrapolate every peak to this n_train.")
     parser.add_argument("--seq", type=int, default=16)
+    parser.add_argument("--ekfac-layers", type=int, default=0,
+                        help="Also measure the ekfac stage (it needs the model) at this many encoder layers.")
     parser.add_argument("--skip-gradients", action="store_true")
     parser.add_argument("--skip-half", action="store_true", help="Skip the half-precision store agreement.")
     parser.add_argument("--workdir", default=None)
@@ -228,9 +286,16 @@ def main() -> None:
     parser.add_argument("--child", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.child:
+        from inflbench.resources import bound_freed_memory
+
+        bound_freed_memory()  # as every job does (inflbench.jobs.call)
         kind, *rest = args.child
-        res = child_scores(*rest) if kind == "scores" else child_gradients(int(rest[0]), int(rest[1]), int(rest[2]),
-                                                                            rest[3], rest[4])
+        if kind == "scores":
+            res = child_scores(*rest)
+        elif kind == "ekfac":
+            res = child_ekfac(*map(int, rest))
+        else:
+            res = child_gradients(int(rest[0]), int(rest[1]), int(rest[2]), rest[3], rest[4])
         print(json.dumps({**res, "peak_rss_mb": peak_mb()}))
         return
 
@@ -249,7 +314,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     shapes = block_shapes()
     d = sum(math.prod(s) for s in shapes.values())
-    rows = []
+    rows, test = [], work / "val.safetensors"
     for n in args.sizes:
         if not args.skip_gradients:
             for mode in args.grad_modes:
@@ -258,6 +323,14 @@ def main() -> None:
                              "layers": args.layers, "load1": os.getloadavg()[0], **res})
                 print(rows[-1], flush=True)
                 save(rows, d, args.out, args.keep)
+        if args.ekfac_layers:
+            res = run_child(["ekfac", str(n), str(args.n_target), str(args.ekfac_layers), str(args.seq)])
+            rows.append({"stage": "scores", "method": "ekfac", "n_train": n, "n_target": args.n_target,
+                         "layers": args.ekfac_layers, "couples_blocks": False, "load1": os.getloadavg()[0], **res})
+            print(rows[-1], flush=True)
+            save(rows, d, args.out, args.keep)
+        if not args.methods:
+            continue
         train, test = work / f"train{n}.safetensors", work / "val.safetensors"
         make_store(train, shapes, n, seed=n)
         if not test.exists():
@@ -267,7 +340,8 @@ def main() -> None:
             rows.append({"stage": "scores", "method": method, "n_train": n, "n_target": args.n_target,
                          "group_mb": args.group_mb,
                          "layers": 24, "d": d, "store_mb": os.path.getsize(train) / 2**20,
-                         "couples_blocks": not separable(method), "load1": os.getloadavg()[0], **res})
+                         "couples_blocks": not separable(VARIANTS.get(method, (method,))[0]),
+                         "load1": os.getloadavg()[0], **res})
             print(rows[-1], flush=True)
             save(rows, d, args.out, args.keep)
         if n == min(args.sizes) and not args.skip_half:

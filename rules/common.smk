@@ -166,7 +166,7 @@ TOPK_TARGETS = per_seed(html_of(R.topk(task="{task}", method="{method}")), task=
 
 def _grad_mem(wildcards):
     return scaled_mb(RES.gradients_mem_mb(grad_shape(), CFG["model"], CFG["gradients"]["batch_size"], 1,
-                                          _GRAD_BYTES, CFG["device"]))
+                                          _GRAD_BYTES, CFG["device"], CFG["gradients"]["activation_mb"]))
 
 
 def _grad_runtime(wildcards, chunks=1):

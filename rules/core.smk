@@ -300,8 +300,8 @@ rule model_scores:
         method="|".join(MODEL_METHODS) or "^$",
     threads: MAX_THREADS
     resources:
-        mem_mb=lambda w: scaled_mb(RES.train_mem_mb(grad_shape(), CFG["model"], CFG["device"])
-                                   + 8 * N_TRAIN * N_TARGET * 3 // 2**20),
+        mem_mb=lambda w: scaled_mb(RES.model_scores_mem_mb(grad_shape(), CFG["model"], CFG["device"], N_TRAIN,
+                                                           N_TARGET, CFG["gradients"]["batch_size"])),
         runtime=lambda w: scaled_min(RES.gradients_runtime(grad_shape(), 3 * (N_TRAIN + N_TARGET), CFG["device"],
                                                            MAX_THREADS)),
         gpu=GPU,

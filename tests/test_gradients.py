@@ -151,3 +151,32 @@ def test_store_roundtrip(tmp_path):
     index = json.loads(path.with_suffix(".json").read_text())
     assert index["blocks"]["a"] == {"shape": [2, 4], "dtype": "float32"}
     assert index["sample_ids"] == [7, 8, 9] and index["fingerprint"] == "abc"
+
+
+def test_micro_batches_from_the_activation_budget(minilm, tmp_path):
+    """A batch computed as micro-batches sized from the activation budget gives the same store (same rows,
+    same padding), streamed or in memory."""
+    from inflbench.gradients import micro_batch_size, stream_gradients
+    from inflbench.resources import activation_bytes_per_sample
+
+    family, model, encoded = minilm
+    train = encoded["train"]
+    batch = next(iterate_batches(train, 10))
+    tokens = batch["input_ids"].shape[-1]
+    per = activation_bytes_per_sample(model.config, tokens)  # MiniLM: 6 layers of width 384, FFN 1536, 12 heads
+    assert per == 4 * 6 * tokens * (10 * 384 + 3 * 1536 + 3 * 12 * tokens)
+    assert micro_batch_size(model, batch, 3 * per + per // 2) == 3
+    assert micro_batch_size(model, batch, 1) == 1 and micro_batch_size(model, batch, None) == 10
+    assert micro_batch_size(model, batch, 100 * per) == 10
+    assert activation_bytes_per_sample(None, 16) is None
+    whole = per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss)
+    micro = per_sample_gradients(model, iterate_batches(train, 10), family.per_sample_loss,
+                                 activation_bytes=3 * per + per // 2)
+    ids = list(range(len(train["labels"])))
+    stream_gradients(tmp_path / "micro.safetensors", model, iterate_batches(train, 10), family.per_sample_loss, ids,
+                     {}, activation_bytes=3 * per + per // 2)
+    streamed = load_gradients(tmp_path / "micro.safetensors")
+    assert list(streamed) == list(whole)
+    assert all(torch.equal(streamed[k], micro[k]) for k in whole)  # streamed == in memory, bit for bit
+    assert _max_rel_diff(micro, whole) < TOL
+    print("micro vs whole batches, max rel diff:", _max_rel_diff(micro, whole))

@@ -207,6 +207,12 @@ def test_resources_follow_the_data():
     llama = gradient_shape({"family": "causal_lm", "name_or_path": "meta-llama/Llama-2-13b-chat-hf",
                             "lora": {"r": 8, "alpha": 32, "target_modules": ["q_proj", "v_proj"]}})
     assert llama["d"] == 40 * 2 * 8 * (5120 + 5120)
+    # EK-FAC: every trainable module's two Kronecker factors (RoBERTa-large: 96 LoRA matrices + the head's two)
+    assert shape["modules"] == 98 and shape["kfac_values"] == 96 * (1024**2 + 16) + 2 * 1025**2 + 1024**2 + 4
+    assert shape["d_all"] == with_dense["d"]
+    assert res.model_scores_mem_mb(shape, roberta, "cpu", 4500, 500, 32) - res.train_mem_mb(shape, roberta, "cpu") == \
+        pytest.approx((8 * shape["kfac_values"] + 16 * 32 * shape["d_all"] + (12 * 98 + 24) * 4500 * 500) / 2**20,
+                      abs=1)
     # gradients: flat in n (streamed), grows with the batch and d
     assert res.gradients_mem_mb(shape, roberta, 64) == res.gradients_mem_mb(shape, roberta, 64)
     assert res.gradients_mem_mb(with_dense, roberta, 64) - res.gradients_mem_mb(shape, roberta, 64) == \

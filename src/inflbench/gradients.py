@@ -142,13 +142,37 @@ class _EmbeddingHook:
     take = _BlockHook.take
 
 
+def micro_batch_size(model: nn.Module, batch: dict, activation_bytes: int | None, rows_per_sample: int = 1) -> int:
+    """Samples of ``batch`` per forward/backward pass so that the activations kept for backward
+    (:func:`inflbench.resources.activation_bytes_per_sample` at the batch's padded length) stay within
+    ``activation_bytes``; the whole batch when there is no budget or the model is not a transformer."""
+    from inflbench.resources import activation_bytes_per_sample
+
+    n = next(iter(batch.values())).shape[0]
+    ids = batch.get("input_ids")
+    per = None if activation_bytes is None or ids is None else \
+        activation_bytes_per_sample(getattr(model, "config", None), ids.shape[-1])
+    return n if per is None else max(1, min(n, activation_bytes // (per * rows_per_sample)))
+
+
+def _micro_batches(model: nn.Module, batches: Iterable[dict], activation_bytes: int | None,
+                   rows_per_sample: int) -> Iterator[dict]:
+    for batch in batches:
+        n = next(iter(batch.values())).shape[0]
+        size = micro_batch_size(model, batch, activation_bytes, rows_per_sample)
+        for start in range(0, n, size):
+            yield batch if size >= n else {k: v[start:start + size] for k, v in batch.items()}
+
+
 def iter_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
                           rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
-                          word_embeddings: torch.Tensor | None = None,
-                          blocks: Iterable[str] | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Per batch: block name -> ``(batch samples, out, in[+1])`` per-sample gradients on the CPU in ``dtype``.
+                          word_embeddings: torch.Tensor | None = None, blocks: Iterable[str] | None = None,
+                          activation_bytes: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Per micro-batch: block name -> ``(samples, out, in[+1])`` per-sample gradients on the CPU in ``dtype``.
 
-    ``blocks``: names of the trainable blocks to hook (default all); see :func:`per_sample_gradients`."""
+    ``blocks``: names of the trainable blocks to hook (default all); see :func:`per_sample_gradients`.
+    ``activation_bytes``: each batch runs as consecutive micro-batches of :func:`micro_batch_size` samples
+    (a sample's gradient does not depend on its batch-mates: same rows, same order, same padding)."""
     modules = trainable_blocks(model)
     if blocks is not None:
         wanted = set(blocks)
@@ -158,7 +182,7 @@ def iter_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: Lo
         we_name, we_module = input_embedding(model)
         hooks[we_name] = _EmbeddingHook(we_module, word_embeddings)
     try:
-        for batch in batches:
+        for batch in _micro_batches(model, batches, activation_bytes, rows_per_sample):
             model.zero_grad(set_to_none=True)
             losses = loss_fn(model, batch)
             losses.sum().backward()
@@ -177,8 +201,8 @@ def iter_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: Lo
 
 def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
                          rows_per_sample: int = 1, dtype: torch.dtype = torch.float32,
-                         word_embeddings: torch.Tensor | None = None,
-                         blocks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+                         word_embeddings: torch.Tensor | None = None, blocks: Iterable[str] | None = None,
+                         activation_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """Block name -> ``(n, out, in[+1])`` per-sample gradients over all ``batches`` (held in memory;
     :func:`stream_gradients` writes them to a store batch by batch instead).
 
@@ -186,10 +210,12 @@ def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: Los
     consecutive rows belong to one sample and their gradients are summed. The model should be in
     eval mode (no dropout), so a sample's gradient does not depend on the batch it is in.
     ``word_embeddings``: token ids; adds the input embedding as a block ``(n, len(ids), hidden)``.
-    ``blocks``: trainable block names to keep (default all).
+    ``blocks``: trainable block names to keep (default all). ``activation_bytes``: micro-batch budget
+    (:func:`iter_sample_gradients`).
     """
     out: dict[str, list[torch.Tensor]] = {}
-    for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks):
+    for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks,
+                                      activation_bytes):
         for name, g in part.items():
             out.setdefault(name, []).append(g)
     return {name: torch.cat(parts) for name, parts in out.items()}
@@ -198,15 +224,17 @@ def per_sample_gradients(model: nn.Module, batches: Iterable[dict], loss_fn: Los
 def stream_gradients(path: str | Path, model: nn.Module, batches: Iterable[dict], loss_fn: LossFn,
                      sample_ids: list[int], meta: dict, rows_per_sample: int = 1,
                      dtype: torch.dtype = torch.float32, word_embeddings: torch.Tensor | None = None,
-                     blocks: Iterable[str] | None = None) -> int:
-    """:func:`per_sample_gradients` + ``artifacts.save_gradients``, each batch written into the preallocated
-    store as it is computed (peak memory: the model plus one batch). Returns the number of blocks."""
+                     blocks: Iterable[str] | None = None, activation_bytes: int | None = None) -> int:
+    """:func:`per_sample_gradients` + ``artifacts.save_gradients``, each (micro-)batch written into the
+    preallocated store as it is computed (peak memory: the model plus one micro-batch's activations and
+    gradients). Returns the number of blocks."""
     from inflbench.artifacts import gradient_writer, write_gradient_index
 
     n = len(sample_ids)
     writer, start, specs = None, 0, {}
     try:
-        for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks):
+        for part in iter_sample_gradients(model, batches, loss_fn, rows_per_sample, dtype, word_embeddings, blocks,
+                                          activation_bytes):
             if writer is None:
                 specs = {k: ((n, *g.shape[1:]), g.dtype) for k, g in part.items()}
                 writer = gradient_writer(path, specs, meta)

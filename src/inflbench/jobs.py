@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from inflbench.errors import InputError
+from inflbench.resources import bound_freed_memory
 
 Stage = Callable[[dict, dict, dict], object]
 
@@ -112,6 +113,7 @@ def call(stage: Stage, inputs: dict, outputs: dict, params: dict, log_path: str 
             try:
                 if threads is not None:
                     set_threads(threads)
+                bound_freed_memory()
                 stage(inputs, outputs, params)
                 render_html_outputs(outputs)
             except BaseException as exc:

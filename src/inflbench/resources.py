@@ -18,7 +18,8 @@ GFLOPS_PER_THREAD = 10.0
 #: Per-sample forward+backward seconds per 1e9 model parameters (CPU thread / GPU).
 SECONDS_PER_GPARAM = {"cpu": 0.5, "cuda": 0.004}
 #: When the model's config cannot be read offline.
-FALLBACK = {"d": 1_000_000, "d_max": 1_000_000, "blocks": 100, "model_params": 400_000_000}
+FALLBACK = {"d": 1_000_000, "d_max": 1_000_000, "blocks": 100, "model_params": 400_000_000, "modules": 100,
+            "kfac_values": 100 * 2 * 1024**2}
 
 
 def peak_rss_mb() -> float:
@@ -28,6 +29,20 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def bound_freed_memory(nbytes: int = MB) -> bool:
+    """Give allocations of at least ``nbytes`` their own mapping, returned to the OS when freed (glibc
+    ``mallopt(M_MMAP_THRESHOLD)``). Left dynamic, glibc raises that threshold to the size of the last freed
+    large block (up to 32 MB); blocks read one after the other then come from the heap, whose pages stay
+    resident behind small survivors, so the peak grows with every block read (rrinf at n = 2000 over 97
+    blocks of 32 MB: 3.7 GB instead of 0.67 GB). Called by every job; False where there is no glibc."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, int(nbytes)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def _mb(nbytes: float) -> int:
@@ -40,12 +55,41 @@ def model_mb(shape: dict, model_cfg: dict) -> int:
     return _mb(shape["model_params"] * per)
 
 
+#: Activations (MB, as counted by :func:`activation_bytes_per_sample`) one gradients micro-batch may keep for
+#: backward on the CPU; autograd temporaries come on top (about the same again).
+CPU_ACTIVATION_MB = 256
+
+
+def activation_bytes_per_sample(model_config, tokens: int) -> int | None:
+    """Float32 activations a transformer keeps for backward per sample of ``tokens`` tokens: per token and
+    layer ~10 hidden-wide tensors (q, k, v, attention output, LayerNorm inputs and outputs, residuals),
+    3 FFN-wide ones (up / gate projections, before and after the activation) and 3 per head and key
+    position (scores, probabilities, their mask). None when the config lacks these fields (no transformer)."""
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+    if model_config is None or any(not isinstance(getattr(model_config, f, None), int) for f in fields):
+        return None
+    h, layers, heads = (getattr(model_config, f) for f in fields)
+    ffn = getattr(model_config, "intermediate_size", None) or 4 * h
+    return 4 * layers * tokens * (10 * h + 3 * ffn + 3 * heads * tokens)
+
+
+def activation_budget(grad_cfg: dict, device) -> int | None:
+    """Bytes of activations per gradients pass (``gradients.activation_mb``; null: CPU_ACTIVATION_MB on the
+    CPU, unbounded on a GPU)."""
+    mb = grad_cfg.get("activation_mb")
+    if mb is None and str(device).startswith("cuda"):
+        return None
+    return int((mb or CPU_ACTIVATION_MB) * MB)
+
+
 def gradients_mem_mb(shape: dict, model_cfg: dict, batch_size: int, rows_per_sample: int = 1,
-                     dtype_bytes: int = 4, device: str = "cpu") -> int:
-    """Model (+ the same again for activations on the CPU) + about four batches of per-sample gradients
-    (hook outputs, per-sample sums, the cast copy written to the store); flat in n."""
-    host_model = model_mb(shape, model_cfg) * (1 if device == "cuda" else 2)
-    return BASE_MB + host_model + _mb(4 * batch_size * rows_per_sample * shape["d"] * max(dtype_bytes, 4))
+                     dtype_bytes: int = 4, device: str = "cpu", activation_mb: int | None = None) -> int:
+    """Model + twice the micro-batch activation budget on the CPU (activations kept for backward + autograd
+    temporaries; on a GPU they are device memory) + about four batches of per-sample gradients (hook outputs,
+    per-sample sums, the cast copy written to the store); flat in n."""
+    host_acts = 0 if device == "cuda" else 2 * (activation_mb or CPU_ACTIVATION_MB)
+    return (BASE_MB + model_mb(shape, model_cfg) + host_acts
+            + _mb(4 * batch_size * rows_per_sample * shape["d"] * max(dtype_bytes, 4)))
 
 
 def gradients_runtime(shape: dict, n: int, device: str, threads: int, chunks: int = 1) -> int:
@@ -114,6 +158,18 @@ def layers_mem_mb(stage: str, shape: dict, n: int, m: int) -> int:
 def train_mem_mb(shape: dict, model_cfg: dict, device: str) -> int:
     """Fine-tuning: the weights as loaded (twice: checkpoint and model), plus activations on the CPU."""
     return BASE_MB + model_mb(shape, model_cfg) * (2 if device == "cuda" else 3)
+
+
+def model_scores_mem_mb(shape: dict, model_cfg: dict, device: str, n: int, m: int, batch_size: int = 32) -> int:
+    """EK-FAC (kronfluence): the fine-tuning footprint (the stage's model, kronfluence's copy, activations of a
+    batch on the CPU) + the Kronecker factors and their eigenvectors in float32 (8 x kfac_values) + a batch of
+    query and of train gradients of all modules with their preconditioned copies (16 x batch x d_all) +
+    per-module score matrices (kronfluence's float32 and their float64 copy: 12 n m per module) + the total."""
+    modules, d_all = shape.get("modules", shape["blocks"]), shape.get("d_all", shape["d"])
+    side = shape["d_max"] // max(int((model_cfg.get("lora") or {}).get("r", 1)), 1)  # a LoRA block is r x side
+    kfac = shape.get("kfac_values", 2 * shape["blocks"] * side**2)
+    return train_mem_mb(shape, model_cfg, device) + _mb(8 * kfac + 16 * batch_size * d_all
+                                                        + 12 * modules * n * m + 24 * n * m)
 
 
 def train_runtime(shape: dict, samples: int, epochs: int, device: str, threads: int) -> int:

@@ -73,14 +73,17 @@ def _sizes(family: str, name_or_path: str, r: int, alpha: float, targets: tuple[
     model_cfg = {"family": family, "name_or_path": name_or_path,
                  "lora": {"r": r, "alpha": alpha, "target_modules": list(targets)}}
     model = build_lora_model(model_cfg)
-    blocks = {k: m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-              for k, m in trainable_blocks(model).items()}
-    return blocks, sum(p.numel() for p in model.parameters())
+    modules = trainable_blocks(model)
+    blocks = {k: m.weight.numel() + (m.bias.numel() if m.bias is not None else 0) for k, m in modules.items()}
+    kfac = sum((m.in_features + (m.bias is not None)) ** 2 + m.out_features ** 2 for m in modules.values())
+    return blocks, sum(p.numel() for p in model.parameters()), kfac
 
 
 def gradient_shape(model_cfg: dict, blocks_spec: dict | None = None) -> dict | None:
     """``{"d": per-sample gradient size of the selected blocks, "d_max": largest block, "blocks": count,
-    "model_params": parameters of the whole model}``, or None when the model's config is not available offline."""
+    "model_params": parameters of the whole model, "modules": trainable Linear modules (all, as EK-FAC tracks them),
+    "d_all": their per-sample gradient size, "kfac_values": sum over them of (in [+1])^2 + out^2 (one set of
+    Kronecker factors)}``, or None when the model's config is not available offline."""
     from inflbench.store import select_blocks
 
     name = model_cfg["name_or_path"]
@@ -90,12 +93,13 @@ def gradient_shape(model_cfg: dict, blocks_spec: dict | None = None) -> dict | N
         d = d * lora["r"] // r
         return {"d": d, "d_max": d // 64, "blocks": 128, "model_params": params}
     try:
-        sizes, params = _sizes(model_cfg["family"], name, lora["r"], lora["alpha"], tuple(lora["target_modules"]))
+        sizes, params, kfac = _sizes(model_cfg["family"], name, lora["r"], lora["alpha"],
+                                     tuple(lora["target_modules"]))
     except Exception:  # noqa: BLE001 - no config offline: callers fall back to defaults
         return None
     kept = select_blocks(list(sizes), blocks_spec, check=False) or list(sizes)
     return {"d": sum(sizes[k] for k in kept), "d_max": max(sizes[k] for k in kept), "blocks": len(kept),
-            "model_params": params}
+            "model_params": params, "modules": len(sizes), "d_all": sum(sizes.values()), "kfac_values": kfac}
 
 
 def store_gb(n: int, d: int, dtype_bytes: int = 4) -> float:

@@ -17,7 +17,7 @@ from inflbench.artifacts import (checkpoint_choice, gradient_index_path, load_ad
                                  read_gradient_index, read_split, save_adapter, save_peft_adapter, save_scores,
                                  split_paths, write_json, write_table)
 from inflbench.gradients import fingerprint, input_embedding, present_tokens
-from inflbench.resources import peak_rss_mb
+from inflbench.resources import activation_budget, peak_rss_mb
 from inflbench.models import get_family, iterate_batches, load_trainable, pick_device
 from inflbench.progress import track
 from inflbench.training import TrainArgs, finetune, predictions
@@ -128,7 +128,8 @@ def stage_gradients(inputs: dict, outputs: dict, params: dict) -> None:
     start = time.perf_counter()
     n_blocks = stream_gradients(outputs["grads"], model, batches, family.per_sample_loss, frame["id"].tolist(), meta,
                                 family.rows_per_sample, dtype=getattr(torch, grad_cfg["dtype"]),
-                                word_embeddings=tokens, blocks=blocks)
+                                word_embeddings=tokens, blocks=blocks,
+                                activation_bytes=activation_budget(grad_cfg, dev))
     seconds = time.perf_counter() - start
     index = read_gradient_index(outputs["grads"])
     index.update(seconds=seconds, peak_rss_mb=peak_rss_mb())

@@ -221,3 +221,22 @@ def test_rrinf_row_norms_of_drawn_rows_equal_the_full_pass():
     for a, b in zip(lazy, full):
         assert_close(a, b, "float32_reference")
     assert not torch.equal(lazy[2], torch.zeros_like(lazy[2]))
+
+
+@pytest.mark.parametrize("variant", ["correct", "published"])
+def test_hyperinf_large_gfims_solved_alone_equal_stacked(monkeypatch, variant):
+    """GFIMs of at least ALONE_BYTES are solved one at a time (no stacked copy of equal-shape blocks); the
+    scores equal those of the stacked batch."""
+    from inflbench.methods import _schulz, hyperinf as hyperinf_mod
+
+    assert _schulz.schulz_step(1024, torch.float32) == 1 and _schulz.schulz_step(512, torch.float64) == 1
+    assert _schulz.schulz_step(64, torch.float32) == _schulz.BATCH_BYTES // (4 * 64 * 64 * 4)
+    gen = torch.Generator().manual_seed(3)
+    shapes = {f"l{i}.{ab}": (4, 512) if ab == "A" else (512, 4) for i in range(3) for ab in "AB"}
+    tr = {k: torch.randn(40, *s, generator=gen, dtype=torch.float64) for k, s in shapes.items()}
+    te = {k: torch.randn(5, *s, generator=gen, dtype=torch.float64) for k, s in shapes.items()}
+    alone = compute_influence("hyperinf", tr, te, variant=variant)
+    monkeypatch.setattr(hyperinf_mod, "schulz_step", lambda side, dtype: 6)  # all six blocks stacked
+    stacked = compute_influence("hyperinf", tr, te, variant=variant)
+    for k in shapes:
+        assert_close(alone[k], stacked[k], "schulz_exact", f"{variant} {k}")

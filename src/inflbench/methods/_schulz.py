@@ -8,9 +8,18 @@ import torch
 from torch import Tensor
 
 from ..solvers import cholesky_solve, schulz_apply_tracked, schulz_inverse
+from ._stats import ALONE_BYTES, BATCH_BYTES
 
 #: HyperINF's published code adds this absolute constant to the damping.
 PUBLISHED_DAMPING_OFFSET = 1e-3
+
+
+def schulz_step(side: int, dtype: torch.dtype) -> int:
+    """Equal-size blocks solved together: a GFIM of at least ``ALONE_BYTES`` alone (its products run at full
+    speed unbatched, and no stacked copy of several is made), smaller ones stacked up to ``BATCH_BYTES`` of
+    Schulz work (four ``side x side`` matrices per block)."""
+    per = side * side * torch.finfo(dtype).bits // 8
+    return 1 if per >= ALONE_BYTES else max(1, BATCH_BYTES // (4 * per))
 
 
 def safe_x0(G: Tensor, lam: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ import torch
 
 from ._common import GradData, block_damping, compute_dtype, damping_meta
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, check_int, check_pos_float, register
-from ._schulz import PUBLISHED_DAMPING_OFFSET, gfim_solve, meta_from
+from ._schulz import PUBLISHED_DAMPING_OFFSET, gfim_solve, meta_from, schulz_step
 from ..solvers import PUBLISHED_HYPERINF_X0, schulz_inverse, sym_gram
 
 #: Default Schulz iterations: ours (paper §4) and the released code's.
@@ -135,8 +135,7 @@ def hyperinf(data: GradData, p: HyperInfParams) -> InfluenceResult:
     for shape, ks in by_shape.items():
         L, r, _ = long_side(data.train[ks[0]][:1])
         rfac = 1.0 if published else float(r)
-        per = 4 * L * L * (4 if dt == torch.float32 else 8)
-        step = max(1, (256 << 20) // per)
+        step = schulz_step(L, dt)
         for c in range(0, len(ks), step):
             names = ks[c : c + step]
             G = torch.stack([sym_gram(long_columns(data.train[k]).to(dt), 1.0 / (n * rfac)) for k in names])
@@ -178,7 +177,7 @@ def _published(data: GradData, p: HyperInfParams) -> InfluenceResult:
         by_side.setdefault(released_layout(k, data.train[k][:1]).shape[-1], []).append(k)
     r0s, resids, names_all = [], [], []
     for s, ks in by_side.items():
-        step = max(1, (256 << 20) // (4 * s * s * (4 if dt == torch.float32 else 8)))
+        step = schulz_step(s, dt)
         for c in range(0, len(ks), step):
             names = ks[c : c + step]
             M = [released_layout(k, data.train[k]).to(dt) for k in names]
