@@ -125,7 +125,12 @@ def test_every_family_and_source_has_an_options_schema(section, registry):
         assert has_options_schema(section, name), f"{name}: no schemas/{section}_options/{name}.schema.yaml"
         schema = options_schema(section, name)
         defaults = resolve_options(section, name, None)
-        assert defaults == {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
+        expected = {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
+        assert set(defaults) == set(expected)
+        for key, value in expected.items():  # an object option's default is filled from its own properties
+            nested = schema["properties"][key].get("properties")
+            assert defaults[key] == ({**{k: p["default"] for k, p in nested.items() if "default" in p}, **value}
+                                     if nested else value), (name, key)
         assert validate_schema(defaults, schema) == defaults  # the defaults are valid options
         with pytest.raises(ConfigError, match=rf"^config key '{section}\.options\.bogus': unknown key"):
             resolve_options(section, name, {"bogus": 1})
