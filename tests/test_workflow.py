@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,9 @@ def test_dry_run_every_profile(tmp_path, profile):
         pytest.importorskip("diffusers", reason="diffusion profiles need: pip install 'inflbench[diffusion]'")
     if "ekfac" in yaml.safe_load(text).get("methods", {}) and not kronfluence_available():
         pytest.skip("profile uses ekfac; kronfluence not installed (make setup installs it)")
-    files = [str(ROOT / "configs" / profile)]
+    # an overlay on other profiles names them in its usage line: --configfile configs/base.yaml configs/<profile>
+    usage = re.search(rf"--configfile ((?:configs/\S+\.yaml )+)configs/{re.escape(profile)}", text)
+    files = [str(ROOT / b) for b in (usage.group(1).split() if usage else [])] + [str(ROOT / "configs" / profile)]
     if "../shared" in text:  # relative to the repository root, where users run it
         glue = needs_shared("glue")
         (tmp_path / "abs.yaml").write_text(yaml.safe_dump({"data": {"glue_dir": str(glue)}}))
