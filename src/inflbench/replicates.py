@@ -135,8 +135,9 @@ def markdown(agg: pd.DataFrame, metrics: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in agg.iterrows():
         cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f} [{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]"
-                 for m in metrics]
-        lines.append("| " + " | ".join([str(r["task"]), str(r["method"]), str(r["n_seeds"])] + cells) + " |")
+                 if math.isfinite(r[f"{m}_mean"]) else "–" for m in metrics]
+        names = [str(r["task"]), str(r["method"]).replace("|", "\\|"), str(r["n_seeds"])]  # a cell's own pipes
+        lines.append("| " + " | ".join(names + cells) + " |")
     return "\n".join(lines)
 
 

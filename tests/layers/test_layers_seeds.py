@@ -49,6 +49,11 @@ def test_stage_seeds_over_two_replicates(tmp_path):
     assert agg.loc["tracin|all|mean", "accuracy_std"] == pytest.approx(np.std([0.85, 0.6], ddof=1))
     assert agg.loc["tracin|all|mean", "ndr_mean"] == pytest.approx(0.5)
     assert agg.loc["No filter", "accuracy_std"] == pytest.approx(0.0)
+    from inflbench.replicates import markdown
+
+    table = markdown(pd.read_csv(outs["aggregate"]), ["accuracy", "ndr"])
+    assert "| t | tracin\\|all\\|mean | 2 | 0.725 ± 0.177" in table  # the configuration's pipes are escaped
+    assert "| t | No filter | 2 | 0.700 ± 0.000 [0.700, 0.700] | – |" in table  # no NDR for a baseline
     paired = pd.read_csv(outs["paired"])
     assert paired["mean_diff"].abs().item() == pytest.approx(abs((0.85 + 0.6) / 2 - 0.7))
 
