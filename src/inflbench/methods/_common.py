@@ -171,13 +171,6 @@ def damping_meta(lams: Mapping[str, float] | float) -> dict[str, float]:
     return {"damping": float(lams)}
 
 
-def products(tr: Tensor, te: Tensor) -> Tensor:
-    """``(B, n, D) x (B, m, D) -> (B, n, m)`` inner products; one block against one test vector (P) as a GEMV."""
-    if tr.shape[0] == 1 and te.shape[1] == 1:
-        return torch.mv(tr[0], te[0, 0]).unsqueeze(0).unsqueeze(-1)
-    return torch.bmm(tr, te.transpose(1, 2))
-
-
 def groups(
     data: GradData,
     *,

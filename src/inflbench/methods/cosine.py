@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._common import GradData, compute_dtype, groups, products
+from ._common import GradData, compute_dtype, groups
 from ._registry import DTYPES, MethodParams, check_choice, register
 
 
@@ -38,7 +38,7 @@ def cosine(data: GradData, p: CosineParams) -> dict[str, torch.Tensor]:
     scale = (a[:, None] * b[None, :]).neg_()
     out = {}
     for names, tr, te in groups(data, dtype=dt):
-        s = products(tr, te)
+        s = torch.bmm(tr, te.transpose(1, 2))
         for i, k in enumerate(names):
             out[k] = s[i].to(torch.float64) * scale
     return out
