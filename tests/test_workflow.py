@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from common import ROOT, SHARED_DATA, needs_shared, snakemake, test_config
+from common import ROOT, needs_shared, snakemake, test_config
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.paths import Layout
 
