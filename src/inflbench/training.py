@@ -50,14 +50,14 @@ def evaluate(family: ModelFamily, model, data: Batch, batch_size: int) -> dict[s
     model.eval()
     losses, correct, count, answers = [], 0, 0, []
     for batch in iterate_batches(data, batch_size):
-        losses.append(family.per_sample_loss(model, batch))
+        scores = family.answer_scores(model, batch)  # generating families: the loss comes with it (one forward)
+        if scores is not None:
+            answers.append(scores)
+        losses.append(scores["loss"] if scores is not None else family.per_sample_loss(model, batch))
         pred = family.predict(model, batch)
         if pred is not None:
             correct += int((pred == family.labels(batch)).sum())
             count += len(pred)
-        scores = family.answer_scores(model, batch)
-        if scores is not None:
-            answers.append(scores)
     out = {"loss": float(torch.cat(losses).mean())}
     if count:
         out["accuracy"] = correct / count

@@ -10,9 +10,10 @@ from inflbench.config import validate_config
 from inflbench.data import prepare_splits
 from inflbench.errors import ConfigError
 from inflbench.models import get_family
-from inflbench.models.pretrain import HELDOUT_STREAM, answer_metrics, corpus, pretrain_tiny, with_checkpoint
+from inflbench.models.pretrain import EVAL_BATCH, HELDOUT_STREAM, corpus, pretrain_tiny, with_checkpoint
 from inflbench.paths import Layout
 from inflbench.stages import stage_pretrain
+from inflbench.training import evaluate
 
 SMALL = {"enabled": True, "steps": 30, "corpus_size": 400, "heldout_size": 30, "lr": 0.01, "batch_size": 16,
          "eval_every": 30, "seed": 3}
@@ -50,7 +51,8 @@ def test_pretrained_model_beats_random_init_on_heldout_text(pretrained):
     loaded = trained_model.get_base_model().state_dict()  # LoRA-wrapped projections are renamed: the others
     same = [torch.equal(loaded[k], v) for k, v in state.items() if k in loaded]
     assert len(same) >= len(state) - 4 and all(same)
-    before, after = answer_metrics(family, random_model, heldout), answer_metrics(family, trained_model, heldout)
+    before = evaluate(family, random_model, heldout, EVAL_BATCH)
+    after = evaluate(family, trained_model, heldout, EVAL_BATCH)
     # random init: ~log(30522) = 10.3 nats per answer token, no token right; 40 small steps already learn
     # the answer formats (numbers, '=', the repeated words)
     assert before["loss"] > 9 and before["token_accuracy"] < 0.01

@@ -23,9 +23,11 @@ import torch
 
 from inflbench.models import Batch, iterate_batches
 from inflbench.progress import Progress
+from inflbench.training import evaluate
 
 CORPUS_STREAM = 7  # random stream of the pretraining corpus (the benchmark's: 0 = train+val, 1 = test)
 HELDOUT_STREAM = 8  # held-out text of the same families
+EVAL_BATCH = 256  # held-out records per evaluation pass
 
 
 def corpus(size: int, seed: int, prompt_template: str, stream: int = CORPUS_STREAM,
@@ -50,15 +52,6 @@ def corpus(size: int, seed: int, prompt_template: str, stream: int = CORPUS_STRE
     return pd.DataFrame([rows[i] for i in order]).reset_index(drop=True)
 
 
-@torch.no_grad()
-def answer_metrics(family, model, data: Batch, batch_size: int = 256) -> dict[str, float]:
-    """Mean answer loss, answer-token accuracy and exact match of the greedy answer on an encoded frame."""
-    model.eval()
-    parts = [family.answer_scores(model, b) for b in iterate_batches(data, batch_size)]
-    return {k: float(torch.cat([p[k] for p in parts]).float().mean()) for k in ("loss", "token_accuracy",
-                                                                               "exact_match")}
-
-
 def pretrain(family, model, train: Batch, heldout: Batch, opts: dict, log=print) -> tuple[dict, pd.DataFrame]:
     """Full-parameter AdamW (linear warm-up, cosine decay) for ``opts['steps']`` steps on random batches of
     ``train``; returns (final state dict, held-out curve every ``eval_every`` steps, step 0 = the random init)."""
@@ -75,7 +68,7 @@ def pretrain(family, model, train: Batch, heldout: Batch, opts: dict, log=print)
 
     def record(step: int, train_loss: float) -> dict:
         row = {"step": step, "train_loss": train_loss, **{f"heldout_{k}": v for k, v in
-                                                         answer_metrics(family, model, heldout).items()}}
+                                                         evaluate(family, model, heldout, EVAL_BATCH).items()}}
         log(f"step {step}/{steps}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
         return row
 
@@ -128,6 +121,6 @@ def pretrain_tiny(model_cfg: dict, exclude: frozenset[str] = frozenset(), log=pr
                            exclude=exclude)
     state, curve = pretrain(family, model, train, family.encode(heldout_frame), opts, log=log)
     for task, frame in heldout_frame.groupby("task"):
-        for key, value in answer_metrics(family, model, family.encode(frame)).items():
+        for key, value in evaluate(family, model, family.encode(frame), EVAL_BATCH).items():
             curve.loc[curve.index[-1], f"heldout_{task}_{key}"] = value
     return state, curve
