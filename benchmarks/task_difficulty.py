@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 import yaml
 
-from inflbench.checks import _merge
+from inflbench.checks import merge_overlay
 from inflbench.config import validate_config
 from inflbench.data import prepare_splits
 from inflbench.models import get_family, pick_device
@@ -40,7 +40,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     raw = yaml.safe_load(open("config.yaml"))
     for path in args.configfile:
-        _merge(raw, yaml.safe_load(open(path)))
+        raw = merge_overlay(raw, yaml.safe_load(open(path)))
     cfg = validate_config(copy.deepcopy(raw))
     device = pick_device(cfg["device"])
     rows = []

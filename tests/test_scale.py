@@ -236,7 +236,7 @@ def test_standalone_profile_does_not_inherit_the_default_config():
 
     from common import ROOT
     from inflbench.config import profile_config
-    from inflbench.studies.identification.grid import merge
+    from inflbench.checks import merge_overlay as merge
 
     default = yaml.safe_load((ROOT / "config.yaml").read_text())
     paper = yaml.safe_load((ROOT / "configs" / "paper-layers.yaml").read_text())

@@ -65,7 +65,7 @@ def check_config_files(files: list[str | Path]) -> None:
         data = load_yaml_strict(path)
         if i:
             _refuse_empty_overlay(data, merged, path, [])
-        _merge(merged, data)
+        merged = merge_overlay(merged, data)
 
 
 def _refuse_empty_overlay(overlay: dict, base: dict, path, where: list) -> None:
@@ -78,14 +78,6 @@ def _refuse_empty_overlay(overlay: dict, base: dict, path, where: list) -> None:
                              "entries you want instead")
         if isinstance(value, dict) and isinstance(old, dict):
             _refuse_empty_overlay(value, old, path, where + [key])
-
-
-def _merge(base: dict, overlay: dict) -> None:
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 def check_finite(value, where: str = "") -> None:
@@ -145,3 +137,12 @@ def dry_run_requested(argv: list[str]) -> bool:
     """Whether the Snakemake command line asks for a dry run (``-n``, ``-np``, ``--dry-run``, ``--dryrun``)."""
     return any(a in ("--dry-run", "--dryrun") or (a.startswith("-") and not a.startswith("--") and a[1:].isalpha()
                                                     and "n" in a[1:]) for a in argv[1:])
+
+
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """Deep merge as Snakemake merges --configfile overlays (a new dict; ``base`` is not changed)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_overlay(out[key], value) if nested else value
+    return out

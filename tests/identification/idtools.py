@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from inflbench.checks import merge_overlay
+
 ROOT = Path(__file__).resolve().parents[2]
 SVAMP = ROOT.parent / "shared" / "data" / "svamp" / "SVAMP.json"
 
@@ -36,11 +38,8 @@ def svamp_path() -> Path:
 
 
 def merge(base: dict, overlay: dict) -> dict:
-    """Deep merge as Snakemake does for --configfile overlays."""
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    """Deep merge as Snakemake does for --configfile overlays, on a copy of ``base``."""
+    return merge_overlay(copy.deepcopy(base), overlay)
 
 
 def profile(*names: str, **overrides) -> dict:

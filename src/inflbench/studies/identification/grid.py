@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from inflbench.checks import merge_overlay as merge
 from inflbench.errors import ConfigError, InputError
 from inflbench.schemas import section_check
 
@@ -67,14 +68,6 @@ def grid_of(cfg: dict) -> Grid | None:
         raise ConfigError("grid.settings", f"{spec['name']!r} is not a built-in grid ({', '.join(sorted(GRIDS))}); "
                                            "give its settings")
     return Grid(spec["name"], spec.get("method", GRID_METHOD.get(spec["name"])), settings)
-
-
-def merge(base: dict, overlay: dict) -> dict:
-    """Deep merge as Snakemake merges --configfile overlays."""
-    out = dict(base)
-    for key, value in overlay.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 @functools.lru_cache(maxsize=None)
