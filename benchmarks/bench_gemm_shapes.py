@@ -3,7 +3,10 @@
 The Q roofline of benchmarks/bench_methods.py divides by the float32 rate of a 2048² GEMM. TracIn's Q work
 is 96 products (900 x 4096) @ (4096 x 100) (RoBERTa-large LoRA blocks, n_train 900, n_test 100). This probe
 times those products alone in three layouts, and TracIn through ``compute_influence`` on the same tensors,
-in one run (best of ``--repeat``), and writes ``benchmarks/out/gemm_shapes.csv``:
+in one run (best of ``--repeat``), and writes ``benchmarks/out/gemm_shapes.csv``. It also times the dense
+float64 factorisation the exact methods run per block (``s = n_train``): LAPACK's Cholesky, the blocked one
+they use (``solvers.direct.cholesky``) and an ``s x s`` float64 GEMM, each as a share of the square float64
+GEMM rate (rows ``cholesky ...``; flops ``s^3/3`` for a factorisation, ``2 s^3`` for the GEMM):
 
     python benchmarks/bench_gemm_shapes.py
 """
@@ -65,9 +68,26 @@ def main(argv=None) -> int:
     probe = max(probe, 2 * 2048**3 / best(lambda: square @ square, args.repeat) / 1e9)  # best of both probes
     for r in rows:
         r["fraction_of_square_gemm"] = round(r["gflops"] / probe, 3)
-        r.update({"square_gemm_gflops": round(probe, 1), "n_train": args.n_train, "n_test": args.n_test,
-                  "blocks": args.blocks, "dim": args.dim, "threads": torch.get_num_threads(), "loadavg_1m": load})
-        print(f"{r['kernel']:32s} {r['wall_s']:7.4f}s {r['gflops']:7.1f} GFLOP/s  {r['fraction_of_square_gemm']:.2f}")
+    # the exact methods' per-block factorisation, float64, against the float64 square GEMM
+    from inflbench.solvers.direct import cholesky
+
+    sq64 = square[:1536, :1536].double()
+    probe64 = 2 * 1536**3 / best(lambda: sq64 @ sq64, args.repeat) / 1e9
+    s = args.n_train
+    x = torch.randn(s, s + 16, generator=g, dtype=torch.float64)
+    spd = x @ x.T + torch.eye(s, dtype=torch.float64)
+    for name, f, fl in (("cholesky, LAPACK potrf (s x s, float64)", lambda: torch.linalg.cholesky(spd), s**3 / 3),
+                        ("cholesky, blocked as the exact methods (float64)", lambda: cholesky(spd), s**3 / 3),
+                        ("gemm s x s (float64)", lambda: spd @ spd, 2 * s**3)):
+        f()
+        wall = best(f, args.repeat)
+        rows.append({"kernel": name, "wall_s": round(wall, 5), "gflops": round(fl / wall / 1e9, 1),
+                     "fraction_of_square_gemm": round(fl / wall / 1e9 / probe64, 3)})
+    for r in rows:
+        r.update({"square_gemm_gflops": round(probe64 if "float64" in r["kernel"] else probe, 1),
+                  "n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
+                  "threads": torch.get_num_threads(), "loadavg_1m": load})
+        print(f"{r['kernel']:48s} {r['wall_s']:8.4f}s {r['gflops']:7.1f} GFLOP/s  {r['fraction_of_square_gemm']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))

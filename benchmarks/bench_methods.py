@@ -9,14 +9,21 @@ Writes ``benchmarks/out/methods.csv`` (one row per method configuration and sett
 Settings: ``Q`` scores every training sample against every test sample (what the workflow stores);
 ``P`` against the mean test gradient (one test vector, what the papers' detection code runs).
 Configurations ending in ``+stats`` are given the shared block statistics (computed once per store,
-timed in the ``block_stats`` row) instead of rebuilding their Grams.
+timed in the ``block_stats`` row) instead of rebuilding their Grams; those ending in ``+norms`` the train
+gradients' per-sample squared norms, as a gradient store supplies them to every scoring job (written with
+the gradients), instead of a pass over the store.
 
 Each row has the minimal floating-point work (``flops32``, ``flops64``) and memory traffic (``bytes``)
 of the method as run (formulas in docs/methods.md, "Cost model"), and ``roofline`` = the bound
 ``max(flops32/gemm_f32 + flops64/gemm_f64, bytes/read_bw)`` divided by the wall time, from a GEMM and
 read-bandwidth probe of the same run (``gemm_f32_gflops``, ``gemm_f64_gflops``, ``read_gbs``). With
 ``--threads 1`` both the probe and the roofline use process CPU time instead of wall time, so the share
-of the cores that other jobs take on a shared machine cancels out.
+of the cores that other jobs take on a shared machine cancels out. ``roofline_shape`` is the same bound
+with the rates the store's own block shapes allow, probed in the same run: the float32 GEMM rate of the
+bare per-block products ``(n x d_b) @ (d_b x m)`` at ``m = n_test`` (best of three layouts,
+``gemm_f32_shape_gflops``) and the read bandwidth of one bare GEMV per block over the train store
+(``read_blocks_gbs``). A method can at best reach 1 there; the square-GEMM ``roofline`` stays the
+issue-level measure.
 
 Synthetic gradients use RoBERTa-large LoRA shapes (24 layers x query/value x
 A (4x1024) and B (1024x4), d = 393,216) with realistic structure (latent
@@ -60,7 +67,9 @@ from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 CONFIGS: list[tuple[str, str, dict, bool]] = [
     ("tracin", "tracin", {}, False),
     ("cosine", "cosine", {}, False),
+    ("cosine+norms", "cosine", {}, False),
     ("datainf", "datainf", {}, False),
+    ("datainf+norms", "datainf", {}, False),
     ("lissa", "lissa", {}, False),
     ("lissa+stats", "lissa", {}, True),
     ("lissa[published]", "lissa", {"variant": "published"}, False),
@@ -129,6 +138,21 @@ def probe() -> dict:
     return out
 
 
+def shape_probe(train: dict, test: dict) -> dict:
+    """Rates the block shapes themselves allow: the bare float32 products of every train block with its
+    test block (best of three layouts), and one GEMV per train block (a plain pass over the store)."""
+    pairs = [(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) for a, b in zip(train.values(), test.values())]
+    vecs = [b[0].contiguous() for _, b in pairs]
+    flops = sum(2 * a.shape[0] * b.shape[0] * a.shape[1] for a, b in pairs)
+    nbytes = sum(a.numel() * a.element_size() for a, _ in pairs)
+    layouts = (lambda: [torch.bmm(a[None], b[None].transpose(1, 2)) for a, b in pairs],
+               lambda: [a @ b.T for a, b in pairs],
+               lambda: [(b @ a.T).T for a, b in pairs])
+    gemm = min(min(_timed(f) for _ in range(3)) for f in layouts)
+    gemv = min(_timed(lambda: [torch.mv(a, v) for (a, _), v in zip(pairs, vecs)]) for _ in range(5))
+    return {"gemm_f32_shape_gflops": round(flops / gemm / 1e9, 1), "read_blocks_gbs": round(nbytes / gemv / 1e9, 2)}
+
+
 def _timed(f) -> float:
     """Seconds of ``f``: wall time, or with one thread the process CPU time (which the share of the
     cores other jobs take does not inflate; the roofline then compares CPU times on both sides)."""
@@ -148,15 +172,19 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
     d = sum(dims.values())
     one_read = 4 * (n + m) * d  # the train and test stores, float32
     f32 = f64 = 0.0
+    thin = 0.0  # float32 work done as per-block products (n x d_b) @ (d_b x m): at the shape's own GEMM rate
     extra = 0.0  # bytes beyond one read of the store
     if method in ("tracin", "cosine"):
-        f32 = 2 * n * m * d + (2 * n * d if method == "cosine" else 0)
+        thin = 2 * n * m * d
+        f32 = thin + (2 * n * d if method == "cosine" else 0)
     elif method == "datainf":
         for db in dims.values():
             if 2 * n * n * db + 2 * n * n * m < 4 * n * m * db:
                 f32 += n * n * db + 2 * n * m * db + 2 * n * n * m
+                thin += 2 * n * m * db
             else:
                 f32 += 6 * n * m * db
+                thin += 6 * n * m * db
                 extra += 2 * 4 * n * db  # W = X^T coef and X W each need X again
     elif method == "lissa":
         depth = params.get("depth", 10)
@@ -165,6 +193,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             have = ("n" if n <= db else "d") if stats else None
             route = lissa_route(n, db, m, depth, gram_needed=params.get("scale") is None and not published, have=have)
             s = min(n, db)
+            thin += 2 * n * m * db + (depth * 4 * n * db * m if route == "matfree" else 0)
             if route == "matfree":
                 f32 += depth * 4 * n * db * m + 2 * n * m * db
                 extra += 2 * depth * 4 * n * db + (8 * s * s if stats and not published else 0)
@@ -180,11 +209,12 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             L = max(shapes[name]) if len(shapes[name]) > 1 else db
             r = db // L
             f32 += L * L * n * r + 2 * n * m * db
-            thin = min(n, m) * r
+            thin += 2 * n * m * db
+            rows = min(n, m) * r
             if params.get("solver") == "direct":
-                f64 += L**3 / 3 + 2 * L * L * thin
+                f64 += L**3 / 3 + 2 * L * L * rows
             else:
-                f32 += k * (L**3 + 2 * L * L * thin)
+                f32 += k * (L**3 + 2 * L * L * rows)
     elif method in ("hyperinf_fim", "exact_block", "exact_joint"):
         direct = method != "hyperinf_fim" or params.get("solver") == "direct"
         k = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
@@ -202,6 +232,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                 f64 += (0.0 if gram_f32 else gram) + 2 * n * m * db + s**3 / 3 + 2 * s * s * m
             else:
                 f32 += gram + 2 * n * m * db + k * (s**3 + 2 * s * s * m)
+                thin += 2 * n * m * db
         if method == "exact_joint":
             f64 += n**3 / 3 + 2 * n * n * m
     elif method == "rrinf":
@@ -214,18 +245,24 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             for db in dims.values():
                 if stats and n <= db:
                     f32 += visits * 2 * n * n * m + 2 * n * m * db
+                    thin += 2 * n * m * db
                     extra += 8 * n * n + visits * 4 * n * n
                 else:
                     direct_f = visits * 4 * n * db * m
                     gram_f = n * n * db + visits * 2 * n * n * m + 2 * n * m * db
                     f32 += min(direct_f, gram_f)
+                    thin += direct_f if direct_f <= gram_f else 2 * n * m * db
                     extra += visits * 2 * 4 * n * db if direct_f <= gram_f else visits * 4 * n * n
-    return {"flops32": f32, "flops64": f64, "bytes": one_read + extra}
+    return {"flops32": f32, "flops64": f64, "bytes": one_read + extra, "flops32_thin": thin}
 
 
-def roofline(c: dict, probe_: dict, wall: float) -> tuple[float, str]:
-    t_flops = c["flops32"] / (probe_["gemm_f32_gflops"] * 1e9) + c["flops64"] / (probe_["gemm_f64_gflops"] * 1e9)
-    t_bytes = c["bytes"] / (probe_["read_gbs"] * 1e9)
+def roofline(c: dict, probe_: dict, wall: float, shape: bool = False) -> tuple[float, str]:
+    """Bound / wall. ``shape``: the per-block products at the block shape's own GEMM rate and the store read
+    at the per-block GEMV bandwidth (``shape_probe``) instead of the square GEMM and the single 512 MB GEMV."""
+    thin = c.get("flops32_thin", 0.0) if shape else 0.0
+    r32, r32_thin = probe_["gemm_f32_gflops"] * 1e9, probe_["gemm_f32_shape_gflops"] * 1e9
+    t_flops = (c["flops32"] - thin) / r32 + thin / r32_thin + c["flops64"] / (probe_["gemm_f64_gflops"] * 1e9)
+    t_bytes = c["bytes"] / (probe_["read_blocks_gbs" if shape else "read_gbs"] * 1e9)
     return max(t_flops, t_bytes) / wall, ("compute" if t_flops >= t_bytes else "memory")
 
 
@@ -264,10 +301,10 @@ def agreement(s: np.ndarray, ref: np.ndarray) -> dict:
 
 
 def load_grads(path: Path):
-    from safetensors.torch import load_file
+    from inflbench.artifacts import load_gradients
 
-    tr = load_file(str(path / "train.safetensors"))
-    te = load_file(str(path / "val.safetensors"))
+    tr = load_gradients(path / "train.safetensors")
+    te = load_gradients(path / "val.safetensors")
     common = [k for k in tr if k in te]
     return {k: tr[k] for k in common}, {k: te[k] for k in common}
 
@@ -314,8 +351,11 @@ def main(argv=None) -> int:
     d = sum(dims.values())
     print(f"{source}: n_train={n} n_test={next(iter(test.values())).shape[0]} blocks={len(train)} d={d} "
           f"threads={torch.get_num_threads()}", flush=True)
-    probes = [probe()]
+    probes = [{**probe(), **shape_probe(train, test)}]
     print("probe", probes[-1], flush=True)
+    from inflbench.methods._common import sq_norms
+
+    train_sq = {k: sq_norms(v) for k, v in train.items()}  # what the gradient store holds beside the blocks
 
     with PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -343,7 +383,8 @@ def main(argv=None) -> int:
                     warnings.simplefilter("ignore")
                     with PeakRSS() as mem:
                         t0, c0 = time.perf_counter(), time.process_time()
-                        res = compute_influence(method, train, target, block_stats=stats if use_stats else None, **params)
+                        res = compute_influence(method, train, target, block_stats=stats if use_stats else None,
+                                                train_sq=train_sq if label.endswith("+norms") else None, **params)
                         walls.append(time.perf_counter() - t0)
                         cpus.append(time.process_time() - c0)
             scores = res.total().numpy()
@@ -364,19 +405,21 @@ def main(argv=None) -> int:
             for ref in REFS:
                 row.update({f"{k}_vs_{ref.split('+')[0]}": v for k, v in agreement(scores, refs[ref]).items()})
         rows.extend(sorted(results, key=lambda r: [c[0] for c in configs].index(r["config"])))
-        probes.append(probe())
+        probes.append({**probe(), **shape_probe(train, test)})
         print("probe", probes[-1], flush=True)
     best = {k: max(p[k] for p in probes) for k in probes[0]}
     for r in rows:
-        r["roofline"], r["bound"] = roofline(r, best, r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"])
+        wall = r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"]
+        r["roofline"], r["bound"] = roofline(r, best, wall)
+        r["roofline_shape"] = roofline(r, best, wall, shape=True)[0]
         r.update({"source": source, "n_train": n, "n_test": test[next(iter(test))].shape[0], "d": d,
                   "threads": torch.get_num_threads(), **best,
                   "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}"})
     fields = ["config", "method", "setting", "params", "wall_s", "cpu_s", "peak_mem_mb", "flops32", "flops64", "bytes",
-              "roofline", "bound", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
+              "roofline", "bound", "roofline_shape", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
               "spearman_vs_exact_joint", "top20_vs_exact_joint", "rel_err_vs_exact_joint", "diverged", "meta",
               "source", "n_train", "n_test", "d", "threads", "gemm_f32_gflops", "gemm_f64_gflops", "read_gbs",
-              "loadavg_1m", "machine"]
+              "gemm_f32_shape_gflops", "read_blocks_gbs", "loadavg_1m", "machine"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     mode = "a" if args.append and args.out.exists() else "w"
     with open(args.out, mode, newline="") as f:
@@ -387,7 +430,8 @@ def main(argv=None) -> int:
             w.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()})
     print(f"wrote {args.out}  (probe max: {best})")
     for r in rows:
-        print(f"{r['setting']:3s} {r['config']:40s} {r['wall_s']:8.3f}s  roofline={r['roofline']:.2f} ({r['bound']})  "
+        print(f"{r['setting']:3s} {r['config']:40s} {r['wall_s']:8.3f}s  roofline={r['roofline']:.2f} ({r['bound']}) "
+              f"shape={r['roofline_shape']:.2f}  "
               f"rho_blk={r.get('spearman_vs_exact_block', float('nan')):.4f} rho_jnt={r.get('spearman_vs_exact_joint', float('nan')):.4f}")
     return 0
 

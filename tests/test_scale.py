@@ -7,6 +7,7 @@ import torch
 
 from inflbench.errors import ConfigError
 from inflbench.artifacts import load_gradients, merge_gradient_stores, read_gradient_index, save_gradients
+from inflbench.methods._common import sq_norms
 from inflbench.gradients import per_sample_gradients, stream_gradients, trainable_blocks
 from inflbench.models import iterate_batches
 from inflbench.store import StoreWriter, TensorStore, select_blocks, shard_blocks
@@ -43,6 +44,14 @@ def test_streamed_store_equals_in_memory_bit_for_bit(minilm, tmp_path):
     c = load_gradients(tmp_path / "merged.safetensors")
     assert all(torch.equal(c[k], memory[k]) for k in memory)
     assert read_gradient_index(tmp_path / "merged.safetensors")["sample_ids"] == ids
+    # every store carries each block's per-sample squared norms, written with the rows (micro-batch by
+    # micro-batch, chunk by chunk): equal to a pass over the stored block
+    for name in ("mem", "stream", "merged"):
+        s = TensorStore(tmp_path / f"{name}.safetensors")
+        assert s.names == list(memory)  # the norms are not blocks
+        for k in memory:
+            torch.testing.assert_close(s.sq_norms(k), sq_norms(memory[k]), rtol=1e-12, atol=0)
+        assert torch.equal(s.sq_norms(k, 3, 7), s.sq_norms(k)[3:7])
 
 
 def test_half_precision_store_and_block_subset(minilm, tmp_path):
@@ -57,6 +66,8 @@ def test_half_precision_store_and_block_subset(minilm, tmp_path):
     half = load_gradients(path)
     assert list(half) == keep and all(v.dtype == torch.bfloat16 for v in half.values())
     assert all(torch.equal(half[k], full[k].to(torch.bfloat16)) for k in keep)
+    # the norms are those of the stored (rounded) values
+    assert all(torch.equal(TensorStore(path).sq_norms(k), sq_norms(half[k])) for k in keep)
     assert json.loads(path.with_suffix(".json").read_text())["blocks"][keep[0]]["dtype"] == "bfloat16"
 
 
@@ -123,7 +134,8 @@ def test_sharded_and_grouped_scores_equal_unsharded(tmp_path, method, params):
     from inflbench.artifacts import read_score_ids
     from inflbench.scoring import merge_score_files, score_stores
 
-    paths = _random_stores(tmp_path)
+    # float64 stores: the grouping changes the batch of a float32 bmm, whose rounding depends on the CPU's kernels
+    paths = _random_stores(tmp_path, dtype=torch.float64)
     reference = compute_influence(method, load_gradients(paths["train"]), load_gradients(paths["val"]), **params)
     whole = tmp_path / "whole.safetensors"
     score_stores(method, params, str(paths["train"]), str(paths["val"]), str(whole), {"group_mb": 0.01})
@@ -166,6 +178,36 @@ def test_score_file_float32_blocks_float64_total_and_coupled_methods(tmp_path):
     for k in cos:
         if k != "total":
             torch.testing.assert_close(cos[k], ref[k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["cosine", "datainf", "rrinf"])
+def test_scoring_takes_the_stored_norms_and_falls_back_without_them(tmp_path, monkeypatch, method):
+    from inflbench.methods import _common
+    from inflbench.scoring import score_stores
+
+    paths = _random_stores(tmp_path, dtype=torch.float64)
+    bare = {}  # the same stores without norms (as written by other tools)
+    for split, path in paths.items():
+        bare[split] = tmp_path / f"bare_{split}.safetensors"
+        grads = load_gradients(path)
+        with StoreWriter(bare[split], {k: (v.shape, v.dtype) for k, v in grads.items()}) as w:
+            for k, v in grads.items():
+                w.write(k, 0, v)
+        bare[split].with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    params = {"iterations": 50} if method == "rrinf" else {}
+    seen = []
+    real = _common.sq_norms
+    monkeypatch.setattr(_common, "sq_norms", lambda x: seen.append(x.shape) or real(x))
+    out = {}
+    for name, p in (("stored", paths), ("bare", bare)):
+        seen.clear()
+        out[name] = tmp_path / f"{name}.safetensors"
+        score_stores(method, params, str(p["train"]), str(p["val"]), str(out[name]), {"group_mb": 0.01})
+        passes = len(seen)
+        assert (passes == 0) if name == "stored" else (passes > 0)
+    a, b = load_gradients(out["stored"]), load_gradients(out["bare"])
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-12, atol=1e-15)
 
 
 def test_streamed_cancellation_equals_whole_array_reference(tmp_path):

@@ -45,13 +45,21 @@ def _read(store: TensorStore, name: str) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def _sq_norms(store: TensorStore, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The store's per-sample squared norms of ``names`` (none for a store written without them)."""
+    out = {k: store.sq_norms(k) for k in names}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def _inverse_norms(store: TensorStore) -> torch.Tensor:
-    """1 / whole-model gradient norm per sample (0 for a zero gradient), read block by block."""
+    """1 / whole-model gradient norm per sample (0 for a zero gradient): the stored norms, else read block by
+    block."""
     from inflbench.methods._common import sq_norms
 
     total = None
     for name in store.names:
-        sq = sq_norms(_read(store, name))
+        sq = store.sq_norms(name)
+        sq = sq_norms(_read(store, name)) if sq is None else sq
         total = sq if total is None else total + sq
     norm = total.sqrt()
     return torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
@@ -103,14 +111,16 @@ def stats_on(stats, dev: torch.device):
                       lambda k: stats.gram(k).to(dev))
 
 
-def _compute(method: str, params: dict, train, test, dev: torch.device, stats=None):
+def _compute(method: str, params: dict, train, test, dev: torch.device, stats=None, norms=({}, {})):
     from inflbench.methods import compute_influence
 
     if dev.type == "cpu":
-        return compute_influence(method, train, test, block_stats=stats, **params)
+        return compute_influence(method, train, test, block_stats=stats, train_sq=norms[0], test_sq=norms[1],
+                                 **params)
+    on = [{k: v.to(dev) for k, v in side.items()} for side in norms]
     with dev:  # tensors a method creates land on the device too
         res = compute_influence(method, {k: train[k].to(dev) for k in train}, {k: test[k].to(dev) for k in test},
-                                block_stats=stats_on(stats, dev), **params)
+                                block_stats=stats_on(stats, dev), train_sq=on[0], test_sq=on[1], **params)
     return type(res)({k: v.cpu() for k, v in res.items()}, meta=res.meta)
 
 
@@ -119,8 +129,8 @@ def iter_block_scores(method: str, params: dict, train: TensorStore, test: Tenso
     """``(block -> scores, meta)`` per group of blocks. A separable method gets groups of at most
     ``group_bytes`` read whole; a method coupling blocks gets all blocks as read-on-access mappings
     (:class:`inflbench.store.LazyTensors`), so it holds one block at a time beside its own working set.
-    Half-precision stores are upcast to float32 as read. ``stats``: shared block statistics of the train
-    store (moved to the device with the gradients)."""
+    Half-precision stores are upcast to float32 as read; the stores' per-sample norms go with the gradients.
+    ``stats``: shared block statistics of the train store (moved to the device with the gradients)."""
     dev = _pick_device(device)
     sizes = {k: v for k, v in store_sizes(train).items() if k in set(blocks)}
     split = separable(method)
@@ -134,7 +144,8 @@ def iter_block_scores(method: str, params: dict, train: TensorStore, test: Tenso
             te = {k: _read(test, k) for k in names}
         else:
             tr, te = train.lazy(names, upcast=True), test.lazy(names, upcast=True)
-        res = _compute(RESCALED.get(method, method), _subset_params(params, names), tr, te, dev, stats)
+        norms = (_sq_norms(train, names), _sq_norms(test, names))
+        res = _compute(RESCALED.get(method, method), _subset_params(params, names), tr, te, dev, stats, norms)
         del tr, te
         scores = dict(res) if scale is None else {k: v * scale for k, v in res.items()}
         yield scores, {**res.meta, "method": method}

@@ -27,6 +27,10 @@ _CODES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torc
 #: (``classifier`` of BERT-like models, ``classifier.out_proj`` of RoBERTa, ``score`` of decoder classifiers).
 DEFAULT_BLOCKS = [r"lora_[AB]$", r"(^|\.)classifier(\.out_proj)?$", r"(^|\.)score$"]
 
+#: A gradient store keeps each block's per-sample squared L2 norms beside it, as the ``(n,)`` float64 tensor
+#: ``NORM_PREFIX + block``, written with the rows; readers list blocks without them (:attr:`TensorStore.names`).
+NORM_PREFIX = "sq_norm:"
+
 
 class StoreWriter:
     """Preallocated safetensors file; ``write(name, start, rows)`` fills rows ``start:start+len(rows)``.
@@ -104,7 +108,9 @@ class TensorStore:
         self.base = 8 + size
         self.metadata = header.pop("__metadata__", None) or {}
         self._info = header
-        self.names = sorted(header, key=lambda k: header[k]["data_offsets"][0])  # file order
+        order = sorted(header, key=lambda k: header[k]["data_offsets"][0])  # file order
+        self.names = [k for k in order if not k.startswith(NORM_PREFIX)]
+        self._norms = {k[len(NORM_PREFIX):] for k in order if k.startswith(NORM_PREFIX)}
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._info[name]["shape"])
@@ -130,6 +136,10 @@ class TensorStore:
                 done += got
         t = raw.view(stored).reshape((stop - start, *shape[1:]) if shape else ())
         return t if dtype is None else t.to(dtype)
+
+    def sq_norms(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor | None:
+        """Stored per-sample squared norms of block ``name`` (rows ``start:stop``), or None if the store has none."""
+        return self.read(NORM_PREFIX + name, start, stop) if name in self._norms else None
 
     def lazy(self, names: Sequence[str] | None = None, upcast: bool = False) -> "LazyTensors":
         """Name -> tensor mapping that reads each tensor when it is accessed (file order; ``names``: a subset;

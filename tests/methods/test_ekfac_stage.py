@@ -12,7 +12,7 @@ from common import MINILM, randomize_lora_b
 from inflbench.methods import compute_influence
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.models import get_family, trainable_state
-from inflbench.artifacts import read_scores_meta
+from inflbench.artifacts import load_gradients, read_scores_meta
 from inflbench.stages import stage_gradients, stage_model_scores
 from tolerances import TOL
 
@@ -40,7 +40,7 @@ def checkpoint(tmp_path_factory, tiny_splits):
         stage_gradients({**splits, "adapter": adapter}, {"grads": grads[split]},
                         {"model": MINILM, "gradients": {"batch_size": 8, "dtype": "float64"}, "seed": 0,
                          "device": "cpu", "split": split})
-    return root, splits, adapter, {k: load_file(v) for k, v in grads.items()}
+    return root, splits, adapter, {k: load_gradients(v) for k, v in grads.items()}
 
 
 def _params(method_params: dict) -> dict:

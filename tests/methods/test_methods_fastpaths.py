@@ -240,3 +240,32 @@ def test_hyperinf_large_gfims_solved_alone_equal_stacked(monkeypatch, variant):
     stacked = compute_influence("hyperinf", tr, te, variant=variant)
     for k in shapes:
         assert_close(alone[k], stacked[k], "schulz_exact", f"{variant} {k}")
+
+
+@pytest.mark.filterwarnings("ignore:lissa")
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_given_norms_equal_computed(method):
+    tr, te = make_grads(n=9, m=4)
+    kw = {"iterations": 100} if method == "rrinf" else {}
+    ref = compute_influence(method, tr, te, **kw)
+    got = compute_influence(method, tr, te, train_sq={k: _common.sq_norms(v) for k, v in tr.items()},
+                            test_sq={k: _common.sq_norms(v) for k, v in te.items()}, **kw)
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=f"{method} {k}")
+
+
+def test_given_norms_are_used_and_checked(monkeypatch):
+    tr, te = make_grads(n=9, m=4)
+    train_sq = {k: _common.sq_norms(v) for k, v in tr.items()}
+    test_sq = {k: _common.sq_norms(v) for k, v in te.items()}
+    seen = []
+    real = _common.sq_norms
+    monkeypatch.setattr(_common, "sq_norms", lambda x: seen.append(x.shape[0]) or real(x))
+    base = compute_influence("cosine", tr, te, train_sq=train_sq, test_sq=test_sq)
+    assert seen == []  # no pass over the gradients for norms
+    doubled = compute_influence("cosine", tr, te, train_sq={k: 4 * v for k, v in train_sq.items()}, test_sq=test_sq)
+    torch.testing.assert_close(doubled.total(), base.total() / 2)  # the given norms are what it divides by
+    with pytest.raises(ValueError, match=r"^train_sq\['l0.A'\]: shape \(8,\), expected \(9,\)"):
+        compute_influence("cosine", tr, te, train_sq={"l0.A": train_sq["l0.A"][:8]})
+    with pytest.raises(ValueError, match="^test_sq: norms of 'nope', which is not a test block"):
+        compute_influence("cosine", tr, te, test_sq={"nope": test_sq["l0.A"]})

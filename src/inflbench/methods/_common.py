@@ -64,7 +64,8 @@ class LazyNorms(dict):
 
 @dataclass
 class GradData:
-    """Validated per-sample gradients ``block -> (n, *shape)``; squared norms computed lazily.
+    """Validated per-sample gradients ``block -> (n, *shape)``; squared norms given (``train_sq`` / ``test_sq``,
+    e.g. a gradient store's) or computed lazily, one pass over a block on first use.
 
     ``stats``: optional :class:`inflbench.methods._stats.BlockStats` of the train gradients
     (shared Grams and norms); methods that use Grams take them from there when present.
@@ -77,7 +78,7 @@ class GradData:
     stats: object | None = None
 
     def __post_init__(self):
-        known = self.stats.train_sq if self.stats is not None else self.train_sq
+        known = {**self.train_sq, **(self.stats.train_sq if self.stats is not None else {})}
         self.train_sq = LazyNorms(self.train, known)
         self.test_sq = LazyNorms(self.test, self.test_sq)
 

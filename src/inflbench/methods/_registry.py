@@ -297,8 +297,25 @@ def check_finite_inputs(data, sides: tuple[str, ...] = ("train", "test")) -> Non
                 raise ValueError(f"non-finite values (nan/inf) in the {which} gradients of block '{k}'")
 
 
+def _rows(grads: Mapping[str, Tensor]) -> int:
+    from ._common import shape_of
+
+    return shape_of(grads, next(iter(grads)))[0]
+
+
+def _check_norms(which: str, norms: Mapping[str, Tensor] | None, grads: Mapping[str, Tensor], rows: int) -> dict:
+    norms = dict(norms or {})
+    for k, v in norms.items():
+        if k not in grads:
+            raise ValueError(f"{which}_sq: norms of '{k}', which is not a {which} block")
+        if tuple(v.shape) != (rows,):
+            raise ValueError(f"{which}_sq['{k}']: shape {tuple(v.shape)}, expected ({rows},) (one squared norm per sample)")
+    return {k: v.to(torch.float64) for k, v in norms.items()}
+
+
 def compute_influence(
-    method: str, train: Mapping[str, Tensor], test: Mapping[str, Tensor], *, block_stats=None, **params
+    method: str, train: Mapping[str, Tensor], test: Mapping[str, Tensor], *, block_stats=None,
+    train_sq: Mapping[str, Tensor] | None = None, test_sq: Mapping[str, Tensor] | None = None, **params
 ) -> InfluenceResult:
     """Influence scores of every training sample on every test sample.
 
@@ -307,7 +324,9 @@ def compute_influence(
     ``(n_train, n_test)`` float64 scores (``{"total": ...}`` for methods that
     couple blocks), with ``.meta`` describing the run. ``block_stats``: shared
     statistics of ``train`` (:mod:`inflbench.methods._stats`), used by the methods
-    that consume them (``get(name).block_stats``) instead of recomputing Grams.
+    that consume them (``get(name).block_stats``) instead of recomputing Grams. ``train_sq`` / ``test_sq``:
+    known per-sample squared norms (block -> ``(n,)``, e.g. a gradient store's, :meth:`TensorStore.sq_norms`),
+    used instead of a pass over the gradients wherever a method needs norms (damping rule, cosine, checks).
     """
     from ._common import GradData
 
@@ -321,7 +340,8 @@ def compute_influence(
     tr, te = _validate_inputs(train, test)
     if block_stats is not None:
         block_stats.check(tr)
-    data = GradData(tr, te, stats=block_stats if spec.block_stats else None)
+    data = GradData(tr, te, _check_norms("train", train_sq, tr, _rows(tr)), _check_norms("test", test_sq, te, _rows(te)),
+                    stats=block_stats if spec.block_stats else None)
     check_finite_inputs(data, ("test",) if spec.checks_by_scores else ("train", "test"))
     out = spec.fn(data, p)
     if spec.checks_by_scores and not all(bool(torch.isfinite(v).all()) for v in out.values()):
