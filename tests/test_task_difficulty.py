@@ -5,7 +5,6 @@ import importlib.util
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import yaml
 
