@@ -26,25 +26,16 @@ from inflbench.training import TrainArgs, finetune
 
 
 def variants(train: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The three training sets of one split: clean labels, noisy labels, noisy without the flipped samples."""
     return {"clean": train.assign(label=train["clean_label"]), "noisy": train,
             "oracle": train[~train["flipped"]].reset_index(drop=True)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configfile", nargs="*", default=[], help="overlays of config.yaml, as for snakemake")
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--csv", default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    raw = yaml.safe_load(open("config.yaml"))
-    for path in args.configfile:
-        raw = merge_overlay(raw, yaml.safe_load(open(path)))
-    cfg = validate_config(copy.deepcopy(raw))
-    device = pick_device(cfg["device"])
+def difficulty_rows(cfg: dict, seeds, device, report=print) -> pd.DataFrame:
+    """One row per (seed, task, training set) of a validated config: size, test accuracy at the selected epoch,
+    that epoch and seconds; ``report`` gets each row as it finishes."""
     rows = []
-    for seed in args.seeds:
+    for seed in seeds:
         for task in cfg["data"]["tasks"]:
             frames = prepare_splits(cfg["data"], task, seed)
             family = get_family(cfg["model"], num_labels=int(frames["train"]["clean_label"].max()) + 1)
@@ -57,8 +48,23 @@ def main() -> None:
                 rows.append({"seed": seed, "task": task, "train": name, "n_train": len(train),
                              "test_accuracy": float(best["test_accuracy"]), "best_epoch": int(best["epoch"]),
                              "seconds": round(time.perf_counter() - start, 1)})
-                print(rows[-1], flush=True)
-    frame = pd.DataFrame(rows)
+                report(rows[-1])
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configfile", nargs="*", default=[], help="overlays of config.yaml, as for snakemake")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--csv", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    raw = yaml.safe_load(open("config.yaml"))
+    for path in args.configfile:
+        raw = merge_overlay(raw, yaml.safe_load(open(path)))
+    cfg = validate_config(copy.deepcopy(raw))
+    frame = difficulty_rows(cfg, args.seeds, pick_device(cfg["device"]), lambda row: print(row, flush=True))
     if args.csv:
         frame.to_csv(args.csv, index=False)
     summary = frame.groupby(["task", "train"], sort=False)["test_accuracy"].agg(["mean", "std", "count"])

@@ -31,10 +31,12 @@ def test_config() -> dict:
 
 
 def snakemake(*args: str, workdir: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``python -m snakemake --directory workdir *args`` from the repository, offline."""
+    """``python -m snakemake --directory workdir *args`` from the repository, offline, with this checkout's
+    src/ first on the path (the venv's editable install may point at another checkout)."""
+    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path})
 
 
 def needs_shared(*parts: str) -> Path:

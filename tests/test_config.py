@@ -1,13 +1,11 @@
 """Bad input fails before any job runs, with one line naming the key or file."""
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from common import ROOT
+from common import ROOT, snakemake
 from inflbench.config import validate_config
 from inflbench.errors import DataError, InputError
 
@@ -79,9 +77,7 @@ def test_glue_dir_problems(tmp_path):
 def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), "train": {"batch_size": 0}}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(bad),
-                           "--directory", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = snakemake("--cores", "1", "--configfile", str(bad), workdir=tmp_path, timeout=120)
     assert proc.returncode != 0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("inflbench:")]
     assert lines == ["inflbench: invalid input: config key 'train.batch_size': 0 is less than the minimum of 1"]

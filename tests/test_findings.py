@@ -8,6 +8,7 @@ from scipy import stats
 
 from common import ROOT
 from inflbench.artifacts import save_scores
+from inflbench.metrics import recall_at
 from inflbench.studies.detection import findings
 
 AUCS = {"exact_block": [0.70, 0.80, 0.75], "tracin": [0.60, 0.62, 0.64], "exact_x1e2": [0.61, 0.66, 0.65],
@@ -38,7 +39,10 @@ def _fake_run(root, task="SST-2"):
         pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.8 + seed / 10], "test_accuracy": [0.5, 0.7],
                       "best": [False, True]}).to_csv(root / f"seed{seed}" / task / "model" / "training_curve.csv")
         (root / f"seed{seed}" / "tables").mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([{"task": task, "method": m, "auc": a[seed], "seconds": 1.0 + seed} for m, a in AUCS.items()]
+        # the detection stage's recall of the flips in the top 20 / 40 % of the per-sample scores (mean over targets)
+        pd.DataFrame([{"task": task, "method": m, "auc": a[seed], "seconds": 1.0 + seed,
+                       "detection_at_20pct": recall_at(train[m].mean(1), flipped, 0.2),
+                       "detection_at_40pct": recall_at(train[m].mean(1), flipped, 0.4)} for m, a in AUCS.items()]
                      ).to_csv(root / f"seed{seed}" / "tables" / "detection.csv", index=False)
 
 
@@ -84,6 +88,10 @@ def test_fill_blocks_and_cli(tmp_path):
     text = (tmp_path / "doc.md").read_text()
     assert "| `datainf` | 3 | 0.850 ± 0.050" in text and "70.0 ± 2.6" in text
     assert len(pd.read_csv(tmp_path / "rows.csv")) == 12
+    table = tmp_path / "run" / "seed1" / "tables" / "detection.csv"
+    pd.read_csv(table).drop(columns="detection_at_40pct").to_csv(table, index=False)
+    with pytest.raises(SystemExit, match="seed1/tables/detection.csv: no column detection_at_40pct"):
+        findings.main([str(tmp_path / "doc.md"), f"d={tmp_path / 'run'}"])
 
 
 def test_results_doc_has_every_block():

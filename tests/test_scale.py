@@ -292,16 +292,12 @@ def test_standalone_profile_does_not_inherit_the_default_config():
 
 def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules(tmp_path):
     import re
-    import subprocess
-    import sys
 
-    from common import ROOT
+    from common import ROOT, snakemake
 
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path), "--profile",
-                           str(ROOT / "profiles" / "slurm"), "--configfile", str(ROOT / "configs" / "paper-glue.yaml")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
-                                                                                       "HF_HUB_OFFLINE": "1"})
+    proc = snakemake("-n", "--profile", str(ROOT / "profiles" / "slurm"), "--configfile",
+                     str(ROOT / "configs" / "paper-glue.yaml"), workdir=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
     assert "synthetic_cell" not in jobs and "layers_retrain" not in jobs  # nothing inherited from config.yaml

@@ -3,14 +3,11 @@ no traceback, non-zero exit, nothing written."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from common import ROOT
+import common
 
 
 def snakemake(tmp_path: Path, *configs: str | dict, dry_run: bool = True, extra: tuple = ()):
@@ -21,10 +18,8 @@ def snakemake(tmp_path: Path, *configs: str | dict, dry_run: bool = True, extra:
         path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
         files.append(str(path))
     args = ["-n"] if dry_run else ["--cores", "1"]
-    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--directory", str(tmp_path),
-                           "--configfile", *files, "--config", f"results_dir={tmp_path / 'results'}", *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return common.snakemake(*args, "--configfile", *files, "--config", f"results_dir={tmp_path / 'results'}", *extra,
+                            workdir=tmp_path, timeout=300)
 
 
 def assert_one_line(proc, *fragments: str, tmp_path: Path | None = None) -> str:

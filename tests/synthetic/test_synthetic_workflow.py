@@ -1,28 +1,18 @@
 """End to end: the tiny grid through the workflow's Snakefile (target ``synthetic``), bad input, and lint."""
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from common import ROOT, snakemake
 from inflbench.paths import Layout
 from inflbench.studies.synthetic import stages
 from inflbench.studies.synthetic.config import CLOSED_FORM_SOLVERS, validate_config
 from inflbench.studies.synthetic.runner import COLUMNS
 
-ROOT = Path(__file__).resolve().parents[2]
-SNAKEFILE = ROOT / "Snakefile"
 TINY = ROOT / "tests" / "synthetic" / "config.tiny.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
 
 
 def _snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -33,8 +23,7 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.Comp
     if "--configfile" in args:
         i = args.index("--configfile")
         extra, args = args[i + 1:i + 2], args[:i] + args[i + 2:]
-    cmd = [*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(workdir), *args, "--configfile", str(TINY), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    return snakemake(*args, "--configfile", str(TINY), *extra, workdir=workdir, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inflbench.artifacts import read_scores_meta, read_split, train_sample_scores
-from inflbench.metrics import recall_at
+from inflbench.artifacts import read_scores_meta, train_sample_scores
 from inflbench.replicates import t_interval
 
 REFERENCES = ("exact_block", "exact_joint", "tracin")
 METRICS = ("auc", "seconds")
-#: share of the flipped labels found among the top p most harmful samples: HyperINF's detection rate rt(p) (its
-#: Table 2 at 40 % exceeds 50 %, so a recall; the summary's detection_at_{20,40}pct are the same recall)
-RECALL_AT = {"recall_at_20pct": 0.2, "recall_at_40pct": 0.4}
+#: our column -> the detection table's column: share of the flipped labels found among the top 20 / 40 % most
+#: harmful samples, HyperINF's detection rate rt(p) (its Table 2 at 40 % exceeds 50 %, so a recall)
+RECALL_AT = {"recall_at_20pct": "detection_at_20pct", "recall_at_40pct": "detection_at_40pct"}
 
 #: Papers' detection numbers (%, mean ± std over their seeds) for the tasks measured here, by our row:
 #: RRInf Table 1 (AUC; RoBERTa-large, LoRA r=4, 4500/500) and HyperINF Table 2 (detection rate at 20 / 40 %
@@ -62,22 +61,25 @@ def seed_dirs(run_dir: str | Path) -> dict[int, Path]:
 
 
 def seed_rows(run_dir: str | Path, references=REFERENCES) -> pd.DataFrame:
-    """Per (seed, task, method): AUC and seconds of the detection summary, the recall of the flipped labels
-    among the top 20 / 40 % (``RECALL_AT``), ``rho_<ref>`` (Spearman of the per-sample
+    """Per (seed, task, method): AUC, seconds and the recall of the flipped labels among the top 20 / 40 %
+    (``RECALL_AT``) of the detection table, ``rho_<ref>`` (Spearman of the per-sample
     scores with each reference method present), ``damping_min`` / ``damping_max`` of the score file and the
     entry's base method, damping parameter and ``damping_scale``."""
     from scipy.stats import spearmanr
 
     rows = []
     for seed, root in seed_dirs(run_dir).items():
-        table = pd.read_csv(root / "tables" / "detection.csv")
+        path = root / "tables" / "detection.csv"
+        table = pd.read_csv(path)
+        missing = [c for c in RECALL_AT.values() if c not in table]
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(missing)} (rebuild the detection table)")
         for task, part in table.groupby("task", sort=False):
             scores = {m: train_sample_scores(root / task / "scores" / f"{m}.safetensors") for m in part["method"]}
-            flipped = read_split(root / task / "data" / "train.csv")["flipped"].to_numpy(bool)
             for rec in part.to_dict("records"):
                 meta = read_scores_meta(root / task / "scores" / f"{rec['method']}.safetensors")
                 row = {"seed": seed, **{k: rec.get(k, math.nan) for k in ("task", "method", *METRICS)},
-                       **{k: recall_at(scores[rec["method"]], flipped, p) for k, p in RECALL_AT.items()},
+                       **{k: rec[c] for k, c in RECALL_AT.items()},
                        "damping_min": meta.get("meta.damping_min", meta.get("meta.damping", math.nan)),
                        "damping_max": meta.get("meta.damping_max", meta.get("meta.damping", math.nan)),
                        "base_method": meta.get("meta.method", rec["method"]),
@@ -221,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         kind, _, path = spec.partition("=")
         if not path:
             sys.exit(f"inflbench: invalid input: run {spec!r}: give kind=path")
-        rows = seed_rows(path)
+        try:
+            rows = seed_rows(path)
+        except ValueError as exc:
+            sys.exit(f"inflbench: invalid input: {exc}")
         blocks.update(blocks_for(kind, path, rows))
         frames.append(rows.assign(run=kind))
     doc = Path(args.doc)
