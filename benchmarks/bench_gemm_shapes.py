@@ -4,9 +4,12 @@ The Q roofline of benchmarks/bench_methods.py divides by the float32 rate of a 2
 is 96 products (900 x 4096) @ (4096 x 100) (RoBERTa-large LoRA blocks, n_train 900, n_test 100). This probe
 times those products alone in three layouts, and TracIn through ``compute_influence`` on the same tensors,
 in one run (best of ``--repeat``), and writes ``benchmarks/out/gemm_shapes.csv``. It also times the dense
-float64 factorisation the exact methods run per block (``s = n_train``): LAPACK's Cholesky, the blocked one
-they use (``solvers.direct.cholesky``) and an ``s x s`` float64 GEMM, each as a share of the square float64
-GEMM rate (rows ``cholesky ...``; flops ``s^3/3`` for a factorisation, ``2 s^3`` for the GEMM):
+float64 factorisation the exact methods run per block (``s = n_train``): the Cholesky factorisation, the
+whole solve with one right-hand side (setting P) and an ``s x s`` float64 GEMM, each as a share of the square
+float64 GEMM rate (flops ``s^3/3`` for a factorisation, ``+ 2 s^2`` for the solve, ``2 s^3`` for the GEMM),
+and setting P (one test vector): a 512 MB GEMV (the bandwidth probe), one GEMV per train block (one read of
+the store as laid out) and TracIn, in interleaved rounds, as multiples of one read of the store at the
+probe's bandwidth (median and best of the rounds, each against the probe's same statistic):
 
     python benchmarks/bench_gemm_shapes.py
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -69,28 +73,58 @@ def main(argv=None) -> int:
     for r in rows:
         r["fraction_of_square_gemm"] = round(r["gflops"] / probe, 3)
     # the exact methods' per-block factorisation, float64, against the float64 square GEMM
-    from inflbench.solvers.direct import cholesky
+    from inflbench.solvers.direct import cholesky, cholesky_solve
 
     sq64 = square[:1536, :1536].double()
     probe64 = 2 * 1536**3 / best(lambda: sq64 @ sq64, args.repeat) / 1e9
     s = args.n_train
     x = torch.randn(s, s + 16, generator=g, dtype=torch.float64)
     spd = x @ x.T + torch.eye(s, dtype=torch.float64)
-    for name, f, fl in (("cholesky, LAPACK potrf (s x s, float64)", lambda: torch.linalg.cholesky(spd), s**3 / 3),
-                        ("cholesky, blocked as the exact methods (float64)", lambda: cholesky(spd), s**3 / 3),
+    rhs = torch.randn(s, 1, generator=g, dtype=torch.float64)
+    for name, f, fl in (("cholesky, LAPACK potrf (s x s, float64)", lambda: cholesky(spd), s**3 / 3),
+                        ("cholesky_solve, one rhs, as exact P (float64)", lambda: cholesky_solve(spd, rhs),
+                         s**3 / 3 + 2 * s**2),
                         ("gemm s x s (float64)", lambda: spd @ spd, 2 * s**3)):
         f()
         wall = best(f, args.repeat)
         rows.append({"kernel": name, "wall_s": round(wall, 5), "gflops": round(fl / wall / 1e9, 1),
                      "fraction_of_square_gemm": round(fl / wall / 1e9 / probe64, 3)})
+    # setting P (one test vector): one read of the train store, interleaved rounds, median and best
+    mean = {k: v.mean(0, keepdim=True) for k, v in test.items()}
+    vecs = [mean[k][0] for k in train]
+    big, ones = torch.ones(4096, 32768), torch.ones(32768)
+    store = sum(a.numel() * 4 for a in train.values())
+    reads = {"gemv 512 MB, one matrix (bandwidth probe)": (lambda: torch.mv(big, ones), big.numel() * 4),
+             "gemv per block (one read of the store)": (lambda: [torch.mv(a, v) for a, v in zip(train.values(), vecs)],
+                                                          store),
+             "tracin P (compute_influence)": (lambda: compute_influence("tracin", train, mean), store)}
+    times = {k: [] for k in reads}
+    for f, _ in reads.values():
+        f()
+    for _ in range(3 * args.repeat):
+        for k, (f, _) in reads.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    bw = {stat: reads_probe_bw for stat, reads_probe_bw in
+          (("median", big.numel() * 4 / statistics.median(times[next(iter(reads))])),
+           ("best", big.numel() * 4 / min(times[next(iter(reads))])))}
+    for k, (_, nbytes) in reads.items():
+        for stat, f in (("median", statistics.median), ("best", min)):
+            wall = f(times[k])
+            rows.append({"kernel": f"{k} [{stat}]", "wall_s": round(wall, 5), "gbs": round(nbytes / wall / 1e9, 2),
+                         "times_one_read_at_probe_bw": round(wall / (store / bw[stat]), 3)})
     for r in rows:
         r.update({"square_gemm_gflops": round(probe64 if "float64" in r["kernel"] else probe, 1),
                   "n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
                   "threads": torch.get_num_threads(), "loadavg_1m": load})
-        print(f"{r['kernel']:48s} {r['wall_s']:8.4f}s {r['gflops']:7.1f} GFLOP/s  {r['fraction_of_square_gemm']:.2f}")
+        rate = (f"{r['gflops']:7.1f} GFLOP/s  {r['fraction_of_square_gemm']:.2f}" if "gflops" in r else
+                f"{r['gbs']:7.2f} GB/s  {r['times_one_read_at_probe_bw']:.2f}x one read")
+        print(f"{r['kernel']:56s} {r['wall_s']:8.4f}s {rate}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
     print(f"wrote {args.out} (square GEMM {probe:.1f} GFLOP/s, load {load:.2f})")

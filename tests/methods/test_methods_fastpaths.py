@@ -269,3 +269,25 @@ def test_given_norms_are_used_and_checked(monkeypatch):
         compute_influence("cosine", tr, te, train_sq={"l0.A": train_sq["l0.A"][:8]})
     with pytest.raises(ValueError, match="^test_sq: norms of 'nope', which is not a test block"):
         compute_influence("cosine", tr, te, test_sq={"nope": test_sq["l0.A"]})
+
+
+@pytest.mark.parametrize("sampling,iterations", [("layer", 300), ("full", 60)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rrinf_residual_from_the_solver_grams_equals_the_pass_over_the_store(sampling, iterations, dtype):
+    from inflbench.methods._health import ridge_residual
+    from inflbench.solvers import rrinf_sgd
+
+    tr, te = make_grads(n=9, m=4, dtype=dtype)
+    names = list(tr)
+    lam = 0.05
+    stats: dict = {}
+    omega = rrinf_sgd([tr[k] for k in names], [te[k] for k in names], damping=lam, iterations=iterations, lr=0.5,
+                      sampling=sampling, dtype=dtype, target_scale=-9.0, stats=stats)
+    terms = stats["gram_terms"]
+    assert terms["blocks"] or terms["all"] is not None  # the solver formed Grams and shares them
+    via_terms = ridge_residual([tr[k] for k in names], [te[k] for k in names], omega, lam, terms)
+    via_store = ridge_residual([tr[k] for k in names], [te[k] for k in names], omega, lam)
+    exact = ridge_residual([tr[k].double() for k in names], [te[k].double() for k in names], omega.double(), lam)
+    assert 0 < via_store < 1
+    assert via_terms == pytest.approx(via_store, rel=1e-9 if dtype == torch.float64 else 1e-4)
+    assert via_store == pytest.approx(exact, rel=1e-9 if dtype == torch.float64 else 1e-4)

@@ -76,21 +76,40 @@ class LastChange:
         return torch.nan_to_num(self.value, nan=math.inf).reshape(-1).tolist()
 
 
-def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam: float) -> float:
+def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam: float,
+                   terms: dict | None = None) -> float:
     """Relative residual of the ridge normal equations that the whole-model scores solve.
 
     ``S* = -(K/n + lambda I)^{-1} X T^T`` (push-through of ``-X (G + lambda I)^{-1} T^T``), so
     ``R = X (X^T S)/n + lambda S + X T^T`` vanishes at the solution; returns ``||R|| / ||X T^T||``
-    (1 for all-zero scores). Costs about three score computations, without any Gram matrix.
+    (1 for all-zero scores). ``terms``: the Grams ``K_b`` and products ``X_b T_b^T`` the solver already
+    formed (``rrinf_sgd``'s ``stats["gram_terms"]``); other blocks cost three score computations each, in
+    the gradients' precision (the check needs ~1e-3, not float64), accumulated in float64.
     """
     n = scores.shape[0]
     S = scores.to(torch.float64)
-    xs = 0
-    xt = 0
-    for x, t in zip(train, test):
-        x = x.reshape(n, -1).to(torch.float64)
-        xs = xs + x @ (x.T @ S) / n
-        xt = xt + x @ t.reshape(t.shape[0], -1).to(torch.float64).T
+    xs = torch.zeros_like(S)
+    xt = torch.zeros_like(S)
+    terms = terms or {}
+    whole, known = terms.get("all"), terms.get("blocks") or {}
+
+    def add(K: Tensor, XT: Tensor) -> None:
+        xs.add_((K @ S.to(K.dtype)).to(torch.float64), alpha=1.0 / n)
+        xt.add_(XT.to(torch.float64))
+
+    if whole is not None:
+        add(*whole)
+    else:
+        for b in range(len(train)):
+            if b in known:  # the block is not read
+                add(*known[b])
+                continue
+            x = train[b].reshape(n, -1)
+            x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+            xs.add_((x @ (x.T @ S.to(x.dtype))).to(torch.float64), alpha=1.0 / n)
+            t = test[b]
+            xt.add_((x @ t.reshape(t.shape[0], -1).to(x.dtype).T).to(torch.float64))
+            del x, t
     residual = xs + lam * S + xt
     denom = float(torch.linalg.matrix_norm(xt))
     return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0

@@ -115,7 +115,7 @@ def rrinf(data: GradData, p: RRInfParams) -> InfluenceResult:
     out["total"] = omega
     train, test = BlockList(data.train, names), BlockList(data.test, names)  # read block by block
     if p.variant == "correct":
-        residual = ridge_residual(train, test, omega, float(lam))
+        residual = ridge_residual(train, test, omega, float(lam), stats.pop("gram_terms", None))
         out.meta.update(convergence_meta({"total": residual}, RIDGE_TOL, "ridge residual", "raise iterations"))
     else:  # the published update's own fixed point: a row-reweighted ridge solution
         sizes = [data.dim(k) for k in names]

@@ -336,6 +336,7 @@ def _rrinf_sgd_impl(
             Omega = Omega - two_eta * (g + reg * Omega)
             if callback is not None:
                 callback(k, Omega)
+        _share_terms(stats, variant, cache, None, src.tscale)
         return _finish(Omega)
 
     # full gradient descent: sum over all blocks; cache the summed Gram when it pays off
@@ -368,4 +369,15 @@ def _rrinf_sgd_impl(
         Omega = Omega - two_eta * (g / norm + reg * Omega)
         if callback is not None:
             callback(k, Omega)
+    _share_terms(stats, variant, cache, (K_all, PY_all) if K_all is not None else None, src.tscale)
     return _finish(Omega)
+
+
+def _share_terms(stats: dict | None, variant: str, cache: dict, whole, tscale: float) -> None:
+    """Hand the Grams the steps used to the caller (``stats["gram_terms"]``), so the convergence check
+    needs no pass over the store for them: ``{"blocks": {b: (K_b, X_b T_b^T)}, "all": (sum K_b, sum X_b T_b^T)
+    or None}`` (correct variant only: the published one caches row-reweighted Grams)."""
+    if stats is None or variant != "correct":
+        return
+    stats["gram_terms"] = {"blocks": {b: (K, PY / tscale) for b, (K, PY) in cache.items()},
+                           "all": (whole[0], whole[1] / tscale) if whole is not None else None}
