@@ -89,6 +89,17 @@ def main(argv=None) -> int:
         wall = best(f, args.repeat)
         rows.append({"kernel": name, "wall_s": round(wall, 5), "gflops": round(fl / wall / 1e9, 1),
                      "fraction_of_square_gemm": round(fl / wall / 1e9 / probe64, 3)})
+    # the iterations of lissa / rrinf / hyperinf_fim on an n x n Gram: (n x n) @ (n x m) and (n x n) @ (n x 1)
+    k32 = (spd.float() / s)
+    for name, rhs_cols in (("gemm (n x n) @ (n x m), float32 (Gram iterations, Q)", args.n_test),
+                           ("gemv (n x n) @ (n x 1), float32 (Gram iterations, P)", 1)):
+        w = torch.randn(s, rhs_cols, generator=g)
+        f = (lambda w=w: k32 @ w)
+        f()
+        wall = best(lambda: [f() for _ in range(96)], args.repeat) / 96
+        fl = 2 * s * s * rhs_cols
+        rows.append({"kernel": name, "wall_s": round(wall, 6), "gflops": round(fl / wall / 1e9, 1),
+                     "fraction_of_square_gemm": round(fl / wall / 1e9 / probe, 3)})
     # setting P (one test vector): one read of the train store, interleaved rounds, median and best
     mean = {k: v.mean(0, keepdim=True) for k, v in test.items()}
     vecs = [mean[k][0] for k in train]

@@ -13,6 +13,8 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from inflbench.solvers.common import col_sq_norms
+
 #: LiSSA: remaining relative error (extrapolated from the last two steps) above which it has not converged.
 LISSA_TOL = 1e-2
 #: Schulz: final ||I - A X||_F above which the inverse is not converged.
@@ -76,6 +78,11 @@ class LastChange:
         return torch.nan_to_num(self.value, nan=math.inf).reshape(-1).tolist()
 
 
+def _flat(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(rows, d_b)`` in the solver's dtype (float64 wherever float32 would under/overflow)."""
+    return t.reshape(t.shape[0], -1).to(dtype)
+
+
 def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam: float,
                    terms: dict | None = None) -> float:
     """Relative residual of the ridge normal equations that the whole-model scores solve.
@@ -83,10 +90,11 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
     ``S* = -(K/n + lambda I)^{-1} X T^T`` (push-through of ``-X (G + lambda I)^{-1} T^T``), so
     ``R = X (X^T S)/n + lambda S + X T^T`` vanishes at the solution; returns ``||R|| / ||X T^T||``
     (1 for all-zero scores). ``terms``: the Grams ``K_b`` and products ``X_b T_b^T`` the solver already
-    formed (``rrinf_sgd``'s ``stats["gram_terms"]``); other blocks cost three score computations each, in
-    the gradients' precision (the check needs ~1e-3, not float64), accumulated in float64.
+    formed (``rrinf_sgd``'s ``stats["gram_terms"]``); other blocks cost two passes each, in the scores'
+    (the solver's) precision (the check needs ~1e-3, not float64), accumulated in float64.
     """
-    n = scores.shape[0]
+    n, m = scores.shape
+    dtype = scores.dtype if scores.dtype in (torch.float32, torch.float64) else torch.float32
     S = scores.to(torch.float64)
     xs = torch.zeros_like(S)
     xt = torch.zeros_like(S)
@@ -104,12 +112,12 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
             if b in known:  # the block is not read
                 add(*known[b])
                 continue
-            x = train[b].reshape(n, -1)
-            x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-            xs.add_((x @ (x.T @ S.to(x.dtype))).to(torch.float64), alpha=1.0 / n)
-            t = test[b]
-            xt.add_((x @ t.reshape(t.shape[0], -1).to(x.dtype).T).to(torch.float64))
-            del x, t
+            x, t = _flat(train[b], dtype), _flat(test[b], dtype)
+            # X (X^T S / n + T^T) and X T^T in one product: two passes over the block in all
+            both = x @ torch.cat([x.T @ (S.to(x.dtype) / n) + t.T, t.T], dim=1)
+            xs.add_((both[:, :m] - both[:, m:]).to(torch.float64))
+            xt.add_(both[:, m:].to(torch.float64))
+            del x, t, both
     residual = xs + lam * S + xt
     denom = float(torch.linalg.matrix_norm(xt))
     return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
@@ -122,19 +130,23 @@ def reweighted_ridge_residual(train: list[Tensor], test: list[Tensor], scores: T
     With parameter rows ``phi`` of weight ``c_b / ||phi||^2`` (``c_b`` = ``block_weights[b]``: 1 when rows are
     drawn uniformly, ``d / (B d_b)`` when one of ``B`` blocks is) the expected step vanishes where
     ``R = sum_rows w phi (phi^T S + n t) + n lambda S = 0`` (``t`` the row's test gradients, ``S`` the scores);
-    returns ``||R|| / ||sum_rows w phi n t||`` (1 for all-zero scores). One pass over the blocks.
+    returns ``||R|| / ||sum_rows w phi n t||`` (1 for all-zero scores). Two passes over each block, in the
+    scores' (the solver's) precision, accumulated in float64.
     """
-    n = scores.shape[0]
+    n, m = scores.shape
+    dtype = scores.dtype if scores.dtype in (torch.float32, torch.float64) else torch.float32
+    fit = torch.zeros(n, m, dtype=torch.float64)
+    target = torch.zeros(n, m, dtype=torch.float64)
+    for b, c in enumerate(block_weights):
+        x, t = _flat(train[b], dtype), _flat(test[b], dtype)
+        sq = col_sq_norms(x).to(dtype)
+        w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))[:, None]
+        # X W (X^T S) and X W (n T^T) in one product: two passes over the block, in its precision
+        both = x @ torch.cat([w * (x.T @ scores.to(x.dtype)), w * (n * t.T)], dim=1)
+        fit.add_(both[:, :m].to(torch.float64))
+        target.add_(both[:, m:].to(torch.float64))
+        del x, t, both
     S = scores.to(torch.float64)
-    fit = torch.zeros_like(S)
-    target = torch.zeros_like(S)
-    for x, t, c in zip(train, test, block_weights):
-        x = x.reshape(n, -1).to(torch.float64)
-        t = t.reshape(t.shape[0], -1).to(torch.float64)
-        sq = (x * x).sum(0)
-        w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))
-        fit += x @ (w[:, None] * (x.T @ S))
-        target += n * (x * w) @ t.T
     denom = float(torch.linalg.matrix_norm(target))
     residual = fit + target + n * lam * S
     return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0

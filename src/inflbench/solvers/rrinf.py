@@ -8,14 +8,9 @@ from typing import Callable, Literal, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from inflbench.solvers.common import small_op_threads, sym_gram
+from inflbench.solvers.common import col_sq_norms, small_op_threads, sym_gram
 
 RRInfSampling = Literal["neuron", "minibatch", "layer", "full"]
-
-
-def _sq_cols(x: Tensor) -> Tensor:
-    """Squared column norms, taken in the input precision (no input-sized temporaries), squared in float64."""
-    return torch.linalg.vector_norm(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=0).to(torch.float64) ** 2
 
 
 def _shape(blocks: Sequence[Tensor], b: int) -> tuple[int, ...]:
@@ -72,8 +67,7 @@ class RowSource:
         """Squared row norms ``||phi_iota||^2`` per block (float64), computed on first use (a strided
         pass over the store that the correct variant's layer / full modes never need)."""
         if self._row_sq is None:
-            # norms in the input precision (no input-sized temporaries), squared in float64
-            self._row_sq = [_sq_cols(x) for x in self.X]
+            self._row_sq = [col_sq_norms(x) for x in self.X]
         return self._row_sq
 
     def gather(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -90,7 +84,7 @@ class RowSource:
             if self._row_sq is not None:
                 sq[sel] = self._row_sq[b][local]
             else:  # uniform sampling needs only the drawn rows' norms, not a pass over the store
-                sq[sel] = _sq_cols(self.X[b][:, local])
+                sq[sel] = col_sq_norms(self.X[b][:, local])
         return P, Y, sq.to(self.dtype)
 
 
