@@ -100,7 +100,10 @@ def test_tiny_run_outputs(tiny_run):
             if method != "exact_joint":
                 blocks = [handle.get_tensor(k) for k in handle.keys() if k != "total"]
                 assert total.dtype == torch.float64 and blocks[0].dtype == torch.float32  # scores.block_dtype
-                torch.testing.assert_close(torch.stack(blocks).double().sum(0), total, rtol=1e-5, atol=1e-9)
+                # float32 blocks: each rounded to ~6e-8 of itself, so the sum is off by that much of sum |block|
+                stacked = torch.stack(blocks).double()
+                atol = 1e-6 * float(stacked.abs().sum(0).max()) + 1e-12
+                torch.testing.assert_close(stacked.sum(0), total, rtol=1e-5, atol=atol)
         det = pd.read_csv(layout.detection(task="generated", method=method))
         assert det["fraction_detected"].is_monotonic_increasing and det["fraction_detected"].iloc[-1] == 1.0
     table = pd.read_csv(layout.detection_table())
