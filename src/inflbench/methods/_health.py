@@ -96,13 +96,13 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
     n, m = scores.shape
     dtype = scores.dtype if scores.dtype in (torch.float32, torch.float64) else torch.float32
     S = scores.to(torch.float64)
-    xs = torch.zeros_like(S)
+    fit = torch.zeros_like(S)  # X (X^T S) / n + X T^T, i.e. the residual without lambda S
     xt = torch.zeros_like(S)
     terms = terms or {}
     whole, known = terms.get("all"), terms.get("blocks") or {}
 
     def add(K: Tensor, XT: Tensor) -> None:
-        xs.add_((K @ S.to(K.dtype)).to(torch.float64), alpha=1.0 / n)
+        fit.add_((K @ S.to(K.dtype)).to(torch.float64), alpha=1.0 / n).add_(XT.to(torch.float64))
         xt.add_(XT.to(torch.float64))
 
     if whole is not None:
@@ -115,10 +115,10 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
             x, t = _flat(train[b], dtype), _flat(test[b], dtype)
             # X (X^T S / n + T^T) and X T^T in one product: two passes over the block in all
             both = x @ torch.cat([x.T @ (S.to(x.dtype) / n) + t.T, t.T], dim=1)
-            xs.add_((both[:, :m] - both[:, m:]).to(torch.float64))
+            fit.add_(both[:, :m].to(torch.float64))
             xt.add_(both[:, m:].to(torch.float64))
             del x, t, both
-    residual = xs + lam * S + xt
+    residual = fit + lam * S
     denom = float(torch.linalg.matrix_norm(xt))
     return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
 

@@ -302,14 +302,11 @@ def check_finite_inputs(data, sides: tuple[str, ...] = ("train", "test")) -> Non
                 raise ValueError(f"non-finite values (nan/inf) in the {which} gradients of block '{k}'")
 
 
-def _rows(grads: Mapping[str, Tensor]) -> int:
+def _check_norms(which: str, norms: Mapping[str, Tensor] | None, grads: Mapping[str, Tensor]) -> dict:
     from ._common import shape_of
 
-    return shape_of(grads, next(iter(grads)))[0]
-
-
-def _check_norms(which: str, norms: Mapping[str, Tensor] | None, grads: Mapping[str, Tensor], rows: int) -> dict:
     norms = dict(norms or {})
+    rows = shape_of(grads, next(iter(grads)))[0]
     for k, v in norms.items():
         if k not in grads:
             raise ValueError(f"{which}_sq: norms of '{k}', which is not a {which} block")
@@ -345,7 +342,7 @@ def compute_influence(
     tr, te = _validate_inputs(train, test)
     if block_stats is not None:
         block_stats.check(tr)
-    data = GradData(tr, te, _check_norms("train", train_sq, tr, _rows(tr)), _check_norms("test", test_sq, te, _rows(te)),
+    data = GradData(tr, te, _check_norms("train", train_sq, tr), _check_norms("test", test_sq, te),
                     stats=block_stats if spec.block_stats else None)
     check_finite_inputs(data, ("test",) if spec.checks_by_scores else ("train", "test"))
     out = spec.fn(data, p)

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor
 
 
-
 def cholesky(M: Tensor) -> tuple[Tensor, bool]:
     """Lower Cholesky factor of SPD ``M`` (..., s, s) and whether it succeeded (LAPACK ``potrf``)."""
     L, info = torch.linalg.cholesky_ex(M)
