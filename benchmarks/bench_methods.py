@@ -25,6 +25,15 @@ bare per-block products ``(n x d_b) @ (d_b x m)`` at ``m = n_test`` (best of thr
 (``read_blocks_gbs``). A method can at best reach 1 there; the square-GEMM ``roofline`` stays the
 issue-level measure.
 
+Where a row falls short of the roofline, one extra untimed call under ``torch.profiler`` splits it:
+``kernel_s`` is the self time of the BLAS / LAPACK calls (``KERNEL_OPS``), ``kernel_share`` that over the
+profiled call's wall time (the rest is bookkeeping: copies, casts, element-wise updates, the interpreter),
+and ``roofline_kernels`` the bound over ``kernel_s`` alone, i.e. the share of the square-GEMM / GEMV rate
+the library kernels reached at the shapes the method gave them; ``other_ops_s`` is the self time of the
+other ops (what is left of the wall time is the interpreter between ops). So ``roofline`` is about
+``roofline_kernels x kernel_share``: a low first factor is the library at those shapes, a low second one
+is ours. ``top_ops`` lists the five largest self times. ``--no-profile`` skips the extra call.
+
 Synthetic gradients use RoBERTa-large LoRA shapes (24 layers x query/value x
 A (4x1024) and B (1024x4), d = 393,216) with realistic structure (latent
 class structure seen through a decaying spectrum, isotropic noise floor,
@@ -266,6 +275,37 @@ def roofline(c: dict, probe_: dict, wall: float, shape: bool = False) -> tuple[f
     return max(t_flops, t_bytes) / wall, ("compute" if t_flops >= t_bytes else "memory")
 
 
+#: aten ops that are BLAS / LAPACK calls; everything else a method runs is bookkeeping (copies, casts,
+#: element-wise updates, norms, indexing, the interpreter).
+KERNEL_OPS = frozenset({
+    "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm", "aten::mv", "aten::addmv",
+    "aten::dot", "aten::vdot", "aten::linalg_cholesky_ex", "aten::linalg_solve_triangular",
+    "aten::cholesky_solve", "aten::_cholesky_solve_helper", "aten::triangular_solve", "aten::_linalg_eigh",
+    "aten::linalg_eigh", "aten::_linalg_solve_ex", "aten::linalg_lu_factor_ex", "aten::linalg_lu_solve",
+})
+
+
+def kernel_profile(f) -> dict:
+    """One extra, untimed call of ``f`` under ``torch.profiler``: ``kernel_s`` = the self time of the BLAS /
+    LAPACK ops (``KERNEL_OPS``), ``kernel_share`` = that over the profiled call's wall time (the rest is
+    bookkeeping), ``profiled_wall_s``, ``other_ops_s`` the self time of all other ops (the remainder of the
+    wall time is the interpreter between ops); ``top_ops`` the five largest self times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        f()
+        wall = time.perf_counter() - t0
+    by_op: dict[str, float] = {}
+    for e in prof.key_averages():
+        by_op[e.key] = by_op.get(e.key, 0.0) + e.self_cpu_time_total / 1e6
+    kernel = sum(t for k, t in by_op.items() if k in KERNEL_OPS)
+    top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
+    return {"kernel_s": kernel, "kernel_share": kernel / wall, "profiled_wall_s": wall,
+            "other_ops_s": sum(by_op.values()) - kernel,
+            "top_ops": " ".join(f"{k.removeprefix('aten::')}={t:.3g}" for k, t in top)}
+
+
 def rankdata(x: np.ndarray) -> np.ndarray:
     """Column-wise ranks (ties broken by order; scores are continuous)."""
     order = np.argsort(x, axis=0, kind="stable")
@@ -325,6 +365,8 @@ def main(argv=None) -> int:
     ap.add_argument("--append", action="store_true", help="append to the CSV instead of overwriting")
     ap.add_argument("--repeat", type=int, default=1, help="run each method this many times and keep the fastest")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (torch and BLAS)")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the extra profiled call per row (kernel_s, kernel_share, roofline_kernels)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -388,18 +430,27 @@ def main(argv=None) -> int:
                         walls.append(time.perf_counter() - t0)
                         cpus.append(time.process_time() - c0)
             scores = res.total().numpy()
+            meta = res.meta
+            del res
+            prof = {}
+            if args.profile:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    prof = kernel_profile(lambda: compute_influence(
+                        method, train, target, block_stats=stats if use_stats else None,
+                        train_sq=train_sq if label.endswith("+norms") else None, **params))
             if label in REFS:
                 refs[label] = scores
             row = {"config": label, "method": method, "setting": setting, "wall_s": min(walls), "cpu_s": min(cpus),
-                   "peak_mem_mb": mem.mb, "loadavg_1m": load, **cost(method, params, use_stats, n, m, dims, shapes, res.meta)}
+                   "peak_mem_mb": mem.mb, "loadavg_1m": load, **prof, **cost(method, params, use_stats, n, m, dims, shapes, meta)}
             row["scores"] = scores
-            row["diverged"] = bool(res.meta.get("diverged", False))
-            row["meta"] = ";".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.meta.items()
+            row["diverged"] = bool(meta.get("diverged", False))
+            row["meta"] = ";".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in meta.items()
                                    if not k.startswith("param.") and k not in ("method", "diverged"))
             row["params"] = ";".join(f"{k}={v}" for k, v in params.items())
             results.append(row)
-            print(f"{setting} {label:40s} {min(walls):8.3f}s {mem.mb:8.0f}MB load={load:.1f}", flush=True)
-            del res
+            print(f"{setting} {label:40s} {min(walls):8.3f}s {mem.mb:8.0f}MB load={load:.1f} "
+                  f"kernels={prof.get('kernel_share', float('nan')):.2f} {prof.get('top_ops', '')}", flush=True)
         for row in results:
             scores = row.pop("scores")
             for ref in REFS:
@@ -412,11 +463,15 @@ def main(argv=None) -> int:
         wall = r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"]
         r["roofline"], r["bound"] = roofline(r, best, wall)
         r["roofline_shape"] = roofline(r, best, wall, shape=True)[0]
+        if r.get("kernel_s"):  # the bound over the BLAS / LAPACK time alone: the rate the kernels reached
+            r["roofline_kernels"] = roofline(r, best, r["kernel_s"])[0]
         r.update({"source": source, "n_train": n, "n_test": test[next(iter(test))].shape[0], "d": d,
                   "threads": torch.get_num_threads(), **best,
                   "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}"})
     fields = ["config", "method", "setting", "params", "wall_s", "cpu_s", "peak_mem_mb", "flops32", "flops64", "bytes",
-              "roofline", "bound", "roofline_shape", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
+              "roofline", "bound", "roofline_shape", "kernel_s", "kernel_share", "roofline_kernels", "profiled_wall_s",
+              "other_ops_s",
+              "top_ops", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
               "spearman_vs_exact_joint", "top20_vs_exact_joint", "rel_err_vs_exact_joint", "diverged", "meta",
               "source", "n_train", "n_test", "d", "threads", "gemm_f32_gflops", "gemm_f64_gflops", "read_gbs",
               "gemm_f32_shape_gflops", "read_blocks_gbs", "loadavg_1m", "machine"]
@@ -431,7 +486,8 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}  (probe max: {best})")
     for r in rows:
         print(f"{r['setting']:3s} {r['config']:40s} {r['wall_s']:8.3f}s  roofline={r['roofline']:.2f} ({r['bound']}) "
-              f"shape={r['roofline_shape']:.2f}  "
+              f"shape={r['roofline_shape']:.2f} kernels={r.get('roofline_kernels', float('nan')):.2f}"
+              f"x{r.get('kernel_share', float('nan')):.2f}  "
               f"rho_blk={r.get('spearman_vs_exact_block', float('nan')):.4f} rho_jnt={r.get('spearman_vs_exact_joint', float('nan')):.4f}")
     return 0
 

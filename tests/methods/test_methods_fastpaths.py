@@ -40,11 +40,14 @@ def test_shared_block_stats_equal_recomputed(method, params, m):
     tr, te = make_grads(n=9, m=m)  # 12-element blocks use the n x n side, the 3-element head the d x d side
     st = block_stats(tr)
     assert {st.side(k) for k in tr} == {"n", "d"}
+    before = {k: st.gram(k).clone() for k in tr}
     a = compute_influence(method, tr, te, **params)
     b = compute_influence(method, tr, te, block_stats=st, **params)
     assert set(a) == set(b)
     for k in a:
         assert_close(b[k], a[k], "float64_reference", f"{method} {params} block {k}")
+    # methods may read the shared Grams without a copy, never write them
+    assert all(torch.equal(st.gram(k), before[k]) for k in tr), f"{method} altered the shared statistics"
     # the statistics are really used: altered Grams change the scores
     poisoned = block_stats(tr)
     get = poisoned.get

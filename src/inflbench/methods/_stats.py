@@ -167,12 +167,13 @@ def iter_store_stats(store, chunk_bytes: int | None = None) -> Iterator[tuple[st
         del G
 
 
-def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64) -> Tensor:
+def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64, *, copy: bool = True) -> Tensor:
     """The unnormalised Gram of block ``k`` on ``side`` in ``dtype``: shared statistics when they
-    hold that side, else computed (float64 accumulated from chunks)."""
+    hold that side, else computed (float64 accumulated from chunks). ``copy=False``: the shared
+    statistics themselves where the dtype matches (for callers that only read it)."""
     st = data.stats
     if st is not None and st.side(k) == side:
-        return st.gram(k).to(dtype, copy=True)
+        return st.gram(k).to(dtype, copy=copy)
     return chunked_gram(flat(data.train[k]), side, dtype)
 
 

@@ -59,7 +59,7 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
     C = torch.zeros(n, m, dtype=torch.float64)
     for k in data.names:  # one block at a time, float64 accumulated from chunks
         w = 1.0 / lam_of(k)
-        K.add_(gram_of(data, k, "n", GRAM_DTYPES[p.gram_dtype]).to(torch.float64), alpha=w)
+        K.add_(gram_of(data, k, "n", GRAM_DTYPES[p.gram_dtype], copy=False), alpha=w)
         C.add_(chunked_cross(flat(data.train[k]), flat(data.test[k])), alpha=w)
     K.diagonal().add_(n)
     out["total"] = cholesky_solve(K, C).mul_(-n)
