@@ -25,7 +25,7 @@ bare per-block products ``(n x d_b) @ (d_b x m)`` at ``m = n_test`` (best of thr
 (``read_blocks_gbs``). A method can at best reach 1 there; the square-GEMM ``roofline`` stays the
 issue-level measure.
 
-Where a row falls short of the roofline, one extra untimed call under ``torch.profiler`` splits it:
+For every row one extra untimed call under ``torch.profiler`` splits it:
 ``kernel_s`` is the self time of the BLAS / LAPACK calls (``KERNEL_OPS``), ``kernel_share`` that over the
 profiled call's wall time (the rest is bookkeeping: copies, casts, element-wise updates, the interpreter),
 and ``roofline_kernels`` the bound over ``kernel_s`` alone, i.e. the share of the square-GEMM / GEMV rate
@@ -296,9 +296,7 @@ def kernel_profile(f) -> dict:
         t0 = time.perf_counter()
         f()
         wall = time.perf_counter() - t0
-    by_op: dict[str, float] = {}
-    for e in prof.key_averages():
-        by_op[e.key] = by_op.get(e.key, 0.0) + e.self_cpu_time_total / 1e6
+    by_op = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}  # one entry per op name
     kernel = sum(t for k, t in by_op.items() if k in KERNEL_OPS)
     top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
     return {"kernel_s": kernel, "kernel_share": kernel / wall, "profiled_wall_s": wall,
@@ -417,6 +415,10 @@ def main(argv=None) -> int:
         refs, results = {}, []
         order = sorted(configs, key=lambda c: c[0] not in REFS)  # references first
         for label, method, params, use_stats in order:
+            def run(method=method, params=params, use_stats=use_stats, label=label):
+                return compute_influence(method, train, target, block_stats=stats if use_stats else None,
+                                         train_sq=train_sq if label.endswith("+norms") else None, **params)
+
             walls, cpus = [], []
             for _ in range(max(1, args.repeat)):
                 gc.collect()
@@ -425,8 +427,7 @@ def main(argv=None) -> int:
                     warnings.simplefilter("ignore")
                     with PeakRSS() as mem:
                         t0, c0 = time.perf_counter(), time.process_time()
-                        res = compute_influence(method, train, target, block_stats=stats if use_stats else None,
-                                                train_sq=train_sq if label.endswith("+norms") else None, **params)
+                        res = run()
                         walls.append(time.perf_counter() - t0)
                         cpus.append(time.process_time() - c0)
             scores = res.total().numpy()
@@ -436,9 +437,7 @@ def main(argv=None) -> int:
             if args.profile:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    prof = kernel_profile(lambda: compute_influence(
-                        method, train, target, block_stats=stats if use_stats else None,
-                        train_sq=train_sq if label.endswith("+norms") else None, **params))
+                    prof = kernel_profile(run)
             if label in REFS:
                 refs[label] = scores
             row = {"config": label, "method": method, "setting": setting, "wall_s": min(walls), "cpu_s": min(cpus),
@@ -470,8 +469,7 @@ def main(argv=None) -> int:
                   "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}"})
     fields = ["config", "method", "setting", "params", "wall_s", "cpu_s", "peak_mem_mb", "flops32", "flops64", "bytes",
               "roofline", "bound", "roofline_shape", "kernel_s", "kernel_share", "roofline_kernels", "profiled_wall_s",
-              "other_ops_s",
-              "top_ops", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
+              "other_ops_s", "top_ops", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
               "spearman_vs_exact_joint", "top20_vs_exact_joint", "rel_err_vs_exact_joint", "diverged", "meta",
               "source", "n_train", "n_test", "d", "threads", "gemm_f32_gflops", "gemm_f64_gflops", "read_gbs",
               "gemm_f32_shape_gflops", "read_blocks_gbs", "loadavg_1m", "machine"]
