@@ -83,6 +83,54 @@ def test_schulz_apply_tol_stops_early_at_converged_value():
     assert_close(W, torch.linalg.solve(M, v), "solver_float64")
 
 
+def _schulz_apply_checked_every_step(A, V, iterations, tol):
+    """For-loop reference: the product form with the full residual norm checked after every squaring."""
+    A = (A + A.transpose(-1, -2)) * 0.5
+    c0 = schulz_x0_scale(A).reshape(*A.shape[:-2], 1, 1)
+    R = torch.eye(A.shape[-1], dtype=A.dtype) - c0 * A
+    W, done = c0 * V, 0
+    for k in range(1, iterations + 1):
+        W, done = W + R @ W, k
+        if k == iterations:
+            break
+        R = R @ R
+        if bool(torch.all(torch.linalg.matrix_norm(R) <= tol)):
+            return W + R @ W, k + 1
+    return W, done
+
+
+@pytest.mark.parametrize("d,batch,tol", [(12, (), 1e-13), (12, (3,), 1e-6), (300, (2,), 1e-9), (300, (), 1e-3)])
+def test_schulz_apply_trace_skip_stops_where_every_step_check_stops(d, batch, tol):
+    """The exact norm is skipped only while the trace proves it above tol: same stop, same result."""
+    _, M, _ = spd_problem(d=d, N=2 * d, batch=batch, lam=1e-3)
+    v = torch.randn(*batch, d, 3, generator=torch.Generator().manual_seed(1), dtype=D64)
+    ref, ref_done = _schulz_apply_checked_every_step(M, v, 60, tol)
+    W, done = schulz_apply(M, v, iterations=60, tol=tol)
+    assert 2 < done < 60 and done == ref_done
+    assert_close(W, ref, "solver_float64", f"d={d} batch={batch} tol={tol}")
+
+
+@pytest.mark.parametrize("spectrum", ["flat", "decaying", "rank1"])
+def test_schulz_trace_bound_never_skips_a_residual_at_or_below_tol(spectrum):
+    """``_surely_above(S S^T, tol)`` only when ``||S S^T||_F > tol``; a flat spectrum makes the bound tight."""
+    from inflbench.solvers.common import sym_gram
+    from inflbench.solvers.schulz import _surely_above
+
+    d = 300
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(2), dtype=D64))
+    lam = {"flat": torch.full((d,), 0.3, dtype=D64), "decaying": torch.logspace(0, -4, d, dtype=D64),
+           "rank1": torch.cat([torch.ones(1, dtype=D64), torch.zeros(d - 1, dtype=D64)])}[spectrum]
+    S = (Q * lam) @ Q.T
+    S = (S + S.T) * 0.5
+    R = sym_gram(S)
+    norm = float(torch.linalg.matrix_norm(R))
+    for f in (0.5, 0.9, 0.999, 1.0, 1.001, 2.0, 1e3):
+        if _surely_above(R, norm * f):
+            assert f < 1, (spectrum, f)
+    if spectrum == "flat":  # tight: it does skip just below the norm
+        assert _surely_above(R, norm * 0.98)
+
+
 def test_schulz_rejects_bad_x0():
     _, M, _ = spd_problem()
     for bad in ("fast", -1.0, 0.0, float("nan")):
