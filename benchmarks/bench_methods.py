@@ -149,7 +149,8 @@ def probe() -> dict:
 
 def shape_probe(train: dict, test: dict) -> dict:
     """Rates the block shapes themselves allow: the bare float32 products of every train block with its
-    test block (best of three layouts), and one GEMV per train block (a plain pass over the store)."""
+    test block (best of three layouts), one GEMV per train block (a plain pass over the store), and the
+    symmetric and factorisation kernels at the sizes the methods give them (``kernel_probe``)."""
     pairs = [(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) for a, b in zip(train.values(), test.values())]
     vecs = [b[0].contiguous() for _, b in pairs]
     flops = sum(2 * a.shape[0] * b.shape[0] * a.shape[1] for a, b in pairs)
@@ -159,7 +160,74 @@ def shape_probe(train: dict, test: dict) -> dict:
                lambda: [(b @ a.T).T for a, b in pairs])
     gemm = min(min(_timed(f) for _ in range(3)) for f in layouts)
     gemv = min(_timed(lambda: [torch.mv(a, v) for (a, _), v in zip(pairs, vecs)]) for _ in range(5))
-    return {"gemm_f32_shape_gflops": round(flops / gemm / 1e9, 1), "read_blocks_gbs": round(nbytes / gemv / 1e9, 2)}
+    m = pairs[0][1].shape[0]
+    side = max(max(v.shape[1:]) if v.dim() > 2 else v.shape[1] for v in train.values())
+    return {"gemm_f32_shape_gflops": round(flops / gemm / 1e9, 1), "read_blocks_gbs": round(nbytes / gemv / 1e9, 2),
+            **kernel_probe(pairs[0][0], side, m)}
+
+
+def _lower_tiles(X, K, k: int) -> None:
+    """The bare products of a ``k``-tile lower-triangle ``X X^T`` into ``K`` (no mirroring)."""
+    p = X.shape[0]
+    e = [round(i * p / k) for i in range(k + 1)]
+    for i in range(k):
+        torch.matmul(X[e[i]:e[i + 1]], X[: e[i + 1]].T, out=K[e[i]:e[i + 1], : e[i + 1]])
+
+
+def _syrk_seconds(X) -> float:
+    """Fastest bare kernel for ``X X^T`` (p x q): a full GEMM, 4 or 8 lower row tiles, or BLAS ``syrk``
+    through scipy (OpenBLAS), best of three each."""
+    K = torch.empty(X.shape[0], X.shape[0], dtype=X.dtype)
+    ways = [lambda: torch.matmul(X, X.T, out=K), lambda: _lower_tiles(X, K, 4), lambda: _lower_tiles(X, K, 8)]
+    try:
+        from scipy.linalg import blas
+
+        syrk = blas.ssyrk if X.dtype == torch.float32 else blas.dsyrk
+        xn = np.asfortranarray(X.numpy())
+        ways.append(lambda: syrk(1.0, xn, lower=1))
+    except ImportError:  # pragma: no cover
+        pass
+    return min(min(_timed(f) for _ in range(3)) for f in ways)
+
+
+def kernel_probe(X: torch.Tensor, side: int, m: int) -> dict:
+    """Rates of the kernels that are not thin products, at the method's sizes, all in the cost model's
+    flops (so a full GEMM standing in for a symmetric product shows at half its rate). ``s = min(n, d_b)``
+    of the store block ``X`` (n x d_b); ``side`` the long side of the per-sample LoRA matrices (HyperINF's
+    GFIM); ``m`` test samples (``m * d_b / side`` right-hand sides on HyperINF's side).
+
+    * ``syrk_f32_gflops`` / ``syrk_f64_gflops``: Gram formation ``X X^T`` (``n^2 d_b``);
+    * ``square_f32_s_gflops``, ``square_f32_side_gflops``: a Schulz squaring of a symmetric matrix (``s^3``);
+    * ``potrf_f64_s_gflops``, ``potrf_f64_side_gflops``: float64 Cholesky (``s^3 / 3``), torch's LAPACK or
+      scipy's, the faster;
+    * ``trsm_f64_s_gflops``, ``trsm_f64_side_gflops``: the two triangular solves (``2 s^2 k``, ``k``
+      right-hand sides)."""
+    n, q = X.shape
+    out = {"syrk_f32_gflops": round(n * n * q / _syrk_seconds(X.float()) / 1e9, 1),
+           "syrk_f64_gflops": round(n * n * q / _syrk_seconds(X.double()) / 1e9, 1)}
+    gen = torch.Generator().manual_seed(0)
+    for tag, size, rhs in (("s", min(n, q), m), ("side", side, m * max(1, q // side))):
+        S = torch.randn(size, size, generator=gen)
+        out[f"square_f32_{tag}_gflops"] = round(size**3 / _syrk_seconds((S + S.T) * 0.5) / 1e9, 1)
+        Y = torch.randn(size, 2 * size, generator=gen, dtype=torch.float64)
+        A = Y @ Y.T / (2 * size)
+        A.diagonal().add_(1e-3)
+        chol = [lambda: torch.linalg.cholesky_ex(A)]
+        try:
+            from scipy.linalg import lapack
+
+            An = np.asfortranarray(A.numpy())
+            chol.append(lambda: lapack.dpotrf(An, lower=1))
+        except ImportError:  # pragma: no cover
+            pass
+        best = min(min(_timed(f) for _ in range(3)) for f in chol)
+        out[f"potrf_f64_{tag}_gflops"] = round(size**3 / 3 / best / 1e9, 1)
+        Lc = torch.linalg.cholesky(A)
+        B = torch.randn(size, rhs, dtype=torch.float64, generator=gen)
+        solve = lambda: torch.linalg.solve_triangular(Lc.T, torch.linalg.solve_triangular(Lc, B, upper=False),
+                                                      upper=True)
+        out[f"trsm_f64_{tag}_gflops"] = round(2 * size * size * rhs / min(_timed(solve) for _ in range(3)) / 1e9, 1)
+    return out
 
 
 def _timed(f) -> float:
@@ -183,6 +251,8 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
     f32 = f64 = 0.0
     thin = 0.0  # float32 work done as per-block products (n x d_b) @ (d_b x m): at the shape's own GEMM rate
     extra = 0.0  # bytes beyond one read of the store
+    # parts of f32 / f64 done by other kernels, each at its own probed rate in the shape bound (kernel_probe)
+    k = dict.fromkeys(KERNEL_RATES, 0.0)  # _s: at s = min(n, d_b); _side: at HyperINF's L
     if method in ("tracin", "cosine"):
         thin = 2 * n * m * d
         f32 = thin + (2 * n * d if method == "cosine" else 0)
@@ -191,6 +261,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             if 2 * n * n * db + 2 * n * n * m < 4 * n * m * db:
                 f32 += n * n * db + 2 * n * m * db + 2 * n * n * m
                 thin += 2 * n * m * db
+                k["syrk32"] += n * n * db
             else:
                 f32 += 6 * n * m * db
                 thin += 6 * n * m * db
@@ -208,25 +279,31 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                 extra += 2 * depth * 4 * n * db + (8 * s * s if stats and not published else 0)
             elif route == "nspace":
                 f32 += (0 if have == "n" else n * n * db) + 2 * n * m * db + depth * 2 * n * n * m
+                k["syrk32"] += 0 if have == "n" else n * n * db
                 extra += 8 * n * n if have == "n" else 0
             else:
                 f32 += (0 if have == "d" else n * db * db) + depth * 2 * db * db * m + 2 * n * m * db
+                k["syrk32"] += 0 if have == "d" else n * db * db
                 extra += 8 * db * db if have == "d" else 0
     elif method == "hyperinf":
-        k = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
+        it = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
         for name, db in dims.items():
             L = max(shapes[name]) if len(shapes[name]) > 1 else db
             r = db // L
             f32 += L * L * n * r + 2 * n * m * db
             thin += 2 * n * m * db
+            k["syrk32"] += L * L * n * r
             rows = min(n, m) * r
             if params.get("solver") == "direct":
                 f64 += L**3 / 3 + 2 * L * L * rows
+                k["potrf64_side"] += L**3 / 3
+                k["trsm64_side"] += 2 * L * L * rows
             else:
-                f32 += k * (L**3 + 2 * L * L * rows)
+                f32 += it * (L**3 + 2 * L * L * rows)
+                k["square32_side"] += it * L**3
     elif method in ("hyperinf_fim", "exact_block", "exact_joint"):
         direct = method != "hyperinf_fim" or params.get("solver") == "direct"
-        k = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
+        it = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
         for db in dims.values():
             s = min(n, db)
             on_n = method == "exact_joint" or n <= db
@@ -234,16 +311,24 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             extra += 8 * (n * n if on_n else db * db) if stats else 0
             if method == "exact_joint":
                 f64 += gram + 2 * n * m * db
+                k["syrk64"] += gram
                 continue
             if direct:
                 gram_f32 = params.get("gram_dtype") == "float32"
                 f32 += gram if gram_f32 else 0.0
                 f64 += (0.0 if gram_f32 else gram) + 2 * n * m * db + s**3 / 3 + 2 * s * s * m
+                k["syrk32" if gram_f32 else "syrk64"] += gram
+                k["potrf64_s"] += s**3 / 3
+                k["trsm64_s"] += 2 * s * s * m
             else:
-                f32 += gram + 2 * n * m * db + k * (s**3 + 2 * s * s * m)
+                f32 += gram + 2 * n * m * db + it * (s**3 + 2 * s * s * m)
                 thin += 2 * n * m * db
+                k["syrk32"] += gram
+                k["square32_s"] += it * s**3
         if method == "exact_joint":
             f64 += n**3 / 3 + 2 * n * n * m
+            k["potrf64_s"] += n**3 / 3
+            k["trsm64_s"] += 2 * n * n * m
     elif method == "rrinf":
         it = params.get("iterations", 1000)
         if params.get("sampling", "layer") == "neuron":
@@ -260,19 +345,42 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                     direct_f = visits * 4 * n * db * m
                     gram_f = n * n * db + visits * 2 * n * n * m + 2 * n * m * db
                     f32 += min(direct_f, gram_f)
+                    k["syrk32"] += 0.0 if direct_f <= gram_f else n * n * db
                     thin += direct_f if direct_f <= gram_f else 2 * n * m * db
                     extra += visits * 2 * 4 * n * db if direct_f <= gram_f else visits * 4 * n * n
-    return {"flops32": f32, "flops64": f64, "bytes": one_read + extra, "flops32_thin": thin}
+    return {"flops32": f32, "flops64": f64, "bytes": one_read + extra, "flops32_thin": thin,
+            **{f"flops_{key}": v for key, v in k.items()}}
+
+
+#: cost-model kernel parts -> the probe column of their rate in the shape bound (``kernel_probe``)
+KERNEL_RATES = {"syrk32": "syrk_f32_gflops", "syrk64": "syrk_f64_gflops",
+                **{f"{k}_{t}": f"{k[:-2]}_f{k[-2:]}_{t}_gflops" for k in ("square32", "potrf64", "trsm64")
+                   for t in ("s", "side")}}
+
+
+def bound_seconds(c: dict, probe_: dict, shape: bool = False) -> tuple[float, str]:
+    """The roofline bound in seconds and what binds it. Square: every flop at the square-GEMM rate of its
+    precision, the bytes at the 512 MB-GEMV bandwidth. ``shape``: each part at the rate the best bare kernel
+    reaches at the method's own sizes: per-block products at ``gemm_f32_shape_gflops``, Gram formation,
+    Schulz squaring, Cholesky and triangular solves at ``kernel_probe``'s rates, the store read at the
+    per-block GEMV bandwidth; the rest stays at the square rates."""
+    r32, r64 = probe_["gemm_f32_gflops"] * 1e9, probe_["gemm_f64_gflops"] * 1e9
+    t_flops = c["flops32"] / r32 + c["flops64"] / r64
+    if shape:
+        thin = c.get("flops32_thin", 0.0)
+        t_flops += thin / (probe_["gemm_f32_shape_gflops"] * 1e9) - thin / r32
+        for key, col in KERNEL_RATES.items():
+            f = c.get(f"flops_{key}", 0.0)
+            if f:
+                t_flops += f / (probe_[col] * 1e9) - f / (r32 if "32" in key else r64)
+    t_bytes = c["bytes"] / (probe_["read_blocks_gbs" if shape else "read_gbs"] * 1e9)
+    return max(t_flops, t_bytes), ("compute" if t_flops >= t_bytes else "memory")
 
 
 def roofline(c: dict, probe_: dict, wall: float, shape: bool = False) -> tuple[float, str]:
-    """Bound / wall. ``shape``: the per-block products at the block shape's own GEMM rate and the store read
-    at the per-block GEMV bandwidth (``shape_probe``) instead of the square GEMM and the single 512 MB GEMV."""
-    thin = c.get("flops32_thin", 0.0) if shape else 0.0
-    r32, r32_thin = probe_["gemm_f32_gflops"] * 1e9, probe_["gemm_f32_shape_gflops"] * 1e9
-    t_flops = (c["flops32"] - thin) / r32 + thin / r32_thin + c["flops64"] / (probe_["gemm_f64_gflops"] * 1e9)
-    t_bytes = c["bytes"] / (probe_["read_blocks_gbs" if shape else "read_gbs"] * 1e9)
-    return max(t_flops, t_bytes) / wall, ("compute" if t_flops >= t_bytes else "memory")
+    """Bound / wall (``bound_seconds``)."""
+    t, what = bound_seconds(c, probe_, shape)
+    return t / wall, what
 
 
 #: aten ops that are BLAS / LAPACK calls; everything else a method runs is bookkeeping (copies, casts,
@@ -404,6 +512,7 @@ def main(argv=None) -> int:
     stats_row = {"config": "block_stats", "method": "block_stats", "setting": "P,Q", "wall_s": stats_wall,
                  "cpu_s": stats_cpu, "peak_mem_mb": mem.mb, "loadavg_1m": os.getloadavg()[0],
                  "flops64": sum(min(n, db) ** 2 * max(n, db) for db in dims.values()), "flops32": 0.0,
+                 "flops_syrk64": sum(min(n, db) ** 2 * max(n, db) for db in dims.values()),
                  "bytes": 4 * n * d + sum(8 * min(n, db) ** 2 for db in dims.values())}
     print(f"block_stats {stats_wall:.2f}s {mem.mb:.0f}MB", flush=True)
 
@@ -462,17 +571,18 @@ def main(argv=None) -> int:
         wall = r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"]
         r["roofline"], r["bound"] = roofline(r, best, wall)
         r["roofline_shape"] = roofline(r, best, wall, shape=True)[0]
+        r["roofline_cap"] = bound_seconds(r, best)[0] / bound_seconds(r, best, shape=True)[0]
         if r.get("kernel_s"):  # the bound over the BLAS / LAPACK time alone: the rate the kernels reached
             r["roofline_kernels"] = roofline(r, best, r["kernel_s"])[0]
         r.update({"source": source, "n_train": n, "n_test": test[next(iter(test))].shape[0], "d": d,
                   "threads": torch.get_num_threads(), **best,
                   "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}"})
     fields = ["config", "method", "setting", "params", "wall_s", "cpu_s", "peak_mem_mb", "flops32", "flops64", "bytes",
-              "roofline", "bound", "roofline_shape", "kernel_s", "kernel_share", "roofline_kernels", "profiled_wall_s",
+              "roofline", "bound", "roofline_shape", "roofline_cap", "kernel_s", "kernel_share", "roofline_kernels", "profiled_wall_s",
               "other_ops_s", "top_ops", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
               "spearman_vs_exact_joint", "top20_vs_exact_joint", "rel_err_vs_exact_joint", "diverged", "meta",
               "source", "n_train", "n_test", "d", "threads", "gemm_f32_gflops", "gemm_f64_gflops", "read_gbs",
-              "gemm_f32_shape_gflops", "read_blocks_gbs", "loadavg_1m", "machine"]
+              "gemm_f32_shape_gflops", "read_blocks_gbs", *KERNEL_RATES.values(), "loadavg_1m", "machine"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     mode = "a" if args.append and args.out.exists() else "w"
     with open(args.out, mode, newline="") as f:
@@ -484,7 +594,7 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}  (probe max: {best})")
     for r in rows:
         print(f"{r['setting']:3s} {r['config']:40s} {r['wall_s']:8.3f}s  roofline={r['roofline']:.2f} ({r['bound']}) "
-              f"shape={r['roofline_shape']:.2f} kernels={r.get('roofline_kernels', float('nan')):.2f}"
+              f"shape={r['roofline_shape']:.2f} cap={r['roofline_cap']:.2f} kernels={r.get('roofline_kernels', float('nan')):.2f}"
               f"x{r.get('kernel_share', float('nan')):.2f}  "
               f"rho_blk={r.get('spearman_vs_exact_block', float('nan')):.4f} rho_jnt={r.get('spearman_vs_exact_joint', float('nan')):.4f}")
     return 0

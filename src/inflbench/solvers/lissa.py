@@ -77,26 +77,34 @@ def lissa_solve(
         return torch.linalg.vector_norm(t, dim=red) if red else t.abs()
 
     eps = torch.finfo(v.dtype).eps
+    # x_k = v + keep * x_{k-1} - gain * G x_{k-1}: two passes per step
+    keep, gain = (1.0 - lam / sc, 1.0 / sc) if variant == "correct" else (1.0 + lam, None)
     x = v
-    diverged = ~torch.isfinite(norm(v)) if red else ~torch.isfinite(v)
+    v_norm = norm(v)
+    diverged = ~torch.isfinite(v_norm) if red else ~torch.isfinite(v)
     # x_0 - x_{-1} = v (x_{-1} = 0): a first increment larger than v already shows divergence at depth 1
-    min_inc = torch.nan_to_num(norm(v).to(torch.float64), nan=float("inf")).expand(bshape).clone()
+    min_inc = torch.nan_to_num(v_norm.to(torch.float64), nan=float("inf")).expand(bshape).clone()
+    incs = []
     for k in range(1, depth + 1):
         gx = matvec(x)
-        if variant == "correct":
-            x_new = v + x - (gx + lam * x) / sc
+        x_new = torch.addcmul(v, keep, x)
+        if gain is None:
+            x_new.sub_(gx)
         else:
-            x_new = v + x - gx + lam * x
+            x_new.addcmul_(gx, gain, value=-1.0)
         inc = norm(x_new - x).to(torch.float64)
-        floor = 64.0 * eps * norm(x_new).to(torch.float64)
-        grew = (inc > floor) & (inc > min_inc * (1.0 + 1e-3))
-        diverged = diverged | ~torch.isfinite(inc) | grew
-        min_inc = torch.minimum(min_inc, torch.nan_to_num(inc, nan=float("inf")))
+        incs.append(inc)
+        grew = inc > min_inc * (1.0 + 1e-3)
+        if bool(grew.any()):  # the rounding floor only matters for an increment that grew
+            diverged = diverged | (grew & (inc > 64.0 * eps * norm(x_new).to(torch.float64)))
+        min_inc = torch.fmin(min_inc, inc)
         x = x_new
         if callback is not None:
             callback(k, x / sc if variant == "correct" else x)
         if not bool(torch.isfinite(inc).any()):
             break
+    if incs:
+        diverged = diverged | ~torch.isfinite(torch.stack(incs)).all(0)
     result = x / sc if variant == "correct" else x
     diverged = diverged | ~torch.isfinite(norm(result))
     if batch_dims == 0:
