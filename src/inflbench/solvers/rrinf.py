@@ -322,12 +322,18 @@ def _rrinf_sgd_impl(
         for k in range(1, iterations + 1):
             if variant == "correct":
                 b = int(torch.multinomial(pb, 1, generator=gen))
-                g = block_step(b) / float(src.block_sq[b])
+                w = 1.0 / float(src.block_sq[b])
             else:
                 b = int(torch.randint(0, nb, (1,), generator=gen))
-                g = block_step(b) / src.sizes[b]
+                w = 1.0 / src.sizes[b]
             touched_blocks.add(b)
-            Omega = Omega - two_eta * (g + reg * Omega)
+            terms = block_terms(b)
+            if terms is not None:  # Omega <- (1 - 2 eta lt) Omega - 2 eta w (K Omega - PY): one GEMM, one axpy
+                K, PY = terms
+                Omega = torch.addmm(Omega, K, Omega, beta=1.0 - two_eta * reg, alpha=-two_eta * w)
+                Omega.add_(PY, alpha=two_eta * w)
+            else:
+                Omega = Omega - two_eta * (block_step(b) * w + reg * Omega)
             if callback is not None:
                 callback(k, Omega)
         _share_terms(stats, variant, cache, None, src.tscale)
