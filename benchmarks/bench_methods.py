@@ -19,11 +19,15 @@ of the method as run (formulas in docs/methods.md, "Cost model"), and ``roofline
 read-bandwidth probe of the same run (``gemm_f32_gflops``, ``gemm_f64_gflops``, ``read_gbs``). With
 ``--threads 1`` both the probe and the roofline use process CPU time instead of wall time, so the share
 of the cores that other jobs take on a shared machine cancels out. ``roofline_shape`` is the same bound
-with the rates the store's own block shapes allow, probed in the same run: the float32 GEMM rate of the
+with the rates the method's own kernel shapes allow, probed in the same run: the float32 GEMM rate of the
 bare per-block products ``(n x d_b) @ (d_b x m)`` at ``m = n_test`` (best of three layouts,
-``gemm_f32_shape_gflops``) and the read bandwidth of one bare GEMV per block over the train store
-(``read_blocks_gbs``). A method can at best reach 1 there; the square-GEMM ``roofline`` stays the
-issue-level measure.
+``gemm_f32_shape_gflops``), the read bandwidth of one bare GEMV per block over the train store
+(``read_blocks_gbs``), and ``kernel_probe``'s rates of the Gram formation, the iteration products, the Schulz
+squaring, the float64 Cholesky and the triangular solves at the sizes the methods give them (each the
+fastest bare kernel found: a full GEMM, lower row tiles, or scipy's BLAS / LAPACK). A method can at best
+reach about 1 there. ``roofline_cap`` = ``roofline / roofline_shape``: the most the square-GEMM
+``roofline`` (the issue-level measure) can reach with these kernels and no bookkeeping at all, so a row
+whose cap is below a target cannot meet it on this host with these libraries.
 
 For every row one extra untimed call under ``torch.profiler`` splits it:
 ``kernel_s`` is the self time of the BLAS / LAPACK calls (``KERNEL_OPS``), ``kernel_share`` that over the
@@ -197,6 +201,8 @@ def kernel_probe(X: torch.Tensor, side: int, m: int) -> dict:
     GFIM); ``m`` test samples (``m * d_b / side`` right-hand sides on HyperINF's side).
 
     * ``syrk_f32_gflops`` / ``syrk_f64_gflops``: Gram formation ``X X^T`` (``n^2 d_b``);
+    * ``gemm_f32_s_gflops``, ``gemm_f32_side_gflops``: an iteration step, a square matrix times the
+      right-hand sides (``2 s^2 k``, ``k`` right-hand sides);
     * ``square_f32_s_gflops``, ``square_f32_side_gflops``: a Schulz squaring of a symmetric matrix (``s^3``);
     * ``potrf_f64_s_gflops``, ``potrf_f64_side_gflops``: float64 Cholesky (``s^3 / 3``), torch's LAPACK or
       scipy's, the faster;
@@ -208,6 +214,8 @@ def kernel_probe(X: torch.Tensor, side: int, m: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     for tag, size, rhs in (("s", min(n, q), m), ("side", side, m * max(1, q // side))):
         S = torch.randn(size, size, generator=gen)
+        R = torch.randn(size, rhs, generator=gen)
+        out[f"gemm_f32_{tag}_gflops"] = round(2 * size * size * rhs / min(_timed(lambda: S @ R) for _ in range(3)) / 1e9, 1)
         out[f"square_f32_{tag}_gflops"] = round(size**3 / _syrk_seconds((S + S.T) * 0.5) / 1e9, 1)
         Y = torch.randn(size, 2 * size, generator=gen, dtype=torch.float64)
         A = Y @ Y.T / (2 * size)
@@ -262,6 +270,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                 f32 += n * n * db + 2 * n * m * db + 2 * n * n * m
                 thin += 2 * n * m * db
                 k["syrk32"] += n * n * db
+                k["gemm32_s"] += 2 * n * n * m
             else:
                 f32 += 6 * n * m * db
                 thin += 6 * n * m * db
@@ -280,6 +289,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             elif route == "nspace":
                 f32 += (0 if have == "n" else n * n * db) + 2 * n * m * db + depth * 2 * n * n * m
                 k["syrk32"] += 0 if have == "n" else n * n * db
+                k["gemm32_s"] += depth * 2 * n * n * m
                 extra += 8 * n * n if have == "n" else 0
             else:
                 f32 += (0 if have == "d" else n * db * db) + depth * 2 * db * db * m + 2 * n * m * db
@@ -301,6 +311,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             else:
                 f32 += it * (L**3 + 2 * L * L * rows)
                 k["square32_side"] += it * L**3
+                k["gemm32_side"] += it * 2 * L * L * rows
     elif method in ("hyperinf_fim", "exact_block", "exact_joint"):
         direct = method != "hyperinf_fim" or params.get("solver") == "direct"
         it = float(meta.get("schulz_iterations_run", params.get("iterations", 20)))
@@ -325,6 +336,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                 thin += 2 * n * m * db
                 k["syrk32"] += gram
                 k["square32_s"] += it * s**3
+                k["gemm32_s"] += it * 2 * s * s * m
         if method == "exact_joint":
             f64 += n**3 / 3 + 2 * n * n * m
             k["potrf64_s"] += n**3 / 3
@@ -340,12 +352,14 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                 if stats and n <= db:
                     f32 += visits * 2 * n * n * m + 2 * n * m * db
                     thin += 2 * n * m * db
+                    k["gemm32_s"] += visits * 2 * n * n * m
                     extra += 8 * n * n + visits * 4 * n * n
                 else:
                     direct_f = visits * 4 * n * db * m
                     gram_f = n * n * db + visits * 2 * n * n * m + 2 * n * m * db
                     f32 += min(direct_f, gram_f)
                     k["syrk32"] += 0.0 if direct_f <= gram_f else n * n * db
+                    k["gemm32_s"] += 0.0 if direct_f <= gram_f else visits * 2 * n * n * m
                     thin += direct_f if direct_f <= gram_f else 2 * n * m * db
                     extra += visits * 2 * 4 * n * db if direct_f <= gram_f else visits * 4 * n * n
     return {"flops32": f32, "flops64": f64, "bytes": one_read + extra, "flops32_thin": thin,
@@ -354,7 +368,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
 
 #: cost-model kernel parts -> the probe column of their rate in the shape bound (``kernel_probe``)
 KERNEL_RATES = {"syrk32": "syrk_f32_gflops", "syrk64": "syrk_f64_gflops",
-                **{f"{k}_{t}": f"{k[:-2]}_f{k[-2:]}_{t}_gflops" for k in ("square32", "potrf64", "trsm64")
+                **{f"{k}_{t}": f"{k[:-2]}_f{k[-2:]}_{t}_gflops" for k in ("gemm32", "square32", "potrf64", "trsm64")
                    for t in ("s", "side")}}
 
 
