@@ -20,7 +20,7 @@ MINILM = {"family": "sequence_classification", "name_or_path": "pkg:gt_all_minil
           "lora": {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["query", "value"]}}
 
 
-def test_config() -> dict:
+def load_test_config() -> dict:
     """configs/test.yaml as the end-to-end tests run it (without EK-FAC where kronfluence is not installed)."""
     from inflbench.methods.ekfac import kronfluence_available
 

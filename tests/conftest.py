@@ -6,7 +6,7 @@ import pytest
 
 import yaml
 
-from common import MINILM, randomize_lora_b, snakemake, test_config
+from common import MINILM, load_test_config, randomize_lora_b, snakemake
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory):
     and the kill-and-rerun test (its uninterrupted reference)."""
     from inflbench.paths import Layout
 
-    config_dict = test_config()
+    config_dict = load_test_config()
     work = tmp_path_factory.mktemp("tiny")
     results = work / "results"
     config = work / "test.yaml"

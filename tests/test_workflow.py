@@ -13,11 +13,11 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from common import ROOT, needs_shared, snakemake, test_config
+from common import ROOT, load_test_config, needs_shared, snakemake
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.paths import Layout
 
-TEST_CONFIG = test_config()
+TEST_CONFIG = load_test_config()
 
 
 def _planned_jobs(output: str) -> dict[str, int]:
