@@ -68,12 +68,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.linalg import blas, lapack
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests" / "methods"))  # synthetic_grads
 
 from inflbench.methods import compute_influence  # noqa: E402
+from inflbench.solvers.common import gram_tile_edges  # noqa: E402
 from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
 # (label, method, params, shared block statistics?). Defaults first, then fast paths and published options.
@@ -171,9 +173,8 @@ def shape_probe(train: dict, test: dict) -> dict:
 
 
 def _lower_tiles(X, K, k: int) -> None:
-    """The bare products of a ``k``-tile lower-triangle ``X X^T`` into ``K`` (no mirroring)."""
-    p = X.shape[0]
-    e = [round(i * p / k) for i in range(k + 1)]
+    """The bare products of ``sym_gram``'s ``k``-tile lower triangle of ``X X^T`` into ``K`` (no mirroring)."""
+    e = gram_tile_edges(X.shape[0], k)
     for i in range(k):
         torch.matmul(X[e[i]:e[i + 1]], X[: e[i + 1]].T, out=K[e[i]:e[i + 1], : e[i + 1]])
 
@@ -182,15 +183,10 @@ def _syrk_seconds(X) -> float:
     """Fastest bare kernel for ``X X^T`` (p x q): a full GEMM, 4 or 8 lower row tiles, or BLAS ``syrk``
     through scipy (OpenBLAS), best of three each."""
     K = torch.empty(X.shape[0], X.shape[0], dtype=X.dtype)
-    ways = [lambda: torch.matmul(X, X.T, out=K), lambda: _lower_tiles(X, K, 4), lambda: _lower_tiles(X, K, 8)]
-    try:
-        from scipy.linalg import blas
-
-        syrk = blas.ssyrk if X.dtype == torch.float32 else blas.dsyrk
-        xn = np.asfortranarray(X.numpy())
-        ways.append(lambda: syrk(1.0, xn, lower=1))
-    except ImportError:  # pragma: no cover
-        pass
+    syrk = blas.ssyrk if X.dtype == torch.float32 else blas.dsyrk
+    xn = np.asfortranarray(X.numpy())
+    ways = [lambda: torch.matmul(X, X.T, out=K), lambda: _lower_tiles(X, K, 4), lambda: _lower_tiles(X, K, 8),
+            lambda: syrk(1.0, xn, lower=1)]
     return min(min(_timed(f) for _ in range(3)) for f in ways)
 
 
@@ -220,14 +216,8 @@ def kernel_probe(X: torch.Tensor, side: int, m: int) -> dict:
         Y = torch.randn(size, 2 * size, generator=gen, dtype=torch.float64)
         A = Y @ Y.T / (2 * size)
         A.diagonal().add_(1e-3)
-        chol = [lambda: torch.linalg.cholesky_ex(A)]
-        try:
-            from scipy.linalg import lapack
-
-            An = np.asfortranarray(A.numpy())
-            chol.append(lambda: lapack.dpotrf(An, lower=1))
-        except ImportError:  # pragma: no cover
-            pass
+        An = np.asfortranarray(A.numpy())
+        chol = [lambda: torch.linalg.cholesky_ex(A), lambda: lapack.dpotrf(An, lower=1)]
         best = min(min(_timed(f) for _ in range(7)) for f in chol)  # LAPACK timings scatter: best of 7
         out[f"potrf_f64_{tag}_gflops"] = round(size**3 / 3 / best / 1e9, 1)
         Lc = torch.linalg.cholesky(A)
@@ -523,10 +513,10 @@ def main(argv=None) -> int:
         t0, c0 = time.perf_counter(), time.process_time()
         stats = block_stats(train)
         stats_wall, stats_cpu = time.perf_counter() - t0, time.process_time() - c0
+    grams = sum(min(n, db) ** 2 * max(n, db) for db in dims.values())  # all of it float64 Gram formation
     stats_row = {"config": "block_stats", "method": "block_stats", "setting": "P,Q", "wall_s": stats_wall,
                  "cpu_s": stats_cpu, "peak_mem_mb": mem.mb, "loadavg_1m": os.getloadavg()[0],
-                 "flops64": sum(min(n, db) ** 2 * max(n, db) for db in dims.values()), "flops32": 0.0,
-                 "flops_syrk64": sum(min(n, db) ** 2 * max(n, db) for db in dims.values()),
+                 "flops64": grams, "flops32": 0.0, "flops_syrk64": grams,
                  "bytes": 4 * n * d + sum(8 * min(n, db) ** 2 for db in dims.values())}
     print(f"block_stats {stats_wall:.2f}s {mem.mb:.0f}MB", flush=True)
 

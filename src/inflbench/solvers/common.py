@@ -35,6 +35,11 @@ def small_op_threads(flops_per_op: float, bytes_per_op: float = 0.0) -> Iterator
 _GRAM_TILES = 4
 
 
+def gram_tile_edges(p: int, k: int = _GRAM_TILES) -> list[int]:
+    """Row boundaries of the ``k`` tiles :func:`sym_gram` splits ``p`` rows into."""
+    return [round(i * p / k) for i in range(k + 1)]
+
+
 def sym_gram(X: Tensor, alpha: float = 1.0) -> Tensor:
     """``alpha * X X^T`` for ``(..., p, q)``, exactly symmetric.
 
@@ -49,7 +54,7 @@ def sym_gram(X: Tensor, alpha: float = 1.0) -> Tensor:
         K = (K + K.transpose(-1, -2)) * (0.5 * alpha)
         return K
     k = _GRAM_TILES
-    edges = [round(i * p / k) for i in range(k + 1)]
+    edges = gram_tile_edges(p, k)
     K = torch.empty(*X.shape[:-2], p, p, dtype=X.dtype, device=X.device)
     for i in range(k):
         a, b = edges[i], edges[i + 1]
