@@ -9,7 +9,9 @@ whole solve with one right-hand side (setting P) and an ``s x s`` float64 GEMM, 
 float64 GEMM rate (flops ``s^3/3`` for a factorisation, ``+ 2 s^2`` for the solve, ``2 s^3`` for the GEMM),
 and setting P (one test vector): a 512 MB GEMV (the bandwidth probe), one GEMV per train block (one read of
 the store as laid out) and TracIn, in interleaved rounds, as multiples of one read of the store at the
-probe's bandwidth (median and best of the rounds, each against the probe's same statistic):
+probe's bandwidth (median and best of the rounds, each against the probe's same statistic). Last, setting Q of ``datainf`` and ``exact_block`` (shared statistics) through
+``compute_influence`` against the bare BLAS / LAPACK calls they make, interleaved with the square probes
+(``method_vs_kernels``):
 
     python benchmarks/bench_gemm_shapes.py
 """
@@ -37,6 +39,86 @@ def best(f, repeat: int) -> float:
         f()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.Tensor, rounds: int) -> list[dict]:
+    """Setting Q: a method through ``compute_influence`` against the bare BLAS / LAPACK calls it makes on the
+    same blocks (operands prepared and outputs allocated beforehand, so nothing but the kernels runs), and
+    the square GEMM probes, in interleaved rounds. Per round each wall time is set against that round's
+    probe, so the host's drift between rounds cancels; the rows give the medians over the rounds. If the
+    method's kernels ran slower inside the method than alone, ``method_over_kernels`` would exceed the
+    bookkeeping the profiler shows."""
+    from inflbench.methods._stats import block_stats
+
+    from inflbench.methods._exact import use_woodbury
+
+    n, m = next(iter(train.values())).shape[0], next(iter(test.values())).shape[0]
+    d = sum(v.shape[1] for v in train.values())
+    db = next(iter(train.values())).shape[1]
+    if not use_woodbury(n, db, m) or 2 * n * n * db + 2 * n * n * m < 4 * n * m * db:
+        print("method_vs_kernels: skipped (the bare sequences are the n x n Cholesky of exact_block and the "
+              "d-side products of datainf; these sizes take the other forms)")
+        return []
+    stats = block_stats(train)
+    pairs = [(train[k], test[k]) for k in train]
+    C = torch.empty(n, m)
+    W = torch.empty(pairs[0][0].shape[1], m)
+    out32 = torch.empty(n, m)
+
+    def datainf_kernels():  # C = X Tᵀ, W = Xᵀ C', X W (the d-side form the method picks here)
+        for X, T in pairs:
+            torch.mm(X, T.T, out=C)
+            torch.mm(X.T, C, out=W)
+            torch.mm(X, W, out=out32)
+
+    damped = [stats.gram(k) + n * 1e-3 * torch.eye(n, dtype=torch.float64) for k in train]
+    pairs64 = [(X.double(), T.double()) for X, T in pairs]
+    C64 = torch.empty(n, m, dtype=torch.float64)
+
+    def exact_kernels():  # per block: Cholesky, X Tᵀ in float64, two triangular solves
+        for G, (X, T) in zip(damped, pairs64):
+            L, _ = torch.linalg.cholesky_ex(G)
+            torch.mm(X, T.T, out=C64)
+            torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, C64, upper=False), upper=True)
+
+    flops_exact = len(pairs) * (n**3 / 3 + 2 * n * n * m) + 2 * n * m * d  # two solves: n² m each
+    o32, o64 = torch.empty_like(sq32), torch.empty_like(sq64)
+    fl_sq32, fl_sq64 = 2 * sq32.shape[0] ** 3, 2 * sq64.shape[0] ** 3
+    cases = {
+        "datainf Q (compute_influence)": (lambda: compute_influence("datainf", train, test), 6 * n * m * d, False),
+        "datainf Q, its kernels alone": (datainf_kernels, 6 * n * m * d, False),
+        "exact_block+stats Q (compute_influence)": (
+            lambda: compute_influence("exact_block", train, test, block_stats=stats),
+            flops_exact, True),
+        "exact_block+stats Q, its kernels alone": (exact_kernels, flops_exact, True),
+    }
+    times = {k: [] for k in cases}
+    rate32, rate64 = [], []
+    for f, _, _ in cases.values():
+        f()
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        torch.mm(sq32, sq32, out=o32)
+        rate32.append(fl_sq32 / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        torch.mm(sq64, sq64, out=o64)
+        rate64.append(fl_sq64 / (time.perf_counter() - t0))
+        for k, (f, _, _) in cases.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    rows = []
+    for k, (_, fl, f64) in cases.items():
+        rates = rate64 if f64 else rate32
+        frac = statistics.median(fl / w / r for w, r in zip(times[k], rates))
+        row = {"kernel": k, "wall_s": round(statistics.median(times[k]), 4),
+               "gflops": round(fl / statistics.median(times[k]) / 1e9, 1), "fraction_of_square_gemm": round(frac, 3),
+               "square_gemm_gflops": round(statistics.median(rates) / 1e9, 1)}
+        if k.endswith("alone"):
+            method = k.split(",")[0] + " (compute_influence)"
+            row["method_over_kernels"] = round(statistics.median(a / b for a, b in zip(times[method], times[k])), 3)
+        rows.append(row)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -125,7 +207,14 @@ def main(argv=None) -> int:
             wall = f(times[k])
             rows.append({"kernel": f"{k} [{stat}]", "wall_s": round(wall, 5), "gbs": round(nbytes / wall / 1e9, 2),
                          "times_one_read_at_probe_bw": round(wall / (store / bw[stat]), 3)})
+    rows += method_vs_kernels(train, test, square, sq64, 3 * args.repeat)
     for r in rows:
+        if "square_gemm_gflops" in r:
+            r.update({"n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
+                      "threads": torch.get_num_threads(), "loadavg_1m": load})
+            print(f"{r['kernel']:56s} {r['wall_s']:8.4f}s {r['gflops']:7.1f} GFLOP/s  "
+                  f"{r['fraction_of_square_gemm']:.2f}  method / kernels {r.get('method_over_kernels', '')}")
+            continue
         r.update({"square_gemm_gflops": round(probe64 if "float64" in r["kernel"] else probe, 1),
                   "n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
                   "threads": torch.get_num_threads(), "loadavg_1m": load})

@@ -29,6 +29,11 @@ reach about 1 there. ``roofline_cap`` = ``roofline / roofline_shape``: the most 
 ``roofline`` (the issue-level measure) can reach with these kernels and no bookkeeping at all, so a row
 whose cap is below a target cannot meet it on this host with these libraries.
 
+``roofline_paired``: every timed call is bracketed by a short probe (``probe(reps=2)``); the bound at the
+mean of the two probes' rates over that call's wall time, the median over the repeats. On a shared host
+whose speed drifts between rows this is the fairer fraction; ``host_factor`` is the median paired float32
+rate over the run's best probe.
+
 For every row one extra untimed call under ``torch.profiler`` splits it:
 ``kernel_s`` is the self time of the BLAS / LAPACK calls (``KERNEL_OPS``), ``kernel_share`` that over the
 profiled call's wall time (the rest is bookkeeping: copies, casts, element-wise updates, the interpreter),
@@ -138,19 +143,30 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-def probe() -> dict:
-    """Achieved GEMM throughput (float32, float64) and read bandwidth (one GEMV over 512 MB) right now."""
+_PROBE: dict = {}
+
+
+def probe(reps: int = 3) -> dict:
+    """Achieved GEMM throughput (float32, float64) and read bandwidth (one GEMV over 512 MB) right now,
+    best of ``reps``. The operands are allocated once per process, so repeated probes touch no new pages."""
+    if not _PROBE:
+        _PROBE.update(a32=torch.randn(2048, 2048), a64=torch.randn(1536, 1536, dtype=torch.float64),
+                      o32=torch.empty(2048, 2048), o64=torch.empty(1536, 1536, dtype=torch.float64),
+                      big=torch.ones(4096, 32768), v=torch.ones(32768), y=torch.empty(4096))
+    P = _PROBE
     out = {}
-    for key, dt, k in (("gemm_f32_gflops", torch.float32, 2048), ("gemm_f64_gflops", torch.float64, 1536)):
-        a = torch.randn(k, k, dtype=dt)
-        a @ a
-        best = min(_timed(lambda: a @ a) for _ in range(3))
-        out[key] = round(2 * k**3 / best / 1e9, 1)
-    big = torch.ones(4096, 32768)
-    v = torch.ones(32768)
-    torch.mv(big, v)
-    out["read_gbs"] = round(big.numel() * 4 / min(_timed(lambda: torch.mv(big, v)) for _ in range(3)) / 1e9, 2)
+    for key, a, o in (("gemm_f32_gflops", P["a32"], P["o32"]), ("gemm_f64_gflops", P["a64"], P["o64"])):
+        torch.mm(a, a, out=o)
+        best = min(_timed(lambda: torch.mm(a, a, out=o)) for _ in range(reps))
+        out[key] = round(2 * a.shape[0] ** 3 / best / 1e9, 1)
+    best = min(_timed(lambda: torch.mv(P["big"], P["v"], out=P["y"])) for _ in range(reps))
+    out["read_gbs"] = round(P["big"].numel() * 4 / best / 1e9, 2)
     return out
+
+
+def paired_rates(before: dict, after: dict) -> dict:
+    """The square rates during one timed call: the mean of the probes just before and just after it."""
+    return {k: (before[k] + after[k]) / 2 for k in before}
 
 
 def shape_probe(train: dict, test: dict) -> dict:
@@ -509,15 +525,17 @@ def main(argv=None) -> int:
 
     train_sq = {k: sq_norms(v) for k, v in train.items()}  # what the gradient store holds beside the blocks
 
+    before = probe(reps=2)
     with PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
         stats = block_stats(train)
         stats_wall, stats_cpu = time.perf_counter() - t0, time.process_time() - c0
+    stats_rounds = [(stats_wall, stats_cpu, paired_rates(before, probe(reps=2)))]
     grams = sum(min(n, db) ** 2 * max(n, db) for db in dims.values())  # all of it float64 Gram formation
     stats_row = {"config": "block_stats", "method": "block_stats", "setting": "P,Q", "wall_s": stats_wall,
                  "cpu_s": stats_cpu, "peak_mem_mb": mem.mb, "loadavg_1m": os.getloadavg()[0],
                  "flops64": grams, "flops32": 0.0, "flops_syrk64": grams,
-                 "bytes": 4 * n * d + sum(8 * min(n, db) ** 2 for db in dims.values())}
+                 "bytes": 4 * n * d + sum(8 * min(n, db) ** 2 for db in dims.values()), "rounds": stats_rounds}
     print(f"block_stats {stats_wall:.2f}s {mem.mb:.0f}MB", flush=True)
 
     configs = [c for c in CONFIGS if args.methods is None or c[0] in args.methods or c[0] in REFS]
@@ -532,10 +550,11 @@ def main(argv=None) -> int:
                 return compute_influence(method, train, target, block_stats=stats if use_stats else None,
                                          train_sq=train_sq if label.endswith("+norms") else None, **params)
 
-            walls, cpus = [], []
+            walls, cpus, local = [], [], []
             for _ in range(max(1, args.repeat)):
                 gc.collect()
                 load = os.getloadavg()[0]
+                before = probe(reps=2)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     with PeakRSS() as mem:
@@ -543,6 +562,7 @@ def main(argv=None) -> int:
                         res = run()
                         walls.append(time.perf_counter() - t0)
                         cpus.append(time.process_time() - c0)
+                local.append(paired_rates(before, probe(reps=2)))
             scores = res.total().numpy()
             meta = res.meta
             del res
@@ -556,6 +576,7 @@ def main(argv=None) -> int:
             row = {"config": label, "method": method, "setting": setting, "wall_s": min(walls), "cpu_s": min(cpus),
                    "peak_mem_mb": mem.mb, "loadavg_1m": load, **prof, **cost(method, params, use_stats, n, m, dims, shapes, meta)}
             row["scores"] = scores
+            row["rounds"] = list(zip(walls, cpus, local))
             row["diverged"] = bool(meta.get("diverged", False))
             row["meta"] = ";".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in meta.items()
                                    if not k.startswith("param.") and k not in ("method", "diverged"))
@@ -575,6 +596,13 @@ def main(argv=None) -> int:
         wall = r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"]
         r["roofline"], r["bound"] = roofline(r, best, wall)
         r["roofline_shape"] = roofline(r, best, wall, shape=True)[0]
+        # each timed call against the square rates probed around it, the median over the repeats; the
+        # host's drift (other jobs on the shared cores) then cancels, where the column above does not
+        rounds = r.pop("rounds")
+        single = torch.get_num_threads() == 1
+        r["roofline_paired"] = float(np.median([roofline(r, {**best, **rates}, c if single else w)[0]
+                                                for w, c, rates in rounds]))
+        r["host_factor"] = float(np.median([rates["gemm_f32_gflops"] for _, _, rates in rounds])) / best["gemm_f32_gflops"]
         r["roofline_cap"] = bound_seconds(r, best)[0] / bound_seconds(r, best, shape=True)[0]
         if r.get("kernel_s"):  # the bound over the BLAS / LAPACK time alone: the rate the kernels reached
             r["roofline_kernels"] = roofline(r, best, r["kernel_s"])[0]
@@ -582,7 +610,7 @@ def main(argv=None) -> int:
                   "threads": torch.get_num_threads(), **best,
                   "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}"})
     fields = ["config", "method", "setting", "params", "wall_s", "cpu_s", "peak_mem_mb", "flops32", "flops64", "bytes",
-              "roofline", "bound", "roofline_shape", "roofline_cap", "kernel_s", "kernel_share", "roofline_kernels", "profiled_wall_s",
+              "roofline", "bound", "roofline_shape", "roofline_cap", "roofline_paired", "host_factor", "kernel_s", "kernel_share", "roofline_kernels", "profiled_wall_s",
               "other_ops_s", "top_ops", "spearman_vs_exact_block", "top20_vs_exact_block", "rel_err_vs_exact_block",
               "spearman_vs_exact_joint", "top20_vs_exact_joint", "rel_err_vs_exact_joint", "diverged", "meta",
               "source", "n_train", "n_test", "d", "threads", "gemm_f32_gflops", "gemm_f64_gflops", "read_gbs",
@@ -598,6 +626,7 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}  (probe max: {best})")
     for r in rows:
         print(f"{r['setting']:3s} {r['config']:40s} {r['wall_s']:8.3f}s  roofline={r['roofline']:.2f} ({r['bound']}) "
+              f"paired={r['roofline_paired']:.2f} host={r['host_factor']:.2f} "
               f"shape={r['roofline_shape']:.2f} cap={r['roofline_cap']:.2f} kernels={r.get('roofline_kernels', float('nan')):.2f}"
               f"x{r.get('kernel_share', float('nan')):.2f}  "
               f"rho_blk={r.get('spearman_vs_exact_block', float('nan')):.4f} rho_jnt={r.get('spearman_vs_exact_joint', float('nan')):.4f}")
