@@ -190,6 +190,24 @@ def test_tracin_reads_no_train_norms(monkeypatch):
         compute_influence("tracin", bad, te)
 
 
+def test_finiteness_checks_over_all_blocks_at_once():
+    """The input and score checks run one reduction over all blocks; the per-block path still names the block,
+    and finite scores whose sums overflow are not taken for non-finite ones."""
+    tr, te = make_grads(n=9, m=4)
+    last = list(te)[-1]
+    bad = dict(te)
+    bad[last] = bad[last].clone()
+    bad[last][2].view(-1)[0] = float("inf")
+    with pytest.raises(ValueError, match=f"non-finite values .* test gradients of block '{last}'"):
+        compute_influence("tracin", tr, bad)
+    big = {k: torch.full((2, 1), 1e154, dtype=torch.float64) for k in ("a", "b")}
+    res = compute_influence("tracin", big, {k: -v[:1] for k, v in big.items()})  # every score 1e308
+    assert all(bool(torch.isfinite(v).all()) for v in res.values())
+    assert all(float(v.sum()) == float("inf") for v in res.values())  # the block sums overflow
+    with pytest.raises(ValueError, match="float32 cannot hold .* block 'a'"):
+        compute_influence("tracin", big, {k: -v[:1] for k, v in big.items()}, dtype="float32")
+
+
 @pytest.mark.parametrize("s", [7, 300, 700])
 def test_cholesky_solve_equals_lu(s):
     from inflbench.solvers import direct as _exact

@@ -202,7 +202,7 @@ def groups(
 
             def prep(t: Tensor, rows: int) -> Tensor:
                 t = t.reshape(rows, -1) if flatten else t
-                return t.to(dtype) if dtype is not None else t
+                return t.to(dtype) if dtype is not None and t.dtype != dtype else t
 
             if len(chunk) == 1:
                 k = chunk[0]
