@@ -48,14 +48,14 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
     probe, so the host's drift between rounds cancels; the rows give the medians over the rounds. If the
     method's kernels ran slower inside the method than alone, ``method_over_kernels`` would exceed the
     bookkeeping the profiler shows."""
-    from inflbench.methods._stats import block_stats
-
     from inflbench.methods._exact import use_woodbury
+    from inflbench.methods._stats import block_stats
+    from inflbench.methods.datainf import uses_gram
 
     n, m = next(iter(train.values())).shape[0], next(iter(test.values())).shape[0]
     d = sum(v.shape[1] for v in train.values())
     db = next(iter(train.values())).shape[1]
-    if not use_woodbury(n, db, m) or 2 * n * n * db + 2 * n * n * m < 4 * n * m * db:
+    if not use_woodbury(n, db, m) or uses_gram(n, m, db):
         print("method_vs_kernels: skipped (the bare sequences are the n x n Cholesky of exact_block and the "
               "d-side products of datainf; these sizes take the other forms)")
         return []
@@ -209,18 +209,14 @@ def main(argv=None) -> int:
                          "times_one_read_at_probe_bw": round(wall / (store / bw[stat]), 3)})
     rows += method_vs_kernels(train, test, square, sq64, 3 * args.repeat)
     for r in rows:
-        if "square_gemm_gflops" in r:
-            r.update({"n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
-                      "threads": torch.get_num_threads(), "loadavg_1m": load})
-            print(f"{r['kernel']:56s} {r['wall_s']:8.4f}s {r['gflops']:7.1f} GFLOP/s  "
-                  f"{r['fraction_of_square_gemm']:.2f}  method / kernels {r.get('method_over_kernels', '')}")
-            continue
-        r.update({"square_gemm_gflops": round(probe64 if "float64" in r["kernel"] else probe, 1),
-                  "n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
+        # method_vs_kernels rows already carry the median of their own rounds' probes
+        r.setdefault("square_gemm_gflops", round(probe64 if "float64" in r["kernel"] else probe, 1))
+        r.update({"n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
                   "threads": torch.get_num_threads(), "loadavg_1m": load})
         rate = (f"{r['gflops']:7.1f} GFLOP/s  {r['fraction_of_square_gemm']:.2f}" if "gflops" in r else
                 f"{r['gbs']:7.2f} GB/s  {r['times_one_read_at_probe_bw']:.2f}x one read")
-        print(f"{r['kernel']:56s} {r['wall_s']:8.4f}s {rate}")
+        ratio = f"  method / kernels {r['method_over_kernels']}" if "method_over_kernels" in r else ""
+        print(f"{r['kernel']:56s} {r['wall_s']:8.4f}s {rate}{ratio}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as fh:
         fields = list(dict.fromkeys(k for r in rows for k in r))

@@ -80,6 +80,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests" / "methods"))  # synthetic_grads
 
 from inflbench.methods import compute_influence  # noqa: E402
+from inflbench.methods.datainf import uses_gram as datainf_uses_gram  # noqa: E402
 from inflbench.solvers.common import gram_tile_edges  # noqa: E402
 from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
@@ -272,7 +273,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
         f32 = thin + (2 * n * d if method == "cosine" else 0)
     elif method == "datainf":
         for db in dims.values():
-            if 2 * n * n * db + 2 * n * n * m < 4 * n * m * db:
+            if datainf_uses_gram(n, m, db):
                 f32 += n * n * db + 2 * n * m * db + 2 * n * n * m
                 thin += 2 * n * m * db
                 k["syrk32"] += n * n * db
@@ -592,14 +593,14 @@ def main(argv=None) -> int:
         probes.append({**probe(), **shape_probe(train, test)})
         print("probe", probes[-1], flush=True)
     best = {k: max(p[k] for p in probes) for k in probes[0]}
+    single = torch.get_num_threads() == 1  # then CPU times on both sides (see _timed)
     for r in rows:
-        wall = r["cpu_s"] if torch.get_num_threads() == 1 else r["wall_s"]
+        wall = r["cpu_s"] if single else r["wall_s"]
         r["roofline"], r["bound"] = roofline(r, best, wall)
         r["roofline_shape"] = roofline(r, best, wall, shape=True)[0]
         # each timed call against the square rates probed around it, the median over the repeats; the
         # host's drift (other jobs on the shared cores) then cancels, where the column above does not
         rounds = r.pop("rounds")
-        single = torch.get_num_threads() == 1
         r["roofline_paired"] = float(np.median([roofline(r, {**best, **rates}, c if single else w)[0]
                                                 for w, c, rates in rounds]))
         r["host_factor"] = float(np.median([rates["gemm_f32_gflops"] for _, _, rates in rounds])) / best["gemm_f32_gflops"]

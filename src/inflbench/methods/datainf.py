@@ -32,6 +32,11 @@ class DataInfParams(DampedParams):
         check_choice("dtype", self.dtype, DTYPES)
 
 
+def uses_gram(n: int, m: int, d: int) -> bool:
+    """Whether a block of ``d`` parameters is cheaper through its ``n x n`` Gram than through ``X^T C``."""
+    return 2 * n * n * d + 2 * n * n * m < 4 * n * m * d
+
+
 @register("datainf", params=DataInfParams, summary="DataInf closed form (Sherman-Morrison on swapped average), per block")
 def datainf(data: GradData, p: DataInfParams) -> InfluenceResult:
     dt = compute_dtype(p.dtype, data)
@@ -44,7 +49,7 @@ def datainf(data: GradData, p: DataInfParams) -> InfluenceResult:
         sq = torch.stack([data.train_sq[k] for k in names]).to(dt)[:, :, None]  # (B, n, 1)
         C = torch.bmm(tr, te.transpose(1, 2))  # (B, n, m)
         coef = C / (lam + sq)
-        if 2 * n * n * d + 2 * n * n * m < 4 * n * m * d:
+        if uses_gram(n, m, d):
             K = sym_gram(tr)
             corr = torch.bmm(K, coef)
         else:
