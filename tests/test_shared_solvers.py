@@ -214,11 +214,19 @@ def test_lissa_batched_matches_step_by_step_reference(variant, dtype):
         sc = torch.ones(3, 1, 1, dtype=dtype)
         G = G / lmax[:, None, None] * torch.tensor([1.0, 3.0, 1.0], dtype=dtype)[:, None, None]
     ref, ref_div = _lissa_checked_every_step(G, v, lam, sc, 30, variant)
-    x, div = lissa_solve(lambda z: torch.bmm(G, z), v, damping=lam, scale=sc, depth=30, variant=variant, batch_dims=1)
-    assert div.tolist() == ref_div.tolist() == [False, True, True]
-    assert_close(x[0], ref[0], "solver_float64" if dtype == D64 else "float32_reference")
-    if dtype == D64:  # the diverging problem follows the same (growing) iterates
-        assert_close(x[1], ref[1], "solver_float64")
+    # the operator as a callable, or as the matrix (its product accumulated into the step)
+    for op in (lambda z: torch.bmm(G, z), G):
+        x, div = lissa_solve(op, v, damping=lam, scale=sc, depth=30, variant=variant, batch_dims=1)
+        assert div.tolist() == ref_div.tolist() == [False, True, True]
+        assert_close(x[0], ref[0], "solver_float64" if dtype == D64 else "float32_reference")
+        if dtype == D64:  # the diverging problem follows the same (growing) iterates
+            assert_close(x[1], ref[1], "solver_float64")
+    v0 = v[0].clone()
+    x, _ = lissa_solve(G[0], v[0], damping=lam[0], scale=sc[0], depth=30, variant=variant)
+    assert torch.equal(v[0], v0)  # the right-hand side is not overwritten
+    assert_close(x, ref[0], "solver_float64" if dtype == D64 else "float32_reference")
+    x, _ = lissa_solve(G[0], v[0, :, 1], damping=float(lam[0]), scale=float(sc[0]), depth=30, variant=variant)
+    assert_close(x, ref[0][:, 1], "solver_float64" if dtype == D64 else "float32_reference")
 
 
 # ----------------------------------------------------------------- DataInf

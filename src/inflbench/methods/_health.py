@@ -47,7 +47,8 @@ class LastChange:
     (``inf`` when ``q >= 1``; the plain last-step change once it is at rounding level). The raw last-step
     change alone reads "converged" when the recursion merely crawls (small steps, rate near 1).
     ``first`` is the estimate before step 1 (``e_{-1} = 0``); with ``batch_dims`` leading problem
-    dimensions the value is a tensor per problem.
+    dimensions the value is a tensor per problem. Every quantity is a ratio, so the recursion's
+    iterates (the estimates times a fixed scale per problem) give the same value.
     """
 
     def __init__(self, depth: int, first: Tensor, batch_dims: int = 0):

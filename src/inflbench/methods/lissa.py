@@ -105,7 +105,7 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
         else:
             s = float(torch.linalg.matrix_norm(data.stats.gram(k).to(torch.float64))) / n + lam
         scales.append(s)
-        track = LastChange(p.depth, T.T / s if p.variant == "correct" else T.T)
+        track = LastChange(p.depth, T.T)  # on the iterates: their relative changes are the estimates' own
         est, div = lissa_solve(
             lambda x: X.T @ (X @ x) / n, T.T, damping=lam, scale=s, depth=p.depth, variant=p.variant, callback=track
         )
@@ -119,9 +119,9 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
         lam = torch.tensor([lams[k] for k in names], dtype=dt)
         sc = torch.full_like(lam, p.scale) if p.scale is not None else torch.linalg.matrix_norm(G, ord="fro") + lam
         scales.extend(sc.tolist())
-        track = LastChange(p.depth, V / sc[:, None, None] if p.variant == "correct" else V, batch_dims=1)
+        track = LastChange(p.depth, V, batch_dims=1)
         est, div = lissa_solve(
-            lambda x: torch.bmm(G, x),
+            G,
             V,
             damping=lam[:, None, None],
             scale=sc[:, None, None],

@@ -24,7 +24,7 @@ def lissa_increment_diverged(min_norm: float, norm: float, x_norm: float, eps: f
 
 
 def lissa_solve(
-    matvec: Callable[[Tensor], Tensor],
+    matvec: Callable[[Tensor], Tensor] | Tensor,
     v: Tensor,
     *,
     damping: float | Tensor,
@@ -57,7 +57,11 @@ def lissa_solve(
     non-finite or the increment ``x_k - x_{k-1}`` (which is ``B^k v`` with
     ``B`` the iteration matrix, non-increasing in norm for a convergent
     recursion) grows; see :func:`lissa_increment_diverged`.
-    callback(k, estimate_k) after each step ``k = 1..depth``.
+    ``matvec`` may also be the matrix ``G`` itself (``(d, d)``, or ``(B, d, d)`` with ``batch_dims=1``):
+    the product then accumulates into the step (BLAS ``beta = 1``) instead of a separate array.
+    callback(k, x_k) after each step ``k = 1..depth`` with the iterate ``x_k`` (the estimate is
+    ``x_k / scale`` for the correct variant, ``x_k`` for the published one); ``x_k`` is updated in
+    place afterwards, so a callback that keeps it must copy it.
     Returns ``(estimate, diverged)``.
     """
     if depth < 0:
@@ -77,30 +81,37 @@ def lissa_solve(
         return torch.linalg.vector_norm(t, dim=red) if red else t.abs()
 
     eps = torch.finfo(v.dtype).eps
-    # x_k = v + keep * x_{k-1} - gain * G x_{k-1}: two passes per step
-    keep, gain = (1.0 - lam / sc, 1.0 / sc) if variant == "correct" else (1.0 + lam, None)
-    x = v
+    # x_k = x_{k-1} + g * u_k with u_k = a v + c x_{k-1} - G x_{k-1}: the product accumulates into u_k
+    if variant == "correct":
+        a, c, g = sc, -lam, 1.0 / sc
+    else:
+        a, c, g = torch.ones((), dtype=v.dtype), lam, torch.ones((), dtype=v.dtype)
+    if isinstance(matvec, Tensor):
+        accumulate = (lambda u, x: u.baddbmm_(matvec, x, alpha=-1.0)) if matvec.dim() == 3 else (  # noqa: E731
+            lambda u, x: (u.addmv_ if x.dim() == 1 else u.addmm_)(matvec, x, alpha=-1.0))
+    else:
+        accumulate = lambda u, x: u.sub_(matvec(x))  # noqa: E731
+    g_each = g.reshape(g.shape[:batch_dims]) if g.dim() > batch_dims else g  # per problem, against norm()
+    av = v * a if a.dim() or float(a) != 1.0 else v
+    x = v.clone()
     v_norm = norm(v)
     diverged = ~torch.isfinite(v_norm) if red else ~torch.isfinite(v)
     # x_0 - x_{-1} = v (x_{-1} = 0): a first increment larger than v already shows divergence at depth 1
     min_inc = torch.nan_to_num(v_norm.to(torch.float64), nan=float("inf")).expand(bshape).clone()
     incs = []
+    u = torch.empty_like(v)
     for k in range(1, depth + 1):
-        gx = matvec(x)
-        x_new = torch.addcmul(v, keep, x)
-        if gain is None:
-            x_new.sub_(gx)
-        else:
-            x_new.addcmul_(gx, gain, value=-1.0)
-        inc = norm(x_new - x).to(torch.float64)
+        torch.addcmul(av, c, x, out=u)
+        accumulate(u, x)
+        inc = (norm(u) * g_each).to(torch.float64)
+        x.addcmul_(u, g)
         incs.append(inc)
         grew = inc > min_inc * (1.0 + 1e-3)
         if bool(grew.any()):  # the rounding floor only matters for an increment that grew
-            diverged = diverged | (grew & (inc > 64.0 * eps * norm(x_new).to(torch.float64)))
+            diverged = diverged | (grew & (inc > 64.0 * eps * norm(x).to(torch.float64)))
         min_inc = torch.fmin(min_inc, inc)
-        x = x_new
         if callback is not None:
-            callback(k, x / sc if variant == "correct" else x)
+            callback(k, x)
         if not bool(torch.isfinite(inc).any()):
             break
     if incs:

@@ -1,0 +1,67 @@
+"""Smoke runs of the benchmark scripts at toy sizes: they run, write the columns the docs read, and the
+numbers in them are consistent (no timings are asserted)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def rows_of(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_bench_methods_smoke(tmp_path):
+    bench = load("bench_methods")
+    out = tmp_path / "methods.csv"
+    labels = ["tracin", "lissa+stats", "hyperinf_fim[direct]+stats"]
+    assert bench.main(["--quick", "--methods", *labels, "--out", str(out)]) == 0
+    rows = rows_of(out)
+    # the references run first whatever is asked for, and the statistics row comes first
+    assert rows[0]["config"] == "block_stats"
+    got = {(r["config"], r["setting"]) for r in rows[1:]}
+    want = {(c, s) for c in [*labels, *bench.REFS] for s in ("P", "Q")}
+    assert got == want
+    for r in rows:
+        for col in ("wall_s", "roofline", "roofline_paired", "host_factor"):
+            assert math.isfinite(float(r[col])) and float(r[col]) > 0, (r["config"], col, r[col])
+    by = {(r["config"], r["setting"]): r for r in rows[1:]}
+    for s in ("P", "Q"):
+        # the exact path with shared statistics is its own reference; hyperinf_fim[direct] solves the same system
+        assert float(by["exact_block+stats", s]["spearman_vs_exact_block"]) == pytest.approx(1.0)
+        assert float(by["hyperinf_fim[direct]+stats", s]["spearman_vs_exact_block"]) > 0.9999
+        assert float(by["tracin", s]["roofline_kernels"]) > 0  # the profiled split ran
+    table = load("methods_table")
+    assert table.main([str(out)]) == 0
+
+
+@pytest.mark.slow
+def test_bench_gemm_shapes_smoke(tmp_path):
+    bench = load("bench_gemm_shapes")
+    out = tmp_path / "shapes.csv"
+    # n = 64, m = 20, d_b = 512: datainf takes the X^T C form and exact_block the n x n one, so the
+    # method-against-kernels rows run too
+    assert bench.main(["--n-train", "64", "--n-test", "20", "--blocks", "4", "--dim", "512", "--repeat", "1",
+                       "--out", str(out)]) == 0
+    rows = {r["kernel"]: r for r in rows_of(out)}
+    for method in ("datainf Q", "exact_block+stats Q"):
+        alone = rows[f"{method}, its kernels alone"]
+        assert float(alone["method_over_kernels"]) > 0
+        assert float(rows[f"{method} (compute_influence)"]["fraction_of_square_gemm"]) > 0
+    read = rows["gemv per block (one read of the store) [median]"]
+    assert float(read["times_one_read_at_probe_bw"]) > 0
