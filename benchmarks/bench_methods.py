@@ -182,10 +182,16 @@ def shape_probe(train: dict, test: dict) -> dict:
                lambda: [a @ b.T for a, b in pairs],
                lambda: [(b @ a.T).T for a, b in pairs])
     gemm = min(min(_timed(f) for _ in range(3)) for f in layouts)
+    # the two other thin products of datainf / matrix-free lissa / rrinf: X^T C (d_b x n)(n x m), X W (n x d_b)(d_b x m)
+    coefs = [torch.randn(a.shape[0], b.shape[0]) for a, b in pairs]
+    xtc = min(_timed(lambda: [a.T @ c for (a, _), c in zip(pairs, coefs)]) for _ in range(3))
+    ws = [torch.randn(a.shape[1], b.shape[0]) for a, b in pairs]
+    xw = min(_timed(lambda: [a @ w for (a, _), w in zip(pairs, ws)]) for _ in range(3))
     gemv = min(_timed(lambda: [torch.mv(a, v) for (a, _), v in zip(pairs, vecs)]) for _ in range(5))
     m = pairs[0][1].shape[0]
     side = max(max(v.shape[1:]) if v.dim() > 2 else v.shape[1] for v in train.values())
     return {"gemm_f32_shape_gflops": round(flops / gemm / 1e9, 1), "read_blocks_gbs": round(nbytes / gemv / 1e9, 2),
+            "gemm_f32_xtc_gflops": round(flops / xtc / 1e9, 1), "gemm_f32_xw_gflops": round(flops / xw / 1e9, 1),
             **kernel_probe(pairs[0][0], side, m)}
 
 
@@ -280,7 +286,9 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                 k["gemm32_s"] += 2 * n * n * m
             else:
                 f32 += 6 * n * m * db
-                thin += 6 * n * m * db
+                thin += 2 * n * m * db  # C = X T^T
+                k["xtc32"] += 2 * n * m * db  # W = X^T C'
+                k["xw32"] += 2 * n * m * db  # X W
                 extra += 2 * 4 * n * db  # W = X^T coef and X W each need X again
     elif method == "lissa":
         depth = params.get("depth", 10)
@@ -289,8 +297,10 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
             have = ("n" if n <= db else "d") if stats else None
             route = lissa_route(n, db, m, depth, gram_needed=params.get("scale") is None and not published, have=have)
             s = min(n, db)
-            thin += 2 * n * m * db + (depth * 4 * n * db * m if route == "matfree" else 0)
+            thin += 2 * n * m * db
             if route == "matfree":
+                k["xw32"] += depth * 2 * n * db * m
+                k["xtc32"] += depth * 2 * n * db * m
                 f32 += depth * 4 * n * db * m + 2 * n * m * db
                 extra += 2 * depth * 4 * n * db + (8 * s * s if stats and not published else 0)
             elif route == "nspace":
@@ -367,7 +377,9 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                     f32 += min(direct_f, gram_f)
                     k["syrk32"] += 0.0 if direct_f <= gram_f else n * n * db
                     k["gemm32_s"] += 0.0 if direct_f <= gram_f else visits * 2 * n * n * m
-                    thin += direct_f if direct_f <= gram_f else 2 * n * m * db
+                    thin += 2 * n * m * db if direct_f > gram_f else 0.0
+                    k["xw32"] += direct_f / 2 if direct_f <= gram_f else 0.0
+                    k["xtc32"] += direct_f / 2 if direct_f <= gram_f else 0.0
                     extra += visits * 2 * 4 * n * db if direct_f <= gram_f else visits * 4 * n * n
     return {"flops32": f32, "flops64": f64, "bytes": one_read + extra, "flops32_thin": thin,
             **{f"flops_{key}": v for key, v in k.items()}}
@@ -375,6 +387,7 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
 
 #: cost-model kernel parts -> the probe column of their rate in the shape bound (``kernel_probe``)
 KERNEL_RATES = {"syrk32": "syrk_f32_gflops", "syrk64": "syrk_f64_gflops",
+                "xtc32": "gemm_f32_xtc_gflops", "xw32": "gemm_f32_xw_gflops",
                 **{f"{k}_{t}": f"{k[:-2]}_f{k[-2:]}_{t}_gflops" for k in ("gemm32", "square32", "potrf64", "trsm64")
                    for t in ("s", "side")}}
 
