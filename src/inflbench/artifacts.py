@@ -145,23 +145,12 @@ def read_gradient_index(path: str | Path) -> dict:
 
 
 def gradient_writer(path: str | Path, specs: dict, meta: dict):
-    """A :class:`inflbench.store.StoreWriter` for a gradient store: ``specs`` block -> ((n, *shape), dtype).
-    Rows are written as they are computed, each block's per-sample squared norms with them (so no consumer
-    needs a pass over the store for norms); :func:`write_gradient_index` completes the store."""
-    import torch
+    """The writer of a gradient store (:class:`inflbench.store.GradientStoreWriter`, which writes each block's
+    per-sample squared norms with its rows): ``specs`` block -> ((n, *shape), dtype), provenance ``meta`` in
+    the file header; :func:`write_gradient_index` completes the store."""
+    from inflbench.store import GradientStoreWriter
 
-    from inflbench.store import NORM_PREFIX, StoreWriter
-
-    class GradientWriter(StoreWriter):
-        def write(self, name: str, start: int, rows: torch.Tensor) -> None:
-            from inflbench.methods._common import sq_norms
-
-            super().write(name, start, rows)
-            stored = rows.detach().to("cpu", self.layout[name][2])
-            super().write(NORM_PREFIX + name, start, sq_norms(stored))
-
-    norms = {NORM_PREFIX + k: ((shape[0],), torch.float64) for k, (shape, _) in specs.items()}
-    return GradientWriter(path, {**specs, **norms}, _gradient_file_metadata(meta))
+    return GradientStoreWriter(path, specs, _gradient_file_metadata(meta))
 
 
 def save_gradients(path: str | Path, grads: dict, sample_ids: list[int], meta: dict) -> None:

@@ -96,6 +96,24 @@ class StoreWriter:
 _DTYPES = {code: dtype for dtype, code in _CODES.items()}
 
 
+class GradientStoreWriter(StoreWriter):
+    """A :class:`StoreWriter` that writes each block's per-sample squared norms with its rows (as
+    ``NORM_PREFIX + block``, float64), so no consumer needs a pass over the store for them.
+    ``specs`` lists the blocks only; the norm entries are added here."""
+
+    def __init__(self, path: str | Path, specs: Mapping[str, tuple[Sequence[int], torch.dtype]],
+                 metadata: Mapping[str, str] | None = None, reserve: int = 0):
+        norms = {NORM_PREFIX + k: ((shape[0],), torch.float64) for k, (shape, _) in specs.items()}
+        super().__init__(path, {**specs, **norms}, metadata, reserve)
+
+    def write(self, name: str, start: int, rows: torch.Tensor) -> None:
+        from inflbench.methods._common import sq_norms
+
+        super().write(name, start, rows)
+        stored = rows.detach().to("cpu", self.layout[name][2])  # the norms of the rows as stored
+        super().write(NORM_PREFIX + name, start, sq_norms(stored))
+
+
 class TensorStore:
     """Reader of a safetensors file by tensor and row range. Reads go through ``pread`` into fresh buffers,
     not a memory map, so a job's resident memory holds only what it asked for."""
