@@ -151,6 +151,22 @@ def test_lissa_correct_converges_to_direct():
     assert_close(x, direct_solve(M, v), "solver_float64")
 
 
+@pytest.mark.parametrize("variant", ["correct", "published"])
+def test_lissa_callbacks_get_estimates_and_iterates(variant):
+    """``callback`` gets each step's estimate as its own tensor; ``iterate_callback`` the iterate, which is the
+    estimate times the scale (correct variant)."""
+    S, M, v = spd_problem(lam=0.1)
+    G = S.T @ S / S.shape[0]
+    scale = float(lambda_max_bound(M))
+    est, its = [], []
+    x, _ = lissa_solve(G, v, damping=0.1, scale=scale, depth=5, variant=variant,
+                       callback=lambda k, e: est.append(e), iterate_callback=lambda k, it: its.append(it.clone()))
+    assert len(est) == len(its) == 5
+    for e, it in zip(est, its):
+        assert_close(e, it / scale if variant == "correct" else it, "solver_float64")
+    assert torch.equal(est[-1], x) and not torch.equal(est[0], est[1])  # kept estimates are not overwritten
+
+
 def test_lissa_published_matches_explicit_recursion_and_flags_divergence():
     S, _, v = spd_problem(lam=0.1)
     G = S.T @ S / S.shape[0]

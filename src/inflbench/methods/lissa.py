@@ -107,7 +107,8 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
         scales.append(s)
         track = LastChange(p.depth, T.T)  # on the iterates: their relative changes are the estimates' own
         est, div = lissa_solve(
-            lambda x: X.T @ (X @ x) / n, T.T, damping=lam, scale=s, depth=p.depth, variant=p.variant, callback=track
+            lambda x: X.T @ (X @ x) / n, T.T, damping=lam, scale=s, depth=p.depth, variant=p.variant,
+            iterate_callback=track,
         )
         changes[k] = track.per_problem(1)[0]
         if div:
@@ -128,7 +129,7 @@ def lissa(data: GradData, p: LissaParams) -> InfluenceResult:
             depth=p.depth,
             variant=p.variant,
             batch_dims=1,
-            callback=chain(track, iteration_progress(f"LiSSA ({len(names)} blocks at once)", p.depth)),
+            iterate_callback=chain(track, iteration_progress(f"LiSSA ({len(names)} blocks at once)", p.depth)),
         )
         changes.update(zip(names, track.per_problem(len(names))))
         for i, k in enumerate(names):

@@ -33,6 +33,7 @@ def lissa_solve(
     callback: Callable[[int, Tensor], None] | None = None,
     variant: Literal["correct", "published"] = "correct",
     batch_dims: int = 0,
+    iterate_callback: Callable[[int, Tensor], None] | None = None,
 ) -> tuple[Tensor, bool | Tensor]:
     """LiSSA recursion for ``(G + damping I)^{-1} v`` given ``matvec(x) = G x``.
 
@@ -59,9 +60,10 @@ def lissa_solve(
     recursion) grows; see :func:`lissa_increment_diverged`.
     ``matvec`` may also be the matrix ``G`` itself (``(d, d)``, or ``(B, d, d)`` with ``batch_dims=1``):
     the product then accumulates into the step (BLAS ``beta = 1``) instead of a separate array.
-    callback(k, x_k) after each step ``k = 1..depth`` with the iterate ``x_k`` (the estimate is
-    ``x_k / scale`` for the correct variant, ``x_k`` for the published one); ``x_k`` is updated in
-    place afterwards, so a callback that keeps it must copy it.
+    callback(k, estimate_k) after each step ``k = 1..depth`` (a new tensor each step).
+    iterate_callback(k, x_k): the recursion's iterate itself, with no copy (the estimate is ``x_k / scale``
+    for the correct variant, ``x_k`` for the published one), for callers that need only ratios of
+    iterates; it is updated in place afterwards, so a callback that keeps it must copy it.
     Returns ``(estimate, diverged)``.
     """
     if depth < 0:
@@ -110,8 +112,10 @@ def lissa_solve(
         if bool(grew.any()):  # the rounding floor only matters for an increment that grew
             diverged = diverged | (grew & (inc > 64.0 * eps * norm(x).to(torch.float64)))
         min_inc = torch.fmin(min_inc, inc)
+        if iterate_callback is not None:
+            iterate_callback(k, x)
         if callback is not None:
-            callback(k, x)
+            callback(k, x / sc if variant == "correct" else x.clone())
         if not bool(torch.isfinite(inc).any()):
             break
     if incs:
