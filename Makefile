@@ -30,7 +30,9 @@ test: setup
 
 lint: setup
 	$(BIN)/snakemake --lint
-	for f in configs/*.yaml; do $(BIN)/snakemake -n -q --configfile $$f || exit 1; done
+	# every profile, an overlay with the profiles its usage line names (inflbench.config.profile_configfiles)
+	for f in $$(ls configs/*.yaml | grep -v '\.block\.yaml$$'); do \
+	  $(BIN)/snakemake -n -q --configfile $$($(BIN)/python -c 'import sys; from inflbench.config import profile_configfiles as p; print(*p(sys.argv[1]))' $$f) || exit 1; done
 
 bench: setup
 	$(BIN)/python benchmarks/bench_gradients.py

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import yaml
 from safetensors import safe_open
 
 from common import ROOT, load_test_config, needs_shared, snakemake
+from inflbench.config import profile_configfiles
 from inflbench.methods.ekfac import kronfluence_available
 from inflbench.paths import Layout
 
@@ -53,8 +53,7 @@ def test_dry_run_every_profile(tmp_path, profile):
     if "ekfac" in yaml.safe_load(text).get("methods", {}) and not kronfluence_available():
         pytest.skip("profile uses ekfac; kronfluence not installed (make setup installs it)")
     # an overlay on other profiles names them in its usage line: --configfile configs/base.yaml configs/<profile>
-    usage = re.search(rf"--configfile ((?:configs/\S+\.yaml )+)configs/{re.escape(profile)}", text)
-    files = [str(ROOT / b) for b in (usage.group(1).split() if usage else [])] + [str(ROOT / "configs" / profile)]
+    files = [str(ROOT / f) for f in profile_configfiles(profile, ROOT)]
     if "../shared" in text:  # relative to the repository root, where users run it
         glue = needs_shared("glue")
         (tmp_path / "abs.yaml").write_text(yaml.safe_dump({"data": {"glue_dir": str(glue)}}))

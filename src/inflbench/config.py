@@ -79,6 +79,16 @@ def profile_config(merged: dict, overlays: dict) -> dict:
     return copy.deepcopy(dict(overlays)) if (overlays or {}).get("standalone") else merged
 
 
+def profile_configfiles(profile: str | Path, root: str | Path = ".") -> list[str]:
+    """The ``--configfile`` list that runs ``profile`` (a file under ``configs/``): the profiles an overlay
+    builds on, as its usage line names them (``--configfile configs/base.yaml configs/<profile>``), then the
+    profile itself; paths relative to the repository ``root``."""
+    path = Path(profile)
+    text = (Path(root) / "configs" / path.name).read_text()
+    usage = re.search(rf"--configfile ((?:configs/\S+\.yaml )+)configs/{re.escape(path.name)}", text)
+    return [*(usage.group(1).split() if usage else []), f"configs/{path.name}"]
+
+
 def _register_sections() -> None:
     """Import the modules that register section checks."""
     import inflbench.data  # noqa: F401
