@@ -374,13 +374,17 @@ def cost(method: str, params: dict, stats: bool, n: int, m: int, dims: dict, sha
                 else:
                     direct_f = visits * 4 * n * db * m
                     gram_f = n * n * db + visits * 2 * n * n * m + 2 * n * m * db
-                    f32 += min(direct_f, gram_f)
-                    k["syrk32"] += 0.0 if direct_f <= gram_f else n * n * db
-                    k["gemm32_s"] += 0.0 if direct_f <= gram_f else visits * 2 * n * n * m
-                    thin += 2 * n * m * db if direct_f > gram_f else 0.0
-                    k["xw32"] += direct_f / 2 if direct_f <= gram_f else 0.0
-                    k["xtc32"] += direct_f / 2 if direct_f <= gram_f else 0.0
-                    extra += visits * 2 * 4 * n * db if direct_f <= gram_f else visits * 4 * n * n
+                    if direct_f <= gram_f:  # X^T (X w) per visit: half of it each thin layout
+                        f32 += direct_f
+                        k["xw32"] += direct_f / 2
+                        k["xtc32"] += direct_f / 2
+                        extra += visits * 2 * 4 * n * db
+                    else:
+                        f32 += gram_f
+                        k["syrk32"] += n * n * db
+                        k["gemm32_s"] += visits * 2 * n * n * m
+                        thin += 2 * n * m * db
+                        extra += visits * 4 * n * n
     return {"flops32": f32, "flops64": f64, "bytes": one_read + extra, "flops32_thin": thin,
             **{f"flops_{key}": v for key, v in k.items()}}
 

@@ -83,18 +83,18 @@ def lissa_solve(
         return torch.linalg.vector_norm(t, dim=red) if red else t.abs()
 
     eps = torch.finfo(v.dtype).eps
-    # x_k = x_{k-1} + g * u_k with u_k = a v + c x_{k-1} - G x_{k-1}: the product accumulates into u_k
+    # x_k = x_{k-1} + g * u_k with u_k = a v + c x_{k-1} - G x_{k-1} (correct: a = scale, c = -damping,
+    # g = 1 / scale; published: a = 1, c = damping, g = 1); the product accumulates into u_k
     if variant == "correct":
-        a, c, g = sc, -lam, 1.0 / sc
+        av, c, g = v * sc, -lam, 1.0 / sc
     else:
-        a, c, g = torch.ones((), dtype=v.dtype), lam, torch.ones((), dtype=v.dtype)
+        av, c, g = v, lam, torch.ones((), dtype=v.dtype)
     if isinstance(matvec, Tensor):
-        accumulate = (lambda u, x: u.baddbmm_(matvec, x, alpha=-1.0)) if matvec.dim() == 3 else (  # noqa: E731
-            lambda u, x: (u.addmv_ if x.dim() == 1 else u.addmm_)(matvec, x, alpha=-1.0))
+        product = Tensor.baddbmm_ if matvec.dim() == 3 else Tensor.addmv_ if v.dim() == 1 else Tensor.addmm_
+        accumulate = lambda u, x: product(u, matvec, x, alpha=-1.0)  # noqa: E731
     else:
         accumulate = lambda u, x: u.sub_(matvec(x))  # noqa: E731
     g_each = g.reshape(g.shape[:batch_dims]) if g.dim() > batch_dims else g  # per problem, against norm()
-    av = v * a if a.dim() or float(a) != 1.0 else v
     x = v.clone()
     v_norm = norm(v)
     diverged = ~torch.isfinite(v_norm) if red else ~torch.isfinite(v)
