@@ -1,6 +1,8 @@
 """Bad input fails before any job runs, with one line naming the key or file."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -98,6 +100,20 @@ def test_model_method_without_its_dependency_fails_clearly(monkeypatch):
     with pytest.raises(InputError, match=r"methods.ekfac"):
         validate_config(_with("methods.ekfac", {"damping": -1.0}))
 
+
+
+def test_kronfluence_lookup_agrees_with_importing_it_and_imports_nothing():
+    """The config check finds kronfluence without importing it; the answer is the import's, and one missing
+    module kronfluence imports makes it False."""
+    code = ("import sys; from inflbench.methods import ekfac; found = ekfac.kronfluence_available(); "
+            "imported = 'kronfluence' in sys.modules\n"
+            "try:\n    import kronfluence; works = True\nexcept ImportError:\n    works = False\n"
+            "ekfac._KRONFLUENCE_MODULES += ('no_such_module_xyz',)\n"
+            "print(found, imported, works, ekfac.kronfluence_available())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found, imported, works, with_missing = proc.stdout.split()
+    assert (found, imported, with_missing) == (works, "False", "False")
 
 @pytest.mark.parametrize("overlay, det, ide, exp", [
     ({}, True, False, "mislabeled_detection"),
