@@ -101,7 +101,6 @@ def test_model_method_without_its_dependency_fails_clearly(monkeypatch):
         validate_config(_with("methods.ekfac", {"damping": -1.0}))
 
 
-
 def test_kronfluence_lookup_agrees_with_importing_it_and_imports_nothing():
     """The config check finds kronfluence without importing it; the answer is the import's, and one missing
     module kronfluence imports makes it False."""
@@ -114,6 +113,7 @@ def test_kronfluence_lookup_agrees_with_importing_it_and_imports_nothing():
     assert proc.returncode == 0, proc.stderr[-2000:]
     found, imported, works, with_missing = proc.stdout.split()
     assert (found, imported, with_missing) == (works, "False", "False")
+
 
 @pytest.mark.parametrize("overlay, det, ide, exp", [
     ({}, True, False, "mislabeled_detection"),

@@ -20,8 +20,8 @@ from inflbench.store import TensorStore, select_blocks
 from inflbench.training import TrainArgs, finetune
 
 pytestmark = pytest.mark.slow
-# fewer steps than the defaults: the paths and shapes are under test, not convergence (HyperINF's Schulz steps
-# on the 13B decoder's 5120 x 5120 GFIMs take 2.7 TFLOP a block each)
+# fewer steps than the defaults: the paths and shapes are under test, not convergence (HyperINF's 20 Schulz
+# steps on the 13B decoder's 5120 x 5120 GFIMs are 2.7 TFLOP per block)
 FAST = {"rrinf": {"iterations": 20}, "lissa": {"depth": 3}, "hyperinf": {"iterations": 3}}
 
 
