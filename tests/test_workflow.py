@@ -43,9 +43,12 @@ def test_lint_is_clean(tmp_path):
 
 
 PROFILES = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if not p.name.endswith(".block.yaml"))
+#: plans of 12-16k jobs: 1-1.5 min each on 2 cores
+LARGE_PLANS = {"paper-layers.yaml", "paper-layers-llm.yaml"}
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", [pytest.param(p, marks=pytest.mark.slow) if p in LARGE_PLANS else p
+                                     for p in PROFILES])
 def test_dry_run_every_profile(tmp_path, profile):
     text = (ROOT / "configs" / profile).read_text()
     if "diffusion_unet" in text:
