@@ -62,14 +62,14 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
     stats = block_stats(train)
     pairs = [(train[k], test[k]) for k in train]
     C = torch.empty(n, m)
-    W = torch.empty(pairs[0][0].shape[1], m)
+    Wt = torch.empty(m, pairs[0][0].shape[1])
     out32 = torch.empty(n, m)
 
-    def datainf_kernels():  # C = X Tᵀ, W = Xᵀ C', X W (the d-side form the method picks here)
+    def datainf_kernels():  # C = X Tᵀ, Wᵀ = C'ᵀ X, X W (the d-side form the method picks here)
         for X, T in pairs:
             torch.mm(X, T.T, out=C)
-            torch.mm(X.T, C, out=W)
-            torch.mm(X, W, out=out32)
+            torch.mm(C.T, X, out=Wt)
+            torch.mm(X, Wt.T, out=out32)
 
     damped = [stats.gram(k) + n * 1e-3 * torch.eye(n, dtype=torch.float64) for k in train]
     pairs64 = [(X.double(), T.double()) for X, T in pairs]

@@ -182,9 +182,11 @@ def shape_probe(train: dict, test: dict) -> dict:
                lambda: [a @ b.T for a, b in pairs],
                lambda: [(b @ a.T).T for a, b in pairs])
     gemm = min(min(_timed(f) for _ in range(3)) for f in layouts)
-    # the two other thin products of datainf / matrix-free lissa / rrinf: X^T C (d_b x n)(n x m), X W (n x d_b)(d_b x m)
+    # the two other thin products of datainf / matrix-free lissa / rrinf: X^T C (d_b x n)(n x m), X W (n x d_b)(d_b x m);
+    # X^T C also as (C^T X)^T (what datainf computes: 1.45x faster on an AVX2 host)
     coefs = [torch.randn(a.shape[0], b.shape[0]) for a, b in pairs]
-    xtc = min(_timed(lambda: [a.T @ c for (a, _), c in zip(pairs, coefs)]) for _ in range(3))
+    xtc = min(min(_timed(f) for _ in range(3)) for f in (lambda: [a.T @ c for (a, _), c in zip(pairs, coefs)],
+                                                           lambda: [c.T @ a for (a, _), c in zip(pairs, coefs)]))
     ws = [torch.randn(a.shape[1], b.shape[0]) for a, b in pairs]
     xw = min(_timed(lambda: [a @ w for (a, _), w in zip(pairs, ws)]) for _ in range(3))
     gemv = min(_timed(lambda: [torch.mv(a, v) for (a, _), v in zip(pairs, vecs)]) for _ in range(5))

@@ -115,6 +115,32 @@ def test_kronfluence_lookup_agrees_with_importing_it_and_imports_nothing():
     assert (found, imported, with_missing) == (works, "False", "False")
 
 
+# jobs that load models, gradients or scores; every other job's script starts without torch (~2 s each)
+TORCH_SCRIPTS = {"block_stats", "finetune", "gradients", "gradients_merge", "model_scores", "prepare_data",
+                 "pretrain", "scores", "scores_merge"}
+
+
+def test_light_job_scripts_start_without_torch():
+    """The module-level imports of the table, metric, mask and figure scripts do not pull in torch (the
+    solvers package resolves its names on first use), and the solvers' names still resolve."""
+    light = sorted(p for p in (ROOT / "scripts").glob("*.py") if p.stem not in TORCH_SCRIPTS)
+    assert len(light) > 15
+    code = ("import ast, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    for node in ast.parse(open(path).read()).body:\n"
+            "        if isinstance(node, (ast.Import, ast.ImportFrom)):\n"
+            "            exec(compile(ast.Module([node], []), path, 'exec'), {})\n"
+            "    assert 'torch' not in sys.modules, path\n"
+            "from inflbench import solvers\n"
+            "assert 'torch' not in sys.modules\n"
+            "from inflbench.solvers import sym_gram, rrinf_sgd\n"
+            "assert sym_gram.__module__ == 'inflbench.solvers.common' and 'torch' in sys.modules\n"
+            "try:\n    from inflbench.solvers import no_such_solver\nexcept ImportError:\n    print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, light)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split() == ["ok"], proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize("overlay, det, ide, exp", [
     ({}, True, False, "mislabeled_detection"),
     ({"experiment": "influential_data"}, False, True, "influential_data"),  # the older spelling keeps its meaning

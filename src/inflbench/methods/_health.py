@@ -115,7 +115,8 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
                 continue
             x, t = _flat(train[b], dtype), _flat(test[b], dtype)
             # X (X^T S / n + T^T) and X T^T in one product: two passes over the block in all
-            both = x @ torch.cat([x.T @ (S.to(x.dtype) / n) + t.T, t.T], dim=1)
+            # (formed as (S^T X / n + T)^T: the block is never the transposed operand, which is slower)
+            both = x @ torch.cat([(S.to(x.dtype) / n).T @ x + t, t]).T
             fit.add_(both[:, :m].to(torch.float64))
             xt.add_(both[:, m:].to(torch.float64))
             del x, t, both
@@ -143,7 +144,7 @@ def reweighted_ridge_residual(train: list[Tensor], test: list[Tensor], scores: T
         sq = col_sq_norms(x).to(dtype)
         w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))[:, None]
         # X W (X^T S) and X W (n T^T) in one product: two passes over the block, in its precision
-        both = x @ torch.cat([w * (x.T @ scores.to(x.dtype)), w * (n * t.T)], dim=1)
+        both = x @ torch.cat([w.T * (scores.to(x.dtype).T @ x), w.T * (n * t)]).T
         fit.add_(both[:, :m].to(torch.float64))
         target.add_(both[:, m:].to(torch.float64))
         del x, t, both

@@ -16,12 +16,17 @@ Conventions: matrices may carry leading batch dimensions ``(..., d, d)``; right-
 or ``(..., d, k)`` (several columns).
 """
 
-from inflbench.solvers.common import lambda_max_bound, small_op_threads, sym_gram
-from inflbench.solvers.direct import cholesky_solve, datainf_apply, direct_solve
-from inflbench.solvers.lissa import lissa_increment_diverged, lissa_solve
-from inflbench.solvers.rrinf import RRInfSampling, rrinf_sgd
-from inflbench.solvers.schulz import (PUBLISHED_HYPERINF_X0, schulz_apply, schulz_apply_tracked, schulz_inverse,
-                                      schulz_x0_scale)
+import importlib
+
+# name -> submodule; imported on first use so that light jobs reading ``solvers.table`` skip torch
+_LAZY = {
+    "sym_gram": "common", "lambda_max_bound": "common", "small_op_threads": "common",
+    "cholesky_solve": "direct", "datainf_apply": "direct", "direct_solve": "direct",
+    "lissa_increment_diverged": "lissa", "lissa_solve": "lissa",
+    "RRInfSampling": "rrinf", "rrinf_sgd": "rrinf",
+    "PUBLISHED_HYPERINF_X0": "schulz", "schulz_apply": "schulz", "schulz_apply_tracked": "schulz",
+    "schulz_inverse": "schulz", "schulz_x0_scale": "schulz",
+}
 
 __all__ = [
     "sym_gram", "lambda_max_bound", "small_op_threads",
@@ -30,3 +35,15 @@ __all__ = [
     "datainf_apply", "direct_solve", "cholesky_solve",
     "rrinf_sgd", "RRInfSampling",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'inflbench.solvers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"inflbench.solvers.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

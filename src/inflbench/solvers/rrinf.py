@@ -309,12 +309,12 @@ def _rrinf_sgd_impl(
             return K @ Omega - PY
         X = src.X[b].to(dtype)
         Yb = src.Y[b].to(dtype)
-        resid = X.T @ Omega - src.tscale * Yb.T  # (d_b, C)
+        resid = Omega.T @ X - src.tscale * Yb  # (C, d_b); X as the transposed operand is slower
         if variant == "published":
             w = src.row_sq[b].to(dtype)
             w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
-            resid = resid * w[:, None]
-        return X @ resid
+            resid = resid * w
+        return X @ resid.T
 
     if sampling == "layer":
         if variant == "correct":
