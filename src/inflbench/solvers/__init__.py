@@ -28,13 +28,7 @@ _LAZY = {
     "schulz_inverse": "schulz", "schulz_x0_scale": "schulz",
 }
 
-__all__ = [
-    "sym_gram", "lambda_max_bound", "small_op_threads",
-    "schulz_x0_scale", "schulz_inverse", "schulz_apply", "schulz_apply_tracked", "PUBLISHED_HYPERINF_X0",
-    "lissa_solve", "lissa_increment_diverged",
-    "datainf_apply", "direct_solve", "cholesky_solve",
-    "rrinf_sgd", "RRInfSampling",
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):
