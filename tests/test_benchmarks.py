@@ -65,3 +65,22 @@ def test_bench_gemm_shapes_smoke(tmp_path):
         assert float(rows[f"{method} (compute_influence)"]["fraction_of_square_gemm"]) > 0
     read = rows["gemv per block (one read of the store) [median]"]
     assert float(read["times_one_read_at_probe_bw"]) > 0
+
+
+@pytest.mark.slow
+def test_gpu_smoke_runs_on_the_cpu(tmp_path):
+    """The GPU smoke script's path (device run + CPU comparison) at toy size, with the CPU as the device."""
+    smoke = load("gpu_smoke")
+    methods = ["tracin", "exact_joint", "rrinf", "hyperinf[solver=direct]"]
+    smoke.main(["--device", "cpu", "--check-on-cpu", "--layers", "1", "--n-train", "24", "--n-test", "8",
+                "--n-check", "8", "--n-finetune", "8", "--decoder-layers", "0", "--no-ekfac", "--grad-seconds", "1",
+                "--score-seconds", "600", "--out", str(tmp_path), "--methods", *methods])
+    rows = rows_of(tmp_path / "gpu_smoke.csv")
+    assert rows and all(r["status"] == "ok" for r in rows), [(r["step"], r["item"], r["note"]) for r in rows]
+    checks = {r["item"]: r for r in rows if r["step"] == "scores_vs_cpu"}
+    scored = {r["item"] for r in rows if r["step"] == "scores"}
+    assert set(checks) == set(methods) == scored
+    for r in checks.values():  # the same device twice: identical scores
+        assert float(r["max_rel_err"]) == 0.0 and float(r["corr"]) == pytest.approx(1.0)
+    grads = [r for r in rows if r["step"] == "gradients_vs_cpu"]
+    assert len(grads) == 1 and float(grads[0]["max_rel_err"]) == 0.0

@@ -403,6 +403,28 @@ def test_block_stats_stage_streams_gram_by_gram_and_equals_in_memory(tmp_path, d
             assert torch.equal(got, want) if exact else torch.allclose(got, want, rtol=1e-12, atol=1e-12), k
 
 
+def test_scoring_on_a_device_reads_lazy_stores_into_host_memory(tmp_path, monkeypatch):
+    """Coupled methods (rrinf, exact_joint) get lazy store views, read inside the device context."""
+    import inflbench.methods as methods
+    from inflbench.methods import InfluenceResult
+    from inflbench.scoring import _compute
+
+    paths = _random_stores(tmp_path, n=12, m=3)
+    tr, te = TensorStore(paths["train"]).lazy(), TensorStore(paths["val"]).lazy()
+    with torch.device("meta"):
+        block = TensorStore(paths["train"]).read(tr.keys_[0])
+    assert block.device.type == "cpu" and torch.equal(block, load_gradients(paths["train"])[tr.keys_[0]])
+    seen = {}
+
+    def fake(method, train, test, **params):
+        seen.update({k: v.device.type for k, v in train.items()})
+        return InfluenceResult({"total": torch.zeros(12, 3, device="cpu")}, meta={})
+
+    monkeypatch.setattr(methods, "compute_influence", fake)
+    _compute("rrinf", {}, tr, te, torch.device("meta"), None)
+    assert set(seen) == set(tr.keys_) and set(seen.values()) == {"meta"}
+
+
 def test_scoring_on_a_device_moves_the_shared_block_stats_there(tmp_path, monkeypatch):
     import inflbench.methods as methods
     from inflbench.methods import InfluenceResult

@@ -142,8 +142,9 @@ class TensorStore:
         start, stop = max(0, start or 0), min(rows, rows if stop is None else stop)
         stop = max(start, stop)
         row = math.prod(shape[1:]) * stored.itemsize
-        # torch's allocator aligns to 64 bytes: BLAS kernels may round differently on unaligned buffers
-        raw = torch.empty((stop - start) * row, dtype=torch.uint8)
+        # torch's allocator aligns to 64 bytes: BLAS kernels may round differently on unaligned buffers; host
+        # memory also inside a device context (scoring on a GPU reads coupled methods' blocks lazily there)
+        raw = torch.empty((stop - start) * row, dtype=torch.uint8, device="cpu")
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self.base + info["data_offsets"][0] + start * row)
             view, done = memoryview(raw.numpy()), 0

@@ -83,6 +83,21 @@ def test_ekfac_matches_exact_damped_fisher_on_tiny_mlp():
     assert bool((self_inf.diagonal() < 0).all())
 
 
+def test_ekfac_runs_where_the_model_is_after_a_run_elsewhere():
+    """kronfluence's device lives in a process-wide state: a run on a GPU model must not send a later CPU
+    model's run there (the state is set as a GPU run leaves it; no GPU needed)."""
+    from kronfluence.utils.state import State
+
+    model, train, test = _setup()
+    State._reset_state()
+    State(cpu=False)
+    State._shared_state["device"] = torch.device("meta")  # stands in for cuda:0
+    res = ekfac_influence(model, train, test, per_sample_loss, damping=1e-2)["total"]
+    assert State._shared_state["cpu"] is True and State._shared_state["device"] == torch.device("cpu")
+    State._reset_state()
+    assert torch.allclose(res, ekfac_influence(model, train, test, per_sample_loss, damping=1e-2)["total"])
+
+
 def test_ekfac_module_subset_and_validation():
     model, train, test = _setup()
     s = ekfac_influence(model, train, test, per_sample_loss, module_names=["2"], damping=1e-2)["total"]

@@ -48,6 +48,15 @@ def kronfluence_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in _KRONFLUENCE_MODULES)
 
 
+def _kronfluence_device(on_cpu: bool) -> None:
+    """kronfluence keeps its device in a process-wide state set by the first Analyzer: reset it when this
+    model lives elsewhere (else a CPU model after a CUDA one runs on the GPU)."""
+    from kronfluence.utils.state import State
+
+    if State._shared_state and State._shared_state.get("cpu") != on_cpu:
+        State._reset_state()
+
+
 def _import_kronfluence():
     try:
         from kronfluence.analyzer import Analyzer, prepare_model
@@ -163,6 +172,7 @@ def ekfac_influence(
     task = _LossTask()
     work = copy.deepcopy(model) if copy_model else model
     on_cpu = next(work.parameters()).device.type == "cpu"
+    _kronfluence_device(on_cpu)
     work = prepare_model(work, task)
     logging.getLogger("kronfluence").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="inflbench-ekfac-") as tmp:

@@ -194,7 +194,8 @@ def _rrinf_sgd_impl(
     n, C, d = src.n, src.C, src.d
     if src.fro_sq <= 0:
         raise ValueError("all training gradients are zero")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(int(seed))  # draws on the host: the same rows on every device
+    host = {"generator": gen, "device": "cpu"}
     Omega = torch.zeros(n, C, dtype=dtype)
     two_eta = 2.0 * lr
     if variant == "correct":
@@ -219,33 +220,33 @@ def _rrinf_sgd_impl(
 
     if sampling in ("neuron", "minibatch"):
         if variant == "correct":
-            cdf = torch.cat(src.row_sq).cumsum(0)
+            cdf = torch.cat(src.row_sq).to("cpu", torch.float64).cumsum(0)
             total = float(cdf[-1])
 
         def draw(steps: int) -> Tensor:
             """(steps, batch_size) global row indices."""
             if variant == "correct":
-                u = torch.rand(steps * batch_size, dtype=torch.float64, generator=gen) * total
+                u = torch.rand(steps * batch_size, dtype=torch.float64, **host) * total
                 idx = torch.searchsorted(cdf, u, right=True).clamp_(max=d - 1)
                 return idx.reshape(steps, batch_size)
             if sampling == "neuron" or batch_size == 1:
-                return torch.randint(0, d, (steps, batch_size), generator=gen)
+                return torch.randint(0, d, (steps, batch_size), **host)
             if batch_size >= d:
-                return torch.stack([torch.randperm(d, generator=gen)[:batch_size] for _ in range(steps)])
+                return torch.stack([torch.randperm(d, **host)[:batch_size] for _ in range(steps)])
             rows = []
             for _ in range(steps):  # uniform without replacement, by rejection (batch_size << d)
-                pick = torch.unique(torch.randint(0, d, (batch_size,), generator=gen))
+                pick = torch.unique(torch.randint(0, d, (batch_size,), **host))
                 while pick.numel() < batch_size:
-                    more = torch.randint(0, d, (batch_size - pick.numel(),), generator=gen)
+                    more = torch.randint(0, d, (batch_size - pick.numel(),), **host)
                     pick = torch.unique(torch.cat([pick, more]))
-                rows.append(pick[torch.randperm(batch_size, generator=gen)])
+                rows.append(pick[torch.randperm(batch_size, **host)])
             return torch.stack(rows)
 
         chunk = max(1, min(iterations, (32 << 20) // max(1, batch_size * (n + C) * 4)))
         k = 0
         while k < iterations:
             steps = min(chunk, iterations - k)
-            idx = draw(steps).reshape(-1)
+            idx = draw(steps).reshape(-1).to(Omega.device)
             if touched_rows is not None:
                 touched_rows[idx] = True
             P, Y, sq = src.gather(idx)  # (n, steps*B), (C, steps*B), (steps*B,), in idx order
@@ -318,13 +319,13 @@ def _rrinf_sgd_impl(
 
     if sampling == "layer":
         if variant == "correct":
-            pb = (src.block_sq / src.block_sq.sum()).to(torch.float64)
+            pb = (src.block_sq / src.block_sq.sum()).to("cpu", torch.float64)
         for k in range(1, iterations + 1):
             if variant == "correct":
                 b = int(torch.multinomial(pb, 1, generator=gen))
                 w = 1.0 / float(src.block_sq[b])
             else:
-                b = int(torch.randint(0, nb, (1,), generator=gen))
+                b = int(torch.randint(0, nb, (1,), **host))
                 w = 1.0 / src.sizes[b]
             touched_blocks.add(b)
             terms = block_terms(b)
