@@ -60,8 +60,8 @@ FIELDS = ["model", "step", "item", "n_train", "n_test", "seconds", "gpu_peak_mb"
 
 
 class Recorder:
-    def __init__(self, out: Path, dev: torch.device):
-        self.rows, self.out, self.dev = [], out, dev
+    def __init__(self, out: Path, dev: torch.device, check_on_cpu: bool):
+        self.rows, self.out, self.dev, self.check_on_cpu = [], out, dev, check_on_cpu
         self.log = open(out / "gpu_smoke.log", "a")
 
     def say(self, text: str) -> None:
@@ -86,6 +86,11 @@ class Recorder:
             w = csv.DictWriter(f, FIELDS)
             w.writeheader()
             w.writerows(self.rows)
+
+    def error(self, exc: Exception, **row) -> None:
+        """Record a failed step and go on: one run should show every failure."""
+        self.add(**row, status="error", note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        self.say(traceback.format_exc())
 
 
 def random_split(family_name: str, n: int, length: int, vocab: int, seed: int, num_labels: int = 2) -> dict:
@@ -120,7 +125,8 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 
 def run_model(tag: str, model_cfg: dict, methods: dict, args, rec: Recorder, tmp: Path, overrides: dict,
-              grad_batch: int, train_cfg: dict) -> None:
+              grad_batch: int, train_cfg: dict) -> tuple:
+    """Every step on one model; returns (model, family, 16 x 16 samples) for the EK-FAC check."""
     dev = rec.dev
     family = get_family(model_cfg, num_labels=2)
     length = model_cfg["max_length"]
@@ -177,10 +183,10 @@ def run_model(tag: str, model_cfg: dict, methods: dict, args, rec: Recorder, tmp
                 note=f"device {sec / args.n_check * k:.3f}s vs cpu {cpu_sec:.2f}s for {k} samples")
 
     for entry, spec in methods.items():  # each entry on the small pair: device against the CPU
-        scores = {}
+        scores = []
         try:
             method, params = method_entry(entry, spec, 0)
-            for where in wheres(dev, args.check_on_cpu) if entry not in NO_CPU_CHECK else (str(dev),):
+            for where in wheres(dev, rec.check_on_cpu) if entry not in NO_CPU_CHECK else (str(dev),):
                 out = tmp / f"{tag}_small_{entry}_{where}.safetensors"
                 rec.reset()
                 start = time.perf_counter()
@@ -191,17 +197,15 @@ def run_model(tag: str, model_cfg: dict, methods: dict, args, rec: Recorder, tmp
                         block_stats(paths["train"], stats)
                 score_stores(method, params, str(paths["train"]), str(paths["test"]), str(out),
                              {"device": where, "block_dtype": "float32"}, stats_path=str(stats) if stats else None)
-                scores[len(scores)] = (TensorStore(out).read("total"), time.perf_counter() - start)
+                scores.append((TensorStore(out).read("total"), time.perf_counter() - start))
             if len(scores) == 2:
-                (dev_total, dev_sec), (cpu_total, cpu_sec) = scores.values()
+                (dev_total, dev_sec), (cpu_total, cpu_sec) = scores
                 rel, corr = compare(dev_total, cpu_total)
                 rec.add(model=tag, step="scores_vs_cpu", item=entry, n_train=args.n_check, n_test=16,
                         seconds=round(dev_sec, 3), max_rel_err=f"{rel:.2e}", corr=f"{corr:.9f}",
                         note=f"cpu {cpu_sec:.2f}s" + ("; seeded sampling" if "seed" in params else ""))
-        except Exception as exc:  # record and go on: one run should show every failure
-            rec.add(model=tag, step="scores_vs_cpu", item=entry, status="error",
-                    note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-            rec.say(traceback.format_exc())
+        except Exception as exc:
+            rec.error(exc, model=tag, step="scores_vs_cpu", item=entry)
 
     # paper-size stores, capped by the measured rate
     n_train = int(min(args.n_train, max(args.n_check, rate * args.grad_seconds * 0.9)))
@@ -244,9 +248,7 @@ def run_model(tag: str, model_cfg: dict, methods: dict, args, rec: Recorder, tmp
                     seconds=round(time.perf_counter() - start, 2),
                     status="ok" if bool(torch.isfinite(total).all()) else "non-finite", note=str(conv)[:200])
         except Exception as exc:
-            rec.add(model=tag, step="scores", item=entry, status="error",
-                    note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-            rec.say(traceback.format_exc())
+            rec.error(exc, model=tag, step="scores", item=entry)
         out.unlink(missing_ok=True)
     return model, family, {s: {k: v[:16] for k, v in d.items()} for s, d in small.items()}
 
@@ -259,7 +261,7 @@ def ekfac(tag: str, model, family, small: dict, rec: Recorder) -> None:
     if not kronfluence_available():
         rec.add(model=tag, step="scores_vs_cpu", item="ekfac", status="skipped", note="kronfluence not installed")
         return
-    dev, totals = rec.dev, {}
+    dev, totals = rec.dev, []
     try:
         for where in wheres(dev, rec.check_on_cpu):
             m = model if not totals else copy.deepcopy(model).cpu()
@@ -270,17 +272,15 @@ def ekfac(tag: str, model, family, small: dict, rec: Recorder) -> None:
             start = time.perf_counter()
             out = get("ekfac").fn(m, batches["train"], batches["test"], family.per_sample_loss, names,
                                   make_params("ekfac"))
-            totals[len(totals)] = (sum(v.double().cpu() for v in out.values()), time.perf_counter() - start)
+            totals.append((sum(v.double().cpu() for v in out.values()), time.perf_counter() - start))
         if len(totals) == 2:
-            (dev_total, dev_sec), (cpu_total, cpu_sec) = totals.values()
+            (dev_total, dev_sec), (cpu_total, cpu_sec) = totals
             rel, corr = compare(dev_total, cpu_total)
             rec.add(model=tag, step="scores_vs_cpu", item="ekfac", n_train=16, n_test=16,
                     seconds=round(dev_sec, 2), max_rel_err=f"{rel:.2e}", corr=f"{corr:.9f}",
                     note=f"cpu {cpu_sec:.2f}s")
     except Exception as exc:
-        rec.add(model=tag, step="scores_vs_cpu", item="ekfac", status="error",
-                note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-        rec.say(traceback.format_exc())
+        rec.error(exc, model=tag, step="scores_vs_cpu", item="ekfac")
 
 
 def wheres(dev: torch.device, check_on_cpu: bool) -> tuple[str, ...]:
@@ -307,17 +307,16 @@ def io_probe(tag: str, path: Path, rec: Recorder) -> None:
 
 
 def block_stats(train: Path, out: Path) -> None:
-    from inflbench.artifacts import save_block_stats
-    from inflbench.methods._stats import iter_store_stats
+    """The block_stats rule's stage."""
+    from inflbench.stages import stage_block_stats
 
-    store = TensorStore(train)
-    shapes = {k: store.shape(k)[1:] for k in store.names}
-    save_block_stats(out, (store.shape(store.names[0])[0], shapes, iter_store_stats(store)), lambda: {})
+    stage_block_stats({"train": str(train)}, {"stats": str(out)}, {})
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/paper-glue.yaml"), help="paper profile (model, train, methods)")
+    ap.add_argument("--config", default=str(ROOT / "configs/paper-glue.yaml"),
+                    help="paper profile (model, train, methods)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=".")
     ap.add_argument("--n-train", type=int, default=4500)
@@ -338,8 +337,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(args.device)
-    rec = Recorder(out, dev)
-    rec.check_on_cpu = args.check_on_cpu
+    rec = Recorder(out, dev, args.check_on_cpu)
     cfg = yaml.safe_load(Path(args.config).read_text())
     rec.say(f"torch {torch.__version__}, device {dev}"
             + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else "")
@@ -353,14 +351,14 @@ def main(argv=None) -> None:
     if args.encoder:
         with tempfile.TemporaryDirectory() as tmp:
             encoder = run_model("roberta-large", cfg["model"], methods, args, rec, Path(tmp), overrides,
-                      cfg["gradients"]["batch_size"], cfg["train"])
+                                cfg["gradients"]["batch_size"], cfg["train"])
     if args.decoder_layers:
         small = argparse.Namespace(**{**vars(args), "n_train": 512, "n_test": 64, "n_finetune": 32,
                                       "n_check": 32, "grad_seconds": 20.0, "score_seconds": 40.0})
         with tempfile.TemporaryDirectory() as tmp:
-            run_model("llama-2-13b-width", {**DECODER, "max_length": args.decoder_length}, {m: VARIANTS.get(m, {}) for m in args.decoder_methods}, small, rec, Path(tmp),
-                      {"num_hidden_layers": args.decoder_layers, "vocab_size": 4096}, 8,
-                      {"lr": 1e-4, "batch_size": 8})
+            run_model("llama-2-13b-width", {**DECODER, "max_length": args.decoder_length},
+                      {m: VARIANTS.get(m, {}) for m in args.decoder_methods}, small, rec, Path(tmp),
+                      {"num_hidden_layers": args.decoder_layers, "vocab_size": 4096}, 8, {"lr": 1e-4, "batch_size": 8})
     if encoder and args.ekfac:  # last: its CPU side is the slowest check
         ekfac("roberta-large", *encoder, rec)
     rec.say("done")
