@@ -7,7 +7,8 @@ What it records (one CSV row per step, ``--out``/gpu_smoke.csv; log beside it):
 * ``gradients``: the hook engine streaming the train and target stores at ``--n-train`` / ``--n-test``
   (capped so that this stage fits ``--grad-seconds``, from the rate of a first small store);
 * ``gradients_vs_cpu``: the same model copied to the CPU, ``--n-check`` samples, max relative error per block;
-* ``block_stats``: the shared Grams of the train store (the stats rule runs on the CPU);
+* ``block_stats``: the shared Grams of the train store on the device (the stats rule takes ``scores.device``);
+  ``block_stats_vs_cpu``: the same on the small store, device against the CPU, max relative error of the Grams;
 * ``scores`` per ``methods:`` entry of the profile (+ solver / Gram-dtype variants) on the device, in the
   order given, until ``--score-seconds`` is spent; ``scores_vs_cpu``: each entry on a small store pair
   (``--n-check`` x 16) scored on the device and on the CPU, max relative difference and correlation of totals;
@@ -182,6 +183,11 @@ def run_model(tag: str, model_cfg: dict, methods: dict, args, rec: Recorder, tmp
                 seconds=round(cpu_sec, 2), max_rel_err=f"{worst:.2e}", corr=f"{corr:.9f}",
                 note=f"device {sec / args.n_check * k:.3f}s vs cpu {cpu_sec:.2f}s for {k} samples")
 
+    small_stats = tmp / f"{tag}_small_stats.safetensors"
+    try:
+        stats_vs_cpu(tag, paths["train"], small_stats, rec, args.n_check)
+    except Exception as exc:
+        rec.error(exc, model=tag, step="block_stats_vs_cpu")
     for entry, spec in methods.items():  # each entry on the small pair: device against the CPU
         scores = []
         try:
@@ -192,9 +198,9 @@ def run_model(tag: str, model_cfg: dict, methods: dict, args, rec: Recorder, tmp
                 start = time.perf_counter()
                 stats = None
                 if get(method).block_stats:
-                    stats = tmp / f"{tag}_small_stats.safetensors"
+                    stats = small_stats
                     if not stats.exists():
-                        block_stats(paths["train"], stats)
+                        block_stats(paths["train"], stats, str(dev))
                 score_stores(method, params, str(paths["train"]), str(paths["test"]), str(out),
                              {"device": where, "block_dtype": "float32"}, stats_path=str(stats) if stats else None)
                 scores.append((TensorStore(out).read("total"), time.perf_counter() - start))
@@ -224,8 +230,8 @@ def run_model(tag: str, model_cfg: dict, methods: dict, args, rec: Recorder, tmp
     stats = tmp / f"{tag}_stats.safetensors"
     rec.reset()
     start = time.perf_counter()
-    block_stats(stores["train"], stats)
-    rec.add(model=tag, step="block_stats", item="cpu (stats rule)", n_train=n_train,
+    block_stats(stores["train"], stats, str(dev))
+    rec.add(model=tag, step="block_stats", item=f"{dev} (stats rule)", n_train=n_train,
             seconds=round(time.perf_counter() - start, 2))
 
     budget_end = time.perf_counter() + args.score_seconds
@@ -306,11 +312,28 @@ def io_probe(tag: str, path: Path, rec: Recorder) -> None:
             note=f"read {host:.2f}s ({gb / host:.2f} GB/s), copy {copy_s:.2f}s ({gb / max(copy_s, 1e-9):.1f} GB/s)")
 
 
-def block_stats(train: Path, out: Path) -> None:
+def block_stats(train: Path, out: Path, device: str) -> None:
     """The block_stats rule's stage."""
     from inflbench.stages import stage_block_stats
 
-    stage_block_stats({"train": str(train)}, {"stats": str(out)}, {})
+    stage_block_stats({"train": str(train)}, {"stats": str(out)}, {"device": device})
+
+
+def stats_vs_cpu(tag: str, train: Path, out: Path, rec: Recorder, n: int) -> None:
+    """Block statistics of the small store on the device (kept at ``out``) and on the CPU, compared."""
+    from inflbench.artifacts import load_block_stats
+
+    cpu_out = out.with_name(out.stem + "_cpu.safetensors")
+    secs = []
+    for where, path in zip(wheres(rec.dev, rec.check_on_cpu), (out, cpu_out)):
+        start = time.perf_counter()
+        block_stats(train, path, where)
+        secs.append(time.perf_counter() - start)
+    if len(secs) == 2:
+        got, ref = load_block_stats(out), load_block_stats(cpu_out)
+        worst = max(compare(got.gram(k), ref.gram(k))[0] for k in ref.shapes)
+        rec.add(model=tag, step="block_stats_vs_cpu", item=f"{len(ref.shapes)} Grams", n_train=n,
+                seconds=round(secs[0], 3), max_rel_err=f"{worst:.2e}", note=f"cpu {secs[1]:.2f}s")
 
 
 def main(argv=None) -> None:

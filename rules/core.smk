@@ -185,6 +185,8 @@ rule block_stats:
         train=R.gradients(task="{task}", split="train"),
     output:
         stats=R.block_stats(task="{task}"),
+    params:
+        device=SCORES_DEVICE,
     log:
         R.log(stage="block_stats", name="{task}"),
     priority: DETECTION_PRIORITY
@@ -192,6 +194,7 @@ rule block_stats:
     resources:
         mem_mb=lambda w: scaled_mb(RES.block_stats_mem_mb(grad_shape(), N_TRAIN)),
         runtime=lambda w: scaled_min(RES.block_stats_runtime(grad_shape(), N_TRAIN, MAX_THREADS)),
+        gpu=SCORES_GPU,
     conda:
         ENV
     script:

@@ -82,5 +82,6 @@ def test_gpu_smoke_runs_on_the_cpu(tmp_path):
     assert set(checks) == set(methods) == scored
     for r in checks.values():  # the same device twice: identical scores
         assert float(r["max_rel_err"]) == 0.0 and float(r["corr"]) == pytest.approx(1.0)
-    grads = [r for r in rows if r["step"] == "gradients_vs_cpu"]
-    assert len(grads) == 1 and float(grads[0]["max_rel_err"]) == 0.0
+    for step in ("gradients_vs_cpu", "block_stats_vs_cpu"):
+        found = [r for r in rows if r["step"] == step]
+        assert len(found) == 1 and float(found[0]["max_rel_err"]) == 0.0, step

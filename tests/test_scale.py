@@ -315,12 +315,33 @@ def test_paper_profile_dry_run_on_slurm_names_only_its_jobs_and_routes_gpu_rules
     shards = cfg["scores"]["shards"]
     assert int(jobs["scores_shard"]) == units * n_sep * shards and int(jobs["scores_merge"]) == units * n_sep
     assert int(jobs["scores"]) == units * (len(bases) - n_sep)  # exact_joint, rrinf couple blocks: one job each
+    assert int(jobs["block_stats"]) == units  # one per train store, on the scores device
     gpu_jobs = [line for line in proc.stdout.splitlines() if "resources:" in line and "gpu=1" in line]
     assert len(gpu_jobs) == int(jobs["finetune"]) + int(jobs["gradients"]) + int(jobs["model_scores"]) + \
-        int(jobs["scores"]) + int(jobs["scores_shard"])
+        int(jobs["block_stats"]) + int(jobs["scores"]) + int(jobs["scores_shard"])
     assert all("slurm_partition=CHANGE_ME_GPU" in line for line in gpu_jobs)
     mems = {int(m) for m in re.findall(r"mem_mb=(\d+)", proc.stdout)}
     assert len(mems) > 3  # requests differ by stage and method, not one constant
+
+
+def test_ablation_grid_on_slurm_sends_its_gpu_jobs_to_the_gpu_partition(tmp_path):
+    """The grid's copies of the GPU rules (grid_finetune, grid_gradients, grid_block_stats, grid_scores) are
+    rules of their own names: the profile must route them too."""
+    import re
+
+    from common import ROOT, snakemake
+
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = snakemake("-n", "--profile", str(ROOT / "profiles" / "slurm"), "--configfile",
+                     str(ROOT / "configs" / "ablation-rank.yaml"), "--config", "device=cuda", "--until", "grid",
+                     workdir=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    grid_gpu = ("grid_finetune", "grid_gradients", "grid_block_stats", "grid_scores")
+    assert all(int(jobs.get(r, 0)) > 0 for r in grid_gpu), jobs
+    gpu_jobs = [line for line in proc.stdout.splitlines() if "resources:" in line and "gpu=1" in line]
+    want = sum(int(jobs[r]) for r in ("finetune", "gradients", "block_stats", "scores", *grid_gpu))
+    assert len(gpu_jobs) == want and all("slurm_partition=CHANGE_ME_GPU" in line for line in gpu_jobs)
 
 
 class _CountingLazy:
@@ -401,6 +422,32 @@ def test_block_stats_stage_streams_gram_by_gram_and_equals_in_memory(tmp_path, d
         exact = k == "tiny_d" or (dtype == torch.float32 and k != "big_n")
         for got, want in ((disk.gram(k), ref.gram(k)), (disk.train_sq[k], ref.train_sq[k])):
             assert torch.equal(got, want) if exact else torch.allclose(got, want, rtol=1e-12, atol=1e-12), k
+
+
+def test_block_stats_run_their_products_on_the_scores_device(tmp_path, monkeypatch):
+    """The block_stats rule takes scores.device: row ranges read into host memory, products on the device."""
+    import json
+
+    from inflbench.methods import _stats
+    from inflbench.stages import stage_block_stats
+
+    gen = torch.Generator().manual_seed(4)
+    shapes = {"big_n": (40, 60), "big_d": (3, 7), "tiny_d": (2, 2)}  # pairs of row chunks, row chunks, whole
+    grads = {k: torch.randn(50, *s, generator=gen) for k, s in shapes.items()}
+    save_gradients(tmp_path / "train.safetensors", grads, list(range(50)), {})
+    store = TensorStore(tmp_path / "train.safetensors")
+    got = {k: (G, sq) for k, G, sq in _stats.iter_store_stats(store, chunk_bytes=2000, device="meta")}
+    assert set(got) == set(shapes)  # no GPU here: "meta" is the non-CPU device
+    for k, (G, sq) in got.items():
+        side = min(50, int(torch.tensor(shapes[k]).prod()))
+        assert G.device.type == sq.device.type == "meta" and G.shape == (side, side) and sq.shape == (50,), k
+    outs = {}
+    for name, params in (("default", {}), ("cpu", {"device": "cpu"})):
+        outs[name] = tmp_path / f"{name}.safetensors"
+        stage_block_stats({"train": str(tmp_path / "train.safetensors")}, {"stats": str(outs[name])}, params)
+    a, b = TensorStore(outs["default"]), TensorStore(outs["cpu"])
+    assert all(torch.equal(a.read(k), b.read(k)) for k in a.names)
+    assert json.loads(b.metadata["inflbench_block_stats"])["device"] == "cpu"
 
 
 def test_scoring_on_a_device_reads_lazy_stores_into_host_memory(tmp_path, monkeypatch):

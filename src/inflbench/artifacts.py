@@ -223,8 +223,8 @@ def save_block_stats(path: str | Path, stats, meta=None) -> None:
     writer = StoreWriter(path, specs, {"inflbench_block_stats": json.dumps(info)}, reserve=1 << 14)
     try:
         for k, gram, sq in items:
-            writer.write(f"gram.{k}", 0, gram.to(torch.float64))
-            writer.write(f"sq.{k}", 0, sq.to(torch.float64))
+            writer.write(f"gram.{k}", 0, gram.to("cpu", torch.float64))
+            writer.write(f"sq.{k}", 0, sq.to("cpu", torch.float64))
         meta = meta() if callable(meta) else meta
         writer.set_metadata({"inflbench_block_stats": json.dumps({**info, **dict(meta or {})}, default=str)})
     except BaseException:

@@ -95,7 +95,7 @@ def _merge_meta(metas: list[dict]) -> dict:
     return out
 
 
-def _pick_device(device: str) -> torch.device:
+def pick_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
@@ -131,7 +131,7 @@ def iter_block_scores(method: str, params: dict, train: TensorStore, test: Tenso
     (:class:`inflbench.store.LazyTensors`), so it holds one block at a time beside its own working set.
     Half-precision stores are upcast to float32 as read; the stores' per-sample norms go with the gradients.
     ``stats``: shared block statistics of the train store (moved to the device with the gradients)."""
-    dev = _pick_device(device)
+    dev = pick_device(device)
     sizes = {k: v for k, v in store_sizes(train).items() if k in set(blocks)}
     split = separable(method)
     grouped = block_groups(sizes, group_bytes) if split else [list(sizes)]

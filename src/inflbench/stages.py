@@ -144,22 +144,27 @@ def stage_merge_gradients(inputs: dict, outputs: dict, params: dict) -> None:
 
 
 def stage_block_stats(inputs: dict, outputs: dict, params: dict) -> None:
-    """inputs train (gradient file) -> outputs stats: Grams and per-sample norms of every block, once per
-    store (shared by the curvature methods)."""
+    """inputs train (gradient file) [, params device: where the products run, as ``scores.device``] ->
+    outputs stats: Grams and per-sample norms of every block, once per store (shared by the curvature
+    methods)."""
     from inflbench.artifacts import save_block_stats
     from inflbench.methods._stats import iter_store_stats
+    from inflbench.scoring import pick_device
     from inflbench.store import TensorStore
 
     start = time.perf_counter()
+    device = pick_device(params.get("device") or "cpu")
     store = TensorStore(inputs["train"])
     shapes = {k: store.shape(k)[1:] for k in store.names}
 
     def meta() -> dict:
-        return {"source": str(inputs["train"]), "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+        return {"source": str(inputs["train"]), "device": str(device), "seconds": time.perf_counter() - start,
+                "peak_rss_mb": peak_rss_mb()}
 
     # Gram by Gram, each from row chunks of the store: peak one Gram + one row chunk
-    save_block_stats(outputs["stats"], (store.shape(store.names[0])[0], shapes, iter_store_stats(store)), meta)
-    log.info("block statistics: %d blocks, %.3fs", len(shapes), time.perf_counter() - start)
+    items = iter_store_stats(store, device=device)
+    save_block_stats(outputs["stats"], (store.shape(store.names[0])[0], shapes, items), meta)
+    log.info("block statistics on %s: %d blocks, %.3fs", device, len(shapes), time.perf_counter() - start)
 
 
 def stage_scores(inputs: dict, outputs: dict, params: dict) -> None:

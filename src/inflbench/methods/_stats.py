@@ -124,19 +124,26 @@ def block_stats(train: Mapping[str, Tensor], *, chunk_bytes: int = CHUNK_BYTES) 
     return BlockStats(n, {k: tuple(v.shape[1:]) for k, v in train.items()}, sq, grams.__getitem__)
 
 
-def iter_store_stats(store, chunk_bytes: int | None = None) -> Iterator[tuple[str, Tensor, Tensor]]:
+def iter_store_stats(store, chunk_bytes: int | None = None, device: str | torch.device = "cpu"
+                     ) -> Iterator[tuple[str, Tensor, Tensor]]:
     """``(block, Gram, squared norms)`` of each block of a gradient store (:class:`inflbench.store.TensorStore`),
     one block at a time, the Gram accumulated from row ranges read from the file: peak one Gram plus two row
     chunks of at most ``chunk_bytes`` (in float64) and their float64 casts. A block that fits one chunk is
     read whole (the same products as :func:`block_stats`); a larger one on side d takes the same row chunks as
-    :func:`block_stats` (equal bit for bit on float32 and half-precision stores)."""
+    :func:`block_stats` (equal bit for bit on float32 and half-precision stores). ``device``: where the
+    products run; each row range is read into host memory and copied there, the results stay there."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
+    device = torch.device(device)
+
+    def read(k: str, *rows: int) -> Tensor:
+        return flat(store.read(k, *rows)).to(device)
+
     for k in store.names:
         shape = store.shape(k)
         n, d = shape[0], math.prod(shape[1:])
         side = side_of(n, d)
         if n * d * 8 <= chunk_bytes:
-            X = flat(store.read(k))
+            X = read(k)
             G = chunked_gram(X, side, chunk_bytes=chunk_bytes)
             yield k, G, (G.diagonal().clone() if side == "n" else sq_norms(X))
             del X, G
@@ -146,20 +153,20 @@ def iter_store_stats(store, chunk_bytes: int | None = None) -> Iterator[tuple[st
         if side == "d":
             G, sq = None, []
             for r in starts:
-                X = flat(store.read(k, r, r + step))
+                X = read(k, r, r + step)
                 part = sym_gram(X.to(torch.float64).T)
                 G = part if G is None else G.add_(part)
                 sq.append(sq_norms(X))
             yield k, G, torch.cat(sq)
             del G
             continue
-        G = torch.empty(n, n, dtype=torch.float64)  # side n: Xi Xjᵀ over pairs of row chunks
+        G = torch.empty(n, n, dtype=torch.float64, device=device)  # side n: Xi Xjᵀ over pairs of row chunks
         for i in starts:
-            Xi = flat(store.read(k, i, i + step))
+            Xi = read(k, i, i + step)
             G[i : i + step, i : i + step] = chunked_gram(Xi, "n", chunk_bytes=chunk_bytes)
             for j in starts:
                 if j > i:
-                    part = chunked_cross(Xi, flat(store.read(k, j, j + step)))
+                    part = chunked_cross(Xi, read(k, j, j + step))
                     G[i : i + step, j : j + step] = part
                     G[j : j + step, i : i + step] = part.T
             del Xi
