@@ -81,6 +81,7 @@ sys.path.insert(0, str(ROOT / "tests" / "methods"))  # synthetic_grads
 
 from inflbench.methods import compute_influence  # noqa: E402
 from inflbench.methods.datainf import uses_gram as datainf_uses_gram  # noqa: E402
+from inflbench.methods._common import on_threads, split_evenly  # noqa: E402
 from inflbench.solvers.common import gram_tile_edges  # noqa: E402
 from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
@@ -160,7 +161,10 @@ def probe(reps: int = 3) -> dict:
         torch.mm(a, a, out=o)
         best = min(_timed(lambda: torch.mm(a, a, out=o)) for _ in range(reps))
         out[key] = round(2 * a.shape[0] ** 3 / best / 1e9, 1)
-    best = min(_timed(lambda: torch.mv(P["big"], P["v"], out=P["y"])) for _ in range(reps))
+    halves = [slice(0, 2048), slice(2048, 4096)]  # also as one single-threaded GEMV per thread (better on some hosts)
+    best = min(min(_timed(lambda: torch.mv(P["big"], P["v"], out=P["y"])),
+                   _timed(lambda: on_threads(lambda r: torch.mv(P["big"][r], P["v"], out=P["y"][r]), halves)))
+               for _ in range(reps))
     out["read_gbs"] = round(P["big"].numel() * 4 / best / 1e9, 2)
     return out
 
@@ -189,7 +193,13 @@ def shape_probe(train: dict, test: dict) -> dict:
                                                            lambda: [c.T @ a for (a, _), c in zip(pairs, coefs)]))
     ws = [torch.randn(a.shape[1], b.shape[0]) for a, b in pairs]
     xw = min(_timed(lambda: [a @ w for (a, _), w in zip(pairs, ws)]) for _ in range(3))
-    gemv = min(_timed(lambda: [torch.mv(a, v) for (a, _), v in zip(pairs, vecs)]) for _ in range(5))
+    jobs = list(zip(pairs, vecs))
+
+    def mvs(part):
+        return [torch.mv(a, v) for (a, _), v in part]
+
+    parts = split_evenly(jobs, [a.numel() for (a, _), _ in jobs], torch.get_num_threads())  # a share per thread
+    gemv = min(min(_timed(lambda: mvs(jobs)), _timed(lambda: on_threads(mvs, parts))) for _ in range(5))
     m = pairs[0][1].shape[0]
     side = max(max(v.shape[1:]) if v.dim() > 2 else v.shape[1] for v in train.values())
     return {"gemm_f32_shape_gflops": round(flops / gemm / 1e9, 1), "read_blocks_gbs": round(nbytes / gemv / 1e9, 2),
@@ -437,15 +447,35 @@ def kernel_profile(f) -> dict:
     """One extra, untimed call of ``f`` under ``torch.profiler``: ``kernel_s`` = the self time of the BLAS /
     LAPACK ops (``KERNEL_OPS``), ``kernel_share`` = that over the profiled call's wall time (the rest is
     bookkeeping), ``profiled_wall_s``, ``other_ops_s`` the self time of all other ops (the remainder of the
-    wall time is the interpreter between ops); ``top_ops`` the five largest self times."""
+    wall time is the interpreter between ops); ``top_ops`` the five largest self times. The profiler sees
+    only this thread: the single-threaded products of block-parallel reads (``_common.on_threads``) count as
+    kernels at their threads' wall time over the thread count (``on_threads`` in ``top_ops``)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        f()
-        wall = time.perf_counter() - t0
+    from inflbench.methods import _common
+
+    real, worker = _common.on_threads, []
+
+    def timed(fn, parts):
+        def part(p):
+            t0 = time.perf_counter()
+            out = fn(p)
+            worker.append(time.perf_counter() - t0)
+            return out
+        return real(part, parts)
+
+    _common.on_threads = timed
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            f()
+            wall = time.perf_counter() - t0
+    finally:
+        _common.on_threads = real
     by_op = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}  # one entry per op name
-    kernel = sum(t for k, t in by_op.items() if k in KERNEL_OPS)
+    if worker:
+        by_op["on_threads"] = sum(worker) / torch.get_num_threads()
+    kernel = sum(t for k, t in by_op.items() if k in KERNEL_OPS or k == "on_threads")
     top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
     return {"kernel_s": kernel, "kernel_share": kernel / wall, "profiled_wall_s": wall,
             "other_ops_s": sum(by_op.values()) - kernel,

@@ -190,6 +190,38 @@ def test_tracin_reads_no_train_norms(monkeypatch):
         compute_influence("tracin", bad, te)
 
 
+@pytest.mark.parametrize("method", ["tracin", "cosine"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("m", [1, 3])
+def test_block_parallel_reads_equal_the_batched_products(monkeypatch, method, dtype, m):
+    """Few test rows: blocks split over the threads, each product single-threaded = one bmm per group."""
+    tr, te = make_grads(n=9, m=m, dtype=dtype)
+    threads, split, real = torch.get_num_threads(), [], _common.on_threads
+    monkeypatch.setattr(_common, "on_threads", lambda fn, parts: split.append(len(parts)) or real(fn, parts))
+    torch.set_num_threads(2)
+    try:
+        fast = compute_influence(method, tr, te)
+        assert split == ([2] if m == 1 else []) and torch.get_num_threads() == 2  # shares; the setting restored
+        monkeypatch.setattr(_common, "THIN_TEST_ROWS", 0)
+        ref = compute_influence(method, tr, te)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(fast) == set(ref)
+    for k in ref:
+        scale = float(ref[k].abs().max())
+        torch.testing.assert_close(fast[k], ref[k], rtol=1e-5 if dtype == torch.bfloat16 else 1e-12,
+                                   atol=1e-7 * scale if dtype == torch.bfloat16 else 1e-14 * scale, msg=k)
+
+
+def test_split_evenly_keeps_order_and_balances():
+    items = list("abcdefgh")
+    parts = _common.split_evenly(items, [1, 1, 1, 1, 1, 1, 1, 1], 3)
+    assert sum(parts, []) == items and len(parts) == 3 and max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert _common.split_evenly(items, [8, 1, 1, 1, 1, 1, 1, 1], 2) == [["a"], list("bcdefgh")]
+    assert _common.split_evenly(["a"], [5], 4) == [["a"]]
+    assert _common.on_threads(lambda p: sum(p), [[1, 2], [3]]) == [3, 3]
+
+
 def test_finiteness_checks_over_all_blocks_at_once():
     """The input and score checks run one reduction over all blocks; the per-block path still names the block,
     and finite scores whose sums overflow are not taken for non-finite ones."""

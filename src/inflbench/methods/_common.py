@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
@@ -18,6 +19,11 @@ GROUP_BYTES = 192 << 20
 #: Blocks with more than this many train-gradient elements are processed one at a time
 #: (as views, no copy): their matmuls are big enough to run at full speed unbatched.
 STACK_MAX_ELEMS = 1 << 20
+
+#: Products ``X_b T_bᵀ`` with at most this many test rows are reads of the store (GEMVs): they run one
+#: block per intra-op thread, each single-threaded (docs/methods.md, "Block-parallel reads"; measured no
+#: faster from 4 rows on).
+THIN_TEST_ROWS = 1
 
 
 def shape_of(grads: Mapping[str, Tensor], k: str) -> tuple[int, ...]:
@@ -212,3 +218,51 @@ def groups(
                 tr = torch.stack([prep(data.train[k], data.n) for k in chunk])
                 te = torch.stack([prep(data.test[k], data.m) for k in chunk])
             yield chunk, tr, te
+
+
+def cross_products(data: GradData, dtype: torch.dtype | None = None) -> Iterator[tuple[list[str], Tensor]]:
+    """``(names, (B, n, m) train · testᵀ)`` over groups of equal-shape blocks, in ``dtype``.
+
+    With few test rows (``m <= THIN_TEST_ROWS``), several threads and in-memory gradients, the products are
+    memory-bound reads of the train blocks: then the blocks are split over the threads, each product
+    single-threaded (one ``(1, n, m)`` group per block). Otherwise :func:`groups` and one ``bmm`` each.
+    """
+    threads = torch.get_num_threads()
+    if data.m > THIN_TEST_ROWS or threads < 2 or len(data.names) < 2 or type(data.train) is not dict:
+        for names, tr, te in groups(data, dtype=dtype):
+            yield names, torch.bmm(tr, te.transpose(1, 2))
+        return
+
+    def product(k: str) -> Tensor:
+        X, T = data.train[k].reshape(data.n, -1), data.test[k].reshape(data.m, -1)
+        if dtype is not None:
+            X, T = X.to(dtype), T.to(dtype)
+        return (X @ T.T).unsqueeze(0)
+
+    parts = split_evenly(data.names, [data.dim(k) for k in data.names], threads)
+    done = on_threads(lambda ks: [product(k) for k in ks], parts)
+    out = dict(zip(data.names, (t for part in done for t in part)))
+    for k in data.names:
+        yield [k], out[k]
+
+
+def split_evenly(items: Sequence, weights: Sequence[float], parts: int) -> list[list]:
+    """``items`` in order as at most ``parts`` contiguous runs of about equal total weight."""
+    runs = [[] for _ in range(parts)]
+    total, acc = max(sum(weights), 1e-300), 0.0
+    for item, w in zip(items, weights):
+        runs[min(parts - 1, int(acc * parts / total))].append(item)
+        acc += w
+    return [r for r in runs if r]
+
+
+def on_threads(fn, parts: Sequence) -> list:
+    """``[fn(part) for part in parts]``, one thread per part, torch's intra-op threads set to 1 meanwhile (so
+    each thread's products are single-threaded; the setting is process-wide and restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            return list(pool.map(fn, parts))
+    finally:
+        torch.set_num_threads(threads)

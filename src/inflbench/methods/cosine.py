@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._common import GradData, compute_dtype, groups
+from ._common import GradData, compute_dtype, cross_products
 from ._registry import DTYPES, MethodParams, check_choice, register
 
 
@@ -37,8 +37,7 @@ def cosine(data: GradData, p: CosineParams) -> dict[str, torch.Tensor]:
     b = _inv_norm(sum(data.test_sq[k] for k in data.names))
     scale = (a[:, None] * b[None, :]).neg_()
     out = {}
-    for names, tr, te in groups(data, dtype=dt):
-        s = torch.bmm(tr, te.transpose(1, 2))
+    for names, s in cross_products(data, dt):
         for i, k in enumerate(names):
             out[k] = s[i].to(torch.float64) * scale
     return out

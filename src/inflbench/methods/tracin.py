@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._common import GradData, compute_dtype, groups
+from ._common import GradData, compute_dtype, cross_products
 from ._registry import DTYPES, MethodParams, check_choice, register
 
 
@@ -25,8 +25,8 @@ class TracInParams(MethodParams):
 def tracin(data: GradData, p: TracInParams) -> dict[str, torch.Tensor]:
     dt = compute_dtype(p.dtype, data)
     out = {}
-    for names, tr, te in groups(data, dtype=dt):
-        s = torch.bmm(tr, te.transpose(1, 2)).neg_()
+    for names, s in cross_products(data, dt):
+        s = s.neg_()
         for i, k in enumerate(names):
             out[k] = s[i]
     return out
