@@ -101,18 +101,20 @@ def check_label_noise(cfg: dict) -> None:
 
 
 def check_device(cfg: dict, planning_only: bool = False) -> None:
-    """``device: cuda`` needs a CUDA build of torch here (jobs run in this environment)."""
-    if cfg["device"] != "cuda":
+    """``device: cuda`` (or ``scores.device: cuda``) needs a CUDA build of torch here (jobs run in this
+    environment)."""
+    key = "device" if cfg["device"] == "cuda" else "scores.device"
+    if cfg["device"] != "cuda" and (cfg.get("scores") or {}).get("device") != "cuda":
         return
     import torch
 
     if not torch.backends.cuda.is_built() or (not planning_only and not torch.cuda.is_available()):
         why = "torch here is a CPU-only build" if not torch.backends.cuda.is_built() else "no GPU is visible"
         if planning_only:
-            print(f"inflbench: warning: config key 'device': cuda, but {why}; the jobs need a GPU machine",
+            print(f"inflbench: warning: config key '{key}': cuda, but {why}; the jobs need a GPU machine",
                   file=sys.stderr)
             return
-        raise ConfigError("device", f"cuda, but {why}; use device: auto or cpu here")
+        raise ConfigError(key, f"cuda, but {why}; use {key}: auto or cpu here")
 
 
 def check_damping_blocks(cfg: dict) -> None:

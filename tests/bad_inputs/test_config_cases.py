@@ -55,3 +55,5 @@ def test_cuda_on_cpu_only_torch_is_refused_before_any_job(tmp_path):
     planned = snakemake(tmp_path, "device: cuda\n")  # planning for a GPU machine only warns
     assert planned.returncode == 0, planned.stderr[-2000:]
     assert "inflbench: warning: config key 'device'" in planned.stderr
+    scores = snakemake(tmp_path, "device: cpu\nscores: {device: cuda}\n", dry_run=False)  # the scoring jobs too
+    assert_one_line(scores, "config key 'scores.device': cuda, but", tmp_path=tmp_path)
