@@ -213,6 +213,20 @@ def test_block_parallel_reads_equal_the_batched_products(monkeypatch, method, dt
                                    atol=1e-7 * scale if dtype == torch.bfloat16 else 1e-14 * scale, msg=k)
 
 
+def test_block_parallel_reads_only_for_gradients_in_host_memory():
+    from inflbench.methods._common import GradData, cross_products
+
+    tr = {k: torch.empty(9, 4, 3, device="meta") for k in "ab"}  # no GPU here: "meta" is the non-CPU device
+    te = {k: torch.empty(1, 4, 3, device="meta") for k in "ab"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = list(cross_products(GradData(tr, te)))
+    finally:
+        torch.set_num_threads(threads)
+    assert [names for names, _ in got] == [["a", "b"]] and got[0][1].shape == (2, 9, 1)  # one batched bmm
+
+
 def test_split_evenly_keeps_order_and_balances():
     items = list("abcdefgh")
     parts = _common.split_evenly(items, [1, 1, 1, 1, 1, 1, 1, 1], 3)

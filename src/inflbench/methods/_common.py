@@ -223,12 +223,13 @@ def groups(
 def cross_products(data: GradData, dtype: torch.dtype | None = None) -> Iterator[tuple[list[str], Tensor]]:
     """``(names, (B, n, m) train · testᵀ)`` over groups of equal-shape blocks, in ``dtype``.
 
-    With few test rows (``m <= THIN_TEST_ROWS``), several threads and in-memory gradients, the products are
-    memory-bound reads of the train blocks: then the blocks are split over the threads, each product
+    With few test rows (``m <= THIN_TEST_ROWS``), several threads and gradients in host memory, the products
+    are memory-bound reads of the train blocks: then the blocks are split over the threads, each product
     single-threaded (one ``(1, n, m)`` group per block). Otherwise :func:`groups` and one ``bmm`` each.
     """
     threads = torch.get_num_threads()
-    if data.m > THIN_TEST_ROWS or threads < 2 or len(data.names) < 2 or type(data.train) is not dict:
+    if (data.m > THIN_TEST_ROWS or threads < 2 or len(data.names) < 2 or type(data.train) is not dict
+            or data.train[data.names[0]].device.type != "cpu"):
         for names, tr, te in groups(data, dtype=dtype):
             yield names, torch.bmm(tr, te.transpose(1, 2))
         return
