@@ -190,7 +190,7 @@ def test_tracin_reads_no_train_norms(monkeypatch):
         compute_influence("tracin", bad, te)
 
 
-@pytest.mark.parametrize("method", ["tracin", "cosine"])
+@pytest.mark.parametrize("method", ["tracin", "cosine", "datainf"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("m", [1, 3])
 def test_block_parallel_reads_equal_the_batched_products(monkeypatch, method, dtype, m):

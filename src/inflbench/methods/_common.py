@@ -220,31 +220,36 @@ def groups(
             yield chunk, tr, te
 
 
-def cross_products(data: GradData, dtype: torch.dtype | None = None) -> Iterator[tuple[list[str], Tensor]]:
-    """``(names, (B, n, m) train · testᵀ)`` over groups of equal-shape blocks, in ``dtype``.
+def map_groups(data: GradData, fn, dtype: torch.dtype | None = None) -> Iterator[tuple[list[str], Tensor]]:
+    """``(names, fn(names, train (B, n, d), test (B, m, d)))`` over the groups of :func:`groups`, in ``dtype``.
 
-    With few test rows (``m <= THIN_TEST_ROWS``), several threads and gradients in host memory, the products
-    are memory-bound reads of the train blocks: then the blocks are split over the threads, each product
-    single-threaded (one ``(1, n, m)`` group per block). Otherwise :func:`groups` and one ``bmm`` each.
-    """
+    With one test vector (``m <= THIN_TEST_ROWS``), two or more threads and gradients in host memory, the
+    products are reads of the train blocks: then the blocks are split over the threads instead, each block a
+    group of one and its products single-threaded (two threads streaming their own blocks read faster than
+    both threads on each block)."""
     threads = torch.get_num_threads()
     if (data.m > THIN_TEST_ROWS or threads < 2 or len(data.names) < 2 or type(data.train) is not dict
             or data.train[data.names[0]].device.type != "cpu"):
         for names, tr, te in groups(data, dtype=dtype):
-            yield names, torch.bmm(tr, te.transpose(1, 2))
+            yield names, fn(names, tr, te)
         return
 
-    def product(k: str) -> Tensor:
-        X, T = data.train[k].reshape(data.n, -1), data.test[k].reshape(data.m, -1)
+    def one(k: str) -> Tensor:
+        X, T = data.train[k].reshape(1, data.n, -1), data.test[k].reshape(1, data.m, -1)
         if dtype is not None:
             X, T = X.to(dtype), T.to(dtype)
-        return (X @ T.T).unsqueeze(0)
+        return fn([k], X, T)
 
     parts = split_evenly(data.names, [data.dim(k) for k in data.names], threads)
-    done = on_threads(lambda ks: [product(k) for k in ks], parts)
+    done = on_threads(lambda ks: [one(k) for k in ks], parts)
     out = dict(zip(data.names, (t for part in done for t in part)))
     for k in data.names:
         yield [k], out[k]
+
+
+def cross_products(data: GradData, dtype: torch.dtype | None = None) -> Iterator[tuple[list[str], Tensor]]:
+    """``(names, (B, n, m) train · testᵀ)`` over groups of equal-shape blocks (:func:`map_groups`)."""
+    return map_groups(data, lambda names, tr, te: torch.bmm(tr, te.transpose(1, 2)), dtype)
 
 
 def split_evenly(items: Sequence, weights: Sequence[float], parts: int) -> list[list]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._common import GradData, block_damping, compute_dtype, damping_meta, groups
+from ._common import GradData, block_damping, compute_dtype, damping_meta, map_groups
 from ..solvers import sym_gram
 from ._registry import DTYPES, DampedParams, InfluenceResult, check_choice, register
 
@@ -43,7 +43,8 @@ def datainf(data: GradData, p: DataInfParams) -> InfluenceResult:
     lams = block_damping(p.damping, data)
     n, m = data.n, data.m
     out = InfluenceResult(meta=damping_meta(lams))
-    for names, tr, te in groups(data, dtype=dt):
+
+    def scores(names, tr, te):
         d = tr.shape[-1]
         lam = torch.tensor([lams[k] for k in names], dtype=dt)[:, None, None]
         sq = torch.stack([data.train_sq[k] for k in names]).to(dt)[:, :, None]  # (B, n, 1)
@@ -57,7 +58,9 @@ def datainf(data: GradData, p: DataInfParams) -> InfluenceResult:
             # (1.45x faster on an AVX2 host, 32 blocks 900 x 4096, m = 100)
             Wt = torch.bmm(coef.transpose(1, 2), tr)  # (B, m, d)
             corr = torch.bmm(tr, Wt.transpose(1, 2))
-        s = (corr / n - C) / lam
+        return (corr / n - C) / lam
+
+    for names, s in map_groups(data, scores, dt):
         for i, k in enumerate(names):
             out[k] = s[i]
     return out
