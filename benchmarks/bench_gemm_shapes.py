@@ -10,7 +10,7 @@ float64 GEMM rate (flops ``s^3/3`` for a factorisation, ``+ 2 s^2`` for the solv
 and setting P (one test vector): a 512 MB GEMV (the bandwidth probe), one GEMV per train block (one read of
 the store as laid out) and TracIn, in interleaved rounds, as multiples of one read of the store at the
 probe's bandwidth (median and best of the rounds, each against the better probe's same statistic: the GEMV
-multi-threaded, or a half per thread single-threaded). Last, setting Q of ``datainf`` and ``exact_block`` (shared statistics) through
+multi-threaded, or a share of its rows per thread, single-threaded). Last, setting Q of ``datainf`` and ``exact_block`` (shared statistics) through
 ``compute_influence`` against the bare BLAS / LAPACK calls they make, interleaved with the square probes
 (``method_vs_kernels``):
 
@@ -189,7 +189,8 @@ def main(argv=None) -> int:
     vecs = [mean[k][0] for k in train]
     big, ones = torch.ones(4096, 32768), torch.ones(32768)
     store = sum(a.numel() * 4 for a in train.values())
-    halves = [slice(0, 2048), slice(2048, 4096)]
+    t = torch.get_num_threads()
+    row_parts = [slice(i * 4096 // t, (i + 1) * 4096 // t) for i in range(t)]  # a share of the probe's rows per thread
     jobs = list(zip(train.values(), vecs))
     shares = split_evenly(jobs, [a.numel() for a, _ in jobs], torch.get_num_threads())
 
@@ -197,8 +198,8 @@ def main(argv=None) -> int:
         return [torch.mv(a, v) for a, v in part]
 
     probes = {"gemv 512 MB, one matrix (bandwidth probe)": (lambda: torch.mv(big, ones), big.numel() * 4),
-              "gemv 512 MB, a half per thread (bandwidth probe)": (
-                  lambda: on_threads(lambda r: torch.mv(big[r], ones), halves), big.numel() * 4)}
+              "gemv 512 MB, a share of the rows per thread (bandwidth probe)": (
+                  lambda: on_threads(lambda r: torch.mv(big[r], ones), row_parts), big.numel() * 4)}
     reads = {**probes,
              "gemv per block (one read of the store)": (lambda: mvs(jobs), store),
              "gemv per block, a share of the blocks per thread": (lambda: on_threads(mvs, shares), store),

@@ -161,9 +161,10 @@ def probe(reps: int = 3) -> dict:
         torch.mm(a, a, out=o)
         best = min(_timed(lambda: torch.mm(a, a, out=o)) for _ in range(reps))
         out[key] = round(2 * a.shape[0] ** 3 / best / 1e9, 1)
-    halves = [slice(0, 2048), slice(2048, 4096)]  # also as one single-threaded GEMV per thread (better on some hosts)
+    t = torch.get_num_threads()  # also as one single-threaded GEMV per thread (better on some hosts)
+    row_parts = [slice(i * 4096 // t, (i + 1) * 4096 // t) for i in range(t)]
     best = min(min(_timed(lambda: torch.mv(P["big"], P["v"], out=P["y"])),
-                   _timed(lambda: on_threads(lambda r: torch.mv(P["big"][r], P["v"], out=P["y"][r]), halves)))
+                   _timed(lambda: on_threads(lambda r: torch.mv(P["big"][r], P["v"], out=P["y"][r]), row_parts)))
                for _ in range(reps))
     out["read_gbs"] = round(P["big"].numel() * 4 / best / 1e9, 2)
     return out

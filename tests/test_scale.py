@@ -424,7 +424,7 @@ def test_block_stats_stage_streams_gram_by_gram_and_equals_in_memory(tmp_path, d
             assert torch.equal(got, want) if exact else torch.allclose(got, want, rtol=1e-12, atol=1e-12), k
 
 
-def test_block_stats_run_their_products_on_the_scores_device(tmp_path, monkeypatch):
+def test_block_stats_run_their_products_on_the_scores_device(tmp_path):
     """The block_stats rule takes scores.device: row ranges read into host memory, products on the device."""
     import json
 
