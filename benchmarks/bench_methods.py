@@ -449,30 +449,31 @@ def kernel_profile(f) -> dict:
     LAPACK ops (``KERNEL_OPS``), ``kernel_share`` = that over the profiled call's wall time (the rest is
     bookkeeping), ``profiled_wall_s``, ``other_ops_s`` the self time of all other ops (the remainder of the
     wall time is the interpreter between ops); ``top_ops`` the five largest self times. The profiler sees
-    only this thread: the single-threaded products of block-parallel reads (``_common.on_threads``) count as
-    kernels at their threads' wall time over the thread count (``on_threads`` in ``top_ops``)."""
+    only this thread: the single-threaded products of block-parallel reads (``ThreadShares.map``, behind
+    ``_common.on_threads`` and the solvers' ``read_twice``) count as kernels at their threads'
+    wall time over the thread count (``on_threads`` in ``top_ops``)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from inflbench.methods import _common
+    from inflbench.solvers.common import ThreadShares
 
-    real, worker = _common.on_threads, []
+    real, worker = ThreadShares.map, []
 
-    def timed(fn, parts):
+    def timed(self, fn, parts):
         def part(p):
             t0 = time.perf_counter()
             out = fn(p)
             worker.append(time.perf_counter() - t0)
             return out
-        return real(part, parts)
+        return real(self, part, parts)
 
-    _common.on_threads = timed
+    ThreadShares.map = timed
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
             f()
             wall = time.perf_counter() - t0
     finally:
-        _common.on_threads = real
+        ThreadShares.map = real
     by_op = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}  # one entry per op name
     if worker:
         by_op["on_threads"] = sum(worker) / torch.get_num_threads()

@@ -227,6 +227,68 @@ def test_block_parallel_reads_only_for_gradients_in_host_memory():
     assert [names for names, _ in got] == [["a", "b"]] and got[0][1].shape == (2, 9, 1)  # one batched bmm
 
 
+def test_column_shares_equal_the_plain_products():
+    """read_twice with one share of the columns per worker = the products on all threads."""
+    from inflbench.solvers.common import ThreadShares, read_twice
+
+    g = torch.Generator().manual_seed(0)
+    X, A, Y = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((7, 11), (7, 1), (1, 11)))
+    seen = []
+
+    def fn(P, cols):  # column-wise: a residual scaled per column
+        seen.append(cols)
+        return (P - Y[:, cols]) * torch.arange(11, dtype=torch.float64)[cols]
+
+    plain = X @ ((A.T @ X - Y) * torch.arange(11, dtype=torch.float64)).T
+    for workers in (2, 3):
+        with ThreadShares(workers) as shares:
+            seen.clear()
+            torch.testing.assert_close(read_twice(X, A, fn, shares), plain, rtol=1e-13, atol=1e-13)
+            assert sorted((c.start, c.stop) for c in seen) == [(round(i * 11 / workers), round((i + 1) * 11 / workers))
+                                                               for i in range(workers)]
+    seen.clear()
+    torch.testing.assert_close(read_twice(X, A, fn), plain, rtol=1e-13, atol=1e-13)
+    assert seen == [slice(None)]  # no shares: one product over all columns
+    meta = torch.empty(7, 11, device="meta")
+    with ThreadShares(2) as shares:
+        assert read_twice(meta, torch.empty(7, 1, device="meta"), lambda P, cols: P, shares).shape == (7, 1)
+        assert shares._pool is None  # a non-CPU block never reaches the threads
+
+
+@pytest.mark.parametrize("params", [{"sampling": "layer", "iterations": 300}, {"sampling": "full", "iterations": 40},
+                                    {"sampling": "layer", "iterations": 300, "variant": "published"}])
+@pytest.mark.parametrize("cache", [True, False])
+def test_rrinf_row_steps_on_column_shares_equal_one_product(monkeypatch, params, cache):
+    """One test vector: RRInf's steps from the rows (no Gram cache) and its residual check read a share of each
+    block per thread; the scores and the convergence check equal the single-product route."""
+    from inflbench.methods import rrinf as rrinf_module
+    from inflbench.solvers import common
+
+    if not cache:
+        monkeypatch.setattr(rrinf_module, "GRAM_CACHE_BYTES", 0)
+    tr, te = make_grads(n=9, m=1, dtype=torch.float64)
+    threads, maps, real = torch.get_num_threads(), [], common.ThreadShares.map
+    monkeypatch.setattr(common.ThreadShares, "map", lambda self, fn, parts: maps.append(len(parts)) or real(self, fn, parts))
+    monkeypatch.setattr(common, "_SMALL_OP_BYTES", 0)  # tiny blocks: keep the threads the loop would drop
+    torch.set_num_threads(2)
+    try:
+        fast = compute_influence("rrinf", tr, te, **params)
+        row_steps = not cache and params["sampling"] == "layer"  # full mode sums its Grams whatever the cache
+        published = params.get("variant") == "published"  # its residual check reads every block
+        assert len(maps) >= (params["iterations"] if row_steps else 1 if published else 0) and set(maps) <= {2}
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(common, "THIN_ROWS", 0)
+        maps.clear()
+        ref = compute_influence("rrinf", tr, te, **params)
+        assert maps == []
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(fast["total"], ref["total"], rtol=1e-10, atol=1e-12 * float(ref["total"].abs().max()))
+    for key in ("converged", "ridge_residual_max", "reweighted_ridge_residual_max"):
+        if key in ref.meta:
+            assert fast.meta[key] == pytest.approx(ref.meta[key], rel=1e-9), key
+
+
 def test_split_evenly_keeps_order_and_balances():
     items = list("abcdefgh")
     parts = _common.split_evenly(items, [1, 1, 1, 1, 1, 1, 1, 1], 3)

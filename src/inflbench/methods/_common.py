@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+from ..solvers.common import THIN_ROWS, ThreadShares
 
 #: Default relative damping: lambda_b = DAMPING_FACTOR * mean_i ||g_i,b||^2 / d_b.
 DAMPING_FACTOR = 0.1
@@ -21,9 +22,8 @@ GROUP_BYTES = 192 << 20
 STACK_MAX_ELEMS = 1 << 20
 
 #: Products ``X_b T_bᵀ`` with at most this many test rows are reads of the store (GEMVs): they run one
-#: block per intra-op thread, each single-threaded (docs/methods.md, "Block-parallel reads"; measured no
-#: faster from 4 rows on).
-THIN_TEST_ROWS = 1
+#: block per intra-op thread, each single-threaded.
+THIN_TEST_ROWS = THIN_ROWS
 
 
 def shape_of(grads: Mapping[str, Tensor], k: str) -> tuple[int, ...]:
@@ -265,10 +265,5 @@ def split_evenly(items: Sequence, weights: Sequence[float], parts: int) -> list[
 def on_threads(fn, parts: Sequence) -> list:
     """``[fn(part) for part in parts]``, one thread per part, torch's intra-op threads set to 1 meanwhile (so
     each thread's products are single-threaded; the setting is process-wide and restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            return list(pool.map(fn, parts))
-    finally:
-        torch.set_num_threads(threads)
+    with ThreadShares(len(parts)) as shares:
+        return shares.map(fn, parts)

@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from inflbench.solvers.common import col_sq_norms
+from inflbench.solvers.common import col_sq_norms, read_twice, thin_shares
 
 #: LiSSA: remaining relative error (extrapolated from the last two steps) above which it has not converged.
 LISSA_TOL = 1e-2
@@ -108,20 +108,25 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
 
     if whole is not None:
         add(*whole)
-    else:
+        return _relative(fit + lam * S, xt)
+    with thin_shares(m) as shares:
         for b in range(len(train)):
             if b in known:  # the block is not read
                 add(*known[b])
                 continue
             x, t = _flat(train[b], dtype), _flat(test[b], dtype)
             # X (X^T S / n + T^T) and X T^T in one product: two passes over the block in all
-            # (formed as (S^T X / n + T)^T: the block is never the transposed operand, which is slower)
-            both = x @ torch.cat([(S.to(x.dtype) / n).T @ x + t, t]).T
+            # (formed from S^T X: the block is never the transposed operand, which is slower)
+            both = read_twice(x, S.to(x.dtype) / n, lambda P, cols: torch.cat([P + t[:, cols], t[:, cols]]), shares)
             fit.add_(both[:, :m].to(torch.float64))
             xt.add_(both[:, m:].to(torch.float64))
             del x, t, both
-    residual = fit + lam * S
-    denom = float(torch.linalg.matrix_norm(xt))
+    return _relative(fit + lam * S, xt)
+
+
+def _relative(residual: Tensor, reference: Tensor) -> float:
+    """``||residual|| / ||reference||`` (0 when the reference is 0)."""
+    denom = float(torch.linalg.matrix_norm(reference))
     return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
 
 
@@ -132,26 +137,28 @@ def reweighted_ridge_residual(train: list[Tensor], test: list[Tensor], scores: T
     With parameter rows ``phi`` of weight ``c_b / ||phi||^2`` (``c_b`` = ``block_weights[b]``: 1 when rows are
     drawn uniformly, ``d / (B d_b)`` when one of ``B`` blocks is) the expected step vanishes where
     ``R = sum_rows w phi (phi^T S + n t) + n lambda S = 0`` (``t`` the row's test gradients, ``S`` the scores);
-    returns ``||R|| / ||sum_rows w phi n t||`` (1 for all-zero scores). Two passes over each block, in the
-    scores' (the solver's) precision, accumulated in float64.
+    returns ``||R|| / ||sum_rows w phi n t||`` (1 for all-zero scores). Three passes over each block (the row
+    norms, then two products), in the scores' (the solver's) precision, accumulated in float64.
     """
     n, m = scores.shape
     dtype = scores.dtype if scores.dtype in (torch.float32, torch.float64) else torch.float32
     fit = torch.zeros(n, m, dtype=torch.float64)
     target = torch.zeros(n, m, dtype=torch.float64)
-    for b, c in enumerate(block_weights):
-        x, t = _flat(train[b], dtype), _flat(test[b], dtype)
-        sq = col_sq_norms(x).to(dtype)
-        w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))[:, None]
-        # X W (X^T S) and X W (n T^T) in one product: two passes over the block, in its precision
-        both = x @ torch.cat([w.T * (scores.to(x.dtype).T @ x), w.T * (n * t)]).T
-        fit.add_(both[:, :m].to(torch.float64))
-        target.add_(both[:, m:].to(torch.float64))
-        del x, t, both
-    S = scores.to(torch.float64)
-    denom = float(torch.linalg.matrix_norm(target))
-    residual = fit + target + n * lam * S
-    return float(torch.linalg.matrix_norm(residual)) / denom if denom > 0 else 0.0
+    with thin_shares(m) as shares:
+        for b, c in enumerate(block_weights):
+            x, t = _flat(train[b], dtype), _flat(test[b], dtype)
+
+            def weighted(P: Tensor, cols: slice) -> Tensor:  # W (X^T S) and W (n T^T) on these columns
+                sq = col_sq_norms(x[:, cols]).to(dtype)
+                w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))
+                return torch.cat([w * P, w * (n * t[:, cols])])
+
+            # X W (X^T S) and X W (n T^T) in one product: the block read for the norms and twice more
+            both = read_twice(x, scores.to(x.dtype), weighted, shares)
+            fit.add_(both[:, :m].to(torch.float64))
+            target.add_(both[:, m:].to(torch.float64))
+            del x, t, both
+    return _relative(fit + target + n * lam * scores.to(torch.float64), target)
 
 
 def float32_unsafe_block(train_sq: Mapping[str, Tensor], test_sq: Mapping[str, Tensor]) -> tuple[str, float] | None:

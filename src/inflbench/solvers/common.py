@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -29,6 +30,82 @@ def small_op_threads(flops_per_op: float, bytes_per_op: float = 0.0) -> Iterator
         yield
     finally:
         torch.set_num_threads(prev)
+
+
+#: Products with at most this many right-hand sides are reads of their matrix (GEMVs): two threads that each
+#: stream their own share read faster than both threads on every GEMV (docs/methods.md, "Block-parallel
+#: reads"; measured no faster from 4 right-hand sides on).
+THIN_ROWS = 1
+
+
+class ThreadShares:
+    """A pool of ``workers`` threads for products that read separate shares of memory. While :meth:`map` runs,
+    torch's intra-op threads are set to 1 (a process-wide setting, restored after), so each share is read
+    single-threaded. A context manager: the pool lives until exit (a loop of many small calls pays for the
+    threads once)."""
+
+    def __init__(self, workers: int):
+        self.workers = int(workers)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def map(self, fn: Callable, parts: Sequence) -> list:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers)
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return list(self._pool.map(fn, parts))
+        finally:
+            torch.set_num_threads(prev)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "ThreadShares":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextmanager
+def thin_shares(rows: int, X: Tensor | None = None) -> Iterator[ThreadShares | None]:
+    """A :class:`ThreadShares` over torch's intra-op threads when products with ``rows`` right-hand sides are
+    reads (``rows <= THIN_ROWS``), there are two or more threads and ``X`` (if given) is in host memory;
+    else ``None`` (one product on all threads)."""
+    threads = torch.get_num_threads()
+    if rows > THIN_ROWS or threads < 2 or (X is not None and X.device.type != "cpu"):
+        yield None
+        return
+    with ThreadShares(threads) as shares:
+        yield shares
+
+
+def _column_shares(d: int, shares: ThreadShares) -> list[slice]:
+    edges = [round(i * d / shares.workers) for i in range(shares.workers + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:]) if a < b]
+
+
+def read_twice(X: Tensor, A: Tensor, fn: Callable[[Tensor, slice], Tensor], shares: ThreadShares | None = None) -> Tensor:
+    """``X fn(Aᵀ X, cols)ᵀ`` (n x k) for ``X`` (n x d), ``A`` (n x a) and ``fn`` acting column by column
+    (``fn(P, cols)``, ``P = Aᵀ X[:, cols]`` (a x |cols|), returns (k x |cols|)): two reads of ``X``. With
+    ``shares`` each worker takes one contiguous share of the columns through both reads, single-threaded, and
+    the shares' products are summed (only the summation order differs)."""
+    if shares is None or shares.workers < 2 or X.device.type != "cpu":
+        cols = slice(None)
+        return X @ fn(A.T @ X, cols).T
+
+    def part(cols: slice) -> Tensor:
+        Xc = X[:, cols]
+        return Xc @ fn(A.T @ Xc, cols).T
+
+    outs = shares.map(part, _column_shares(X.shape[1], shares))
+    total = outs[0]
+    for o in outs[1:]:
+        total = total + o
+    return total
 
 
 #: Row tiles of :func:`sym_gram`: only the k(k+1)/2 lower tiles of ``X X^T`` are multiplied.

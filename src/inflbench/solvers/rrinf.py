@@ -8,7 +8,7 @@ from typing import Callable, Literal, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from inflbench.solvers.common import col_sq_norms, small_op_threads, sym_gram
+from inflbench.solvers.common import col_sq_norms, read_twice, small_op_threads, sym_gram, thin_shares
 
 RRInfSampling = Literal["neuron", "minibatch", "layer", "full"]
 
@@ -166,17 +166,21 @@ def rrinf_sgd(
         # a step streams a cached n x n Gram or (uncached) the block itself twice
         d0 = min((math.prod(_shape(train_blocks, b)[1:]) for b in range(len(train_blocks))), default=1)
         per_bytes = 4.0 * n0 * min(n0, 2 * d0)
-    with small_op_threads(per_op, per_bytes):
+    # block steps from the rows with one target column: one share of each block's columns per thread (only
+    # there: between the cached Grams' multi-threaded steps a hand-over per block cost more than it saved)
+    thin = C0 if sampling in ("layer", "full") else math.inf
+    with small_op_threads(per_op, per_bytes), thin_shares(thin) as shares:
         return _rrinf_sgd_impl(
             train_blocks, target_blocks, damping=damping, iterations=iterations, lr=lr, sampling=sampling,
             batch_size=batch_size, seed=seed, variant=variant, dtype=dtype, gram_cache_bytes=gram_cache_bytes,
             target_scale=target_scale, callback=callback, stats=stats, grams=grams, block_sq=block_sq,
+            shares=shares,
         )
 
 
 def _rrinf_sgd_impl(
     train_blocks, target_blocks, *, damping, iterations, lr, sampling, batch_size, seed, variant, dtype,
-    gram_cache_bytes, target_scale, callback, stats, grams=None, block_sq=None,
+    gram_cache_bytes, target_scale, callback, stats, grams=None, block_sq=None, shares=None,
 ) -> Tensor:
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
@@ -310,12 +314,16 @@ def _rrinf_sgd_impl(
             return K @ Omega - PY
         X = src.X[b].to(dtype)
         Yb = src.Y[b].to(dtype)
-        resid = Omega.T @ X - src.tscale * Yb  # (C, d_b); X as the transposed operand is slower
+        w = None
         if variant == "published":
             w = src.row_sq[b].to(dtype)
             w = torch.where(w > 0, 1.0 / w, torch.zeros_like(w))
-            resid = resid * w
-        return X @ resid.T
+
+        def resid(P: Tensor, cols: slice) -> Tensor:  # (C, |cols|) from P = Omega^T X[:, cols]
+            r = P - src.tscale * Yb[:, cols]
+            return r * w[cols] if w is not None else r
+
+        return read_twice(X, Omega, resid, shares)  # X as the transposed operand is slower
 
     if sampling == "layer":
         if variant == "correct":
