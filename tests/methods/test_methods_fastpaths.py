@@ -10,7 +10,7 @@ from tolerances import assert_close
 from inflbench import methods
 from inflbench.methods import _common, compute_influence
 from inflbench.artifacts import load_block_stats, save_block_stats
-from inflbench.methods._stats import block_stats, chunked_apply, chunked_cross, chunked_gram
+from inflbench.methods._stats import block_stats, chunked_apply, chunked_cross, chunked_gram, gram_cross
 
 STATS_METHODS = [m for m in GRADIENT_METHODS if methods.get(m).block_stats]
 # (method, params) configurations whose Gram use differs with and without shared statistics
@@ -110,8 +110,30 @@ def test_chunked_products_equal_whole_float64_products():
     assert_close(chunked_gram(X, "n", chunk_bytes=tiny), Xd @ Xd.T, "float64_reference")
     assert_close(chunked_gram(X, "d", chunk_bytes=tiny), Xd.T @ Xd, "float64_reference")
     assert_close(chunked_cross(X, T, chunk_bytes=tiny), Xd @ Td.T, "float64_reference")
+    K, C = gram_cross(X, T, chunk_bytes=tiny)  # one cast per chunk for both
+    assert_close(K, Xd @ Xd.T, "float64_reference")
+    assert_close(C, Xd @ Td.T, "float64_reference")
+    assert gram_cross(X, None, chunk_bytes=tiny)[1] is None
     W = torch.randn(70, 5, generator=g, dtype=torch.float64)
     assert_close(chunked_apply(X, W, chunk_bytes=tiny), Xd @ W, "float64_reference")
+
+
+@pytest.mark.parametrize("method", ["exact_block", "exact_joint"])
+@pytest.mark.parametrize("m", [4, 1])
+def test_exact_methods_on_float32_gradients_equal_their_float64_copies(monkeypatch, method, m):
+    """float32 gradients: the Gram and the cross product from one float64 cast per chunk (several chunks here)
+    = the same gradients given in float64 (no cast) = the shared statistics' route."""
+    from inflbench.methods import _stats
+
+    tr, te = make_grads(n=9, m=m, dtype=torch.float32)
+    monkeypatch.setattr(_stats, "CHUNK_BYTES", 9 * 8 * 5)  # five columns per chunk
+    lam = {"damping": 0.3}  # the default rule reads the norms in the inputs' precision
+    fast = compute_influence(method, tr, te, **lam)
+    upcast = compute_influence(method, {k: v.double() for k, v in tr.items()}, {k: v.double() for k, v in te.items()}, **lam)
+    shared = compute_influence(method, tr, te, block_stats=block_stats(tr), **lam)
+    for k in upcast:
+        assert_close(fast[k], upcast[k], "float64_reference", f"{method} {k}")
+        assert_close(shared[k], upcast[k], "float64_reference", f"{method} {k}")
 
 
 @pytest.mark.parametrize("method", ["exact_block", "exact_joint"])

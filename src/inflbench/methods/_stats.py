@@ -47,16 +47,30 @@ def chunked_gram(X: Tensor, side: str, dtype: torch.dtype = torch.float64, chunk
     itemsize = torch.finfo(dtype).bits // 8
     out = None
     if side == "n":
-        step = _step(n, itemsize, chunk_bytes)
-        for c in range(0, d, step):
-            part = sym_gram(X[:, c : c + step].to(dtype))
-            out = part if out is None else out.add_(part)
+        return gram_cross(X, None, dtype=dtype, chunk_bytes=chunk_bytes)[0]
     else:
         step = _step(d, itemsize, chunk_bytes)
         for r in range(0, n, step):
             part = sym_gram(X[r : r + step].to(dtype).T)
             out = part if out is None else out.add_(part)
     return out
+
+
+def gram_cross(X: Tensor, T: Tensor | None, dtype: torch.dtype = torch.float64, chunk_bytes: int = CHUNK_BYTES
+               ) -> tuple[Tensor, Tensor | None]:
+    """``(X Xᵀ, X Tᵀ)`` in ``dtype`` (the second ``None`` without ``T``) from column chunks of ``X`` cast to
+    ``dtype`` (at most ``chunk_bytes`` each): one cast of each chunk serves both products."""
+    n, d = X.shape
+    step = _step(n, torch.finfo(dtype).bits // 8, chunk_bytes)
+    K = C = None
+    for c in range(0, d, step):
+        Y = X[:, c : c + step].to(dtype)
+        part = sym_gram(Y)
+        K = part if K is None else K.add_(part)
+        if T is not None:
+            part = Y @ T[:, c : c + step].to(dtype).T
+            C = part if C is None else C.add_(part)
+    return K, C
 
 
 def chunked_cross(X: Tensor, T: Tensor, dtype: torch.dtype = torch.float64, chunk_bytes: int = THIN_CHUNK_BYTES) -> Tensor:
@@ -174,13 +188,17 @@ def iter_store_stats(store, chunk_bytes: int | None = None, device: str | torch.
         del G
 
 
+def has_gram(data, k: str, side: str) -> bool:
+    """Whether the shared statistics hold block ``k``'s Gram on ``side``."""
+    return data.stats is not None and data.stats.side(k) == side
+
+
 def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64, *, copy: bool = True) -> Tensor:
     """The unnormalised Gram of block ``k`` on ``side`` in ``dtype``: shared statistics when they
     hold that side, else computed (float64 accumulated from chunks). ``copy=False``: the shared
     statistics themselves where the dtype matches (for callers that only read it)."""
-    st = data.stats
-    if st is not None and st.side(k) == side:
-        return st.gram(k).to(dtype, copy=copy)
+    if has_gram(data, k, side):
+        return data.stats.gram(k).to(dtype, copy=copy)
     return chunked_gram(flat(data.train[k]), side, dtype)
 
 
