@@ -24,7 +24,9 @@ bare per-block products ``(n x d_b) @ (d_b x m)`` at ``m = n_test`` (best of thr
 ``gemm_f32_shape_gflops``), the read bandwidth of one bare GEMV per block over the train store
 (``read_blocks_gbs``), and ``kernel_probe``'s rates of the Gram formation, the iteration products, the Schulz
 squaring, the float64 Cholesky and the triangular solves at the sizes the methods give them (each the
-fastest bare kernel found: a full GEMM, lower row tiles, or scipy's BLAS / LAPACK). A method can at best
+fastest bare kernel the methods can call: a full GEMM or 4 or 8 lower row tiles, and torch's LAPACK). Scipy's
+OpenBLAS ``syrk`` / ``potrf`` are not counted: alone they can be faster, but alternated with torch's MKL
+products in one process both slow down (docs/methods.md, "Kernel probe and cap"). A method can at best
 reach about 1 there. ``roofline_cap`` = ``roofline / roofline_shape``: the most the square-GEMM
 ``roofline`` (the issue-level measure) can reach with these kernels and no bookkeeping at all, so a row
 whose cap is below a target cannot meet it on this host with these libraries.
@@ -73,7 +75,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.linalg import blas, lapack
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -216,13 +217,10 @@ def _lower_tiles(X, K, k: int) -> None:
 
 
 def _syrk_seconds(X) -> float:
-    """Fastest bare kernel for ``X X^T`` (p x q): a full GEMM, 4 or 8 lower row tiles, or BLAS ``syrk``
-    through scipy (OpenBLAS), best of three each."""
+    """Fastest bare kernel for ``X X^T`` (p x q) that the methods can call: a full GEMM or 4 or 8 lower row
+    tiles, best of three each."""
     K = torch.empty(X.shape[0], X.shape[0], dtype=X.dtype)
-    syrk = blas.ssyrk if X.dtype == torch.float32 else blas.dsyrk
-    xn = np.asfortranarray(X.numpy())
-    ways = [lambda: torch.matmul(X, X.T, out=K), lambda: _lower_tiles(X, K, 4), lambda: _lower_tiles(X, K, 8),
-            lambda: syrk(1.0, xn, lower=1)]
+    ways = [lambda: torch.matmul(X, X.T, out=K), lambda: _lower_tiles(X, K, 4), lambda: _lower_tiles(X, K, 8)]
     return min(min(_timed(f) for _ in range(3)) for f in ways)
 
 
@@ -236,8 +234,7 @@ def kernel_probe(X: torch.Tensor, side: int, m: int) -> dict:
     * ``gemm_f32_s_gflops``, ``gemm_f32_side_gflops``: an iteration step, a square matrix times the
       right-hand sides (``2 s^2 k``, ``k`` right-hand sides);
     * ``square_f32_s_gflops``, ``square_f32_side_gflops``: a Schulz squaring of a symmetric matrix (``s^3``);
-    * ``potrf_f64_s_gflops``, ``potrf_f64_side_gflops``: float64 Cholesky (``s^3 / 3``), torch's LAPACK or
-      scipy's, the faster;
+    * ``potrf_f64_s_gflops``, ``potrf_f64_side_gflops``: float64 Cholesky (``s^3 / 3``), torch's LAPACK;
     * ``trsm_f64_s_gflops``, ``trsm_f64_side_gflops``: the two triangular solves (``2 s^2 k``, ``k``
       right-hand sides)."""
     n, q = X.shape
@@ -252,9 +249,7 @@ def kernel_probe(X: torch.Tensor, side: int, m: int) -> dict:
         Y = torch.randn(size, 2 * size, generator=gen, dtype=torch.float64)
         A = Y @ Y.T / (2 * size)
         A.diagonal().add_(1e-3)
-        An = np.asfortranarray(A.numpy())
-        chol = [lambda: torch.linalg.cholesky_ex(A), lambda: lapack.dpotrf(An, lower=1)]
-        best = min(min(_timed(f) for _ in range(7)) for f in chol)  # LAPACK timings scatter: best of 7
+        best = min(_timed(lambda: torch.linalg.cholesky_ex(A)) for _ in range(7))  # LAPACK timings scatter: best of 7
         out[f"potrf_f64_{tag}_gflops"] = round(size**3 / 3 / best / 1e9, 1)
         Lc = torch.linalg.cholesky(A)
         B = torch.randn(size, rhs, dtype=torch.float64, generator=gen)

@@ -117,7 +117,7 @@ def ridge_residual(train: list[Tensor], test: list[Tensor], scores: Tensor, lam:
             x, t = _flat(train[b], dtype), _flat(test[b], dtype)
             # X (X^T S / n + T^T) and X T^T in one product: two passes over the block in all
             # (formed from S^T X: the block is never the transposed operand, which is slower)
-            both = read_twice(x, S.to(x.dtype) / n, lambda P, cols: torch.cat([P + t[:, cols], t[:, cols]]), shares)
+            both = read_twice(x, S.to(x.dtype) / n, lambda P, cols, t=t: torch.cat([P + t[:, cols], t[:, cols]]), shares)
             fit.add_(both[:, :m].to(torch.float64))
             xt.add_(both[:, m:].to(torch.float64))
             del x, t, both
@@ -148,7 +148,7 @@ def reweighted_ridge_residual(train: list[Tensor], test: list[Tensor], scores: T
         for b, c in enumerate(block_weights):
             x, t = _flat(train[b], dtype), _flat(test[b], dtype)
 
-            def weighted(P: Tensor, cols: slice) -> Tensor:  # W (X^T S) and W (n T^T) on these columns
+            def weighted(P: Tensor, cols: slice, x=x, t=t, c=c) -> Tensor:  # W (X^T S) and W (n T^T) here
                 sq = col_sq_norms(x[:, cols]).to(dtype)
                 w = torch.where(sq > 0, c / sq, torch.zeros_like(sq))
                 return torch.cat([w * P, w * (n * t[:, cols])])
