@@ -71,12 +71,12 @@ class ThreadShares:
 
 
 @contextmanager
-def thin_shares(rows: int, X: Tensor | None = None) -> Iterator[ThreadShares | None]:
+def thin_shares(rows: float) -> Iterator[ThreadShares | None]:
     """A :class:`ThreadShares` over torch's intra-op threads when products with ``rows`` right-hand sides are
-    reads (``rows <= THIN_ROWS``), there are two or more threads and ``X`` (if given) is in host memory;
-    else ``None`` (one product on all threads)."""
+    reads (``rows <= THIN_ROWS``) and there are two or more threads, else ``None`` (one product on all
+    threads). Its pool starts at the first use, which a block outside host memory never makes."""
     threads = torch.get_num_threads()
-    if rows > THIN_ROWS or threads < 2 or (X is not None and X.device.type != "cpu"):
+    if rows > THIN_ROWS or threads < 2:
         yield None
         return
     with ThreadShares(threads) as shares:
@@ -94,8 +94,7 @@ def read_twice(X: Tensor, A: Tensor, fn: Callable[[Tensor, slice], Tensor], shar
     ``shares`` each worker takes one contiguous share of the columns through both reads, single-threaded, and
     the shares' products are summed (only the summation order differs)."""
     if shares is None or shares.workers < 2 or X.device.type != "cpu":
-        cols = slice(None)
-        return X @ fn(A.T @ X, cols).T
+        return X @ fn(A.T @ X, slice(None)).T
 
     def part(cols: slice) -> Tensor:
         Xc = X[:, cols]
