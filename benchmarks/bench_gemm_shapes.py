@@ -30,6 +30,7 @@ import torch
 
 from inflbench.methods import compute_influence
 from inflbench.methods._common import on_threads, split_evenly
+from inflbench.solvers.common import even_slices
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,8 +190,7 @@ def main(argv=None) -> int:
     vecs = [mean[k][0] for k in train]
     big, ones = torch.ones(4096, 32768), torch.ones(32768)
     store = sum(a.numel() * 4 for a in train.values())
-    t = torch.get_num_threads()
-    row_parts = [slice(i * 4096 // t, (i + 1) * 4096 // t) for i in range(t)]  # a share of the probe's rows per thread
+    row_parts = even_slices(big.shape[0], torch.get_num_threads())  # a share of the probe's rows per thread
     jobs = list(zip(train.values(), vecs))
     shares = split_evenly(jobs, [a.numel() for a, _ in jobs], torch.get_num_threads())
 

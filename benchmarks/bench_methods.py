@@ -83,7 +83,7 @@ sys.path.insert(0, str(ROOT / "tests" / "methods"))  # synthetic_grads
 from inflbench.methods import compute_influence  # noqa: E402
 from inflbench.methods.datainf import uses_gram as datainf_uses_gram  # noqa: E402
 from inflbench.methods._common import on_threads, split_evenly  # noqa: E402
-from inflbench.solvers.common import gram_tile_edges  # noqa: E402
+from inflbench.solvers.common import even_slices, gram_tile_edges  # noqa: E402
 from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
 # (label, method, params, shared block statistics?). Defaults first, then fast paths and published options.
@@ -162,8 +162,7 @@ def probe(reps: int = 3) -> dict:
         torch.mm(a, a, out=o)
         best = min(_timed(lambda: torch.mm(a, a, out=o)) for _ in range(reps))
         out[key] = round(2 * a.shape[0] ** 3 / best / 1e9, 1)
-    t = torch.get_num_threads()  # also as one single-threaded GEMV per thread (better on some hosts)
-    row_parts = [slice(i * 4096 // t, (i + 1) * 4096 // t) for i in range(t)]
+    row_parts = even_slices(P["big"].shape[0], torch.get_num_threads())  # also one single-threaded GEMV per thread
     best = min(min(_timed(lambda: torch.mv(P["big"], P["v"], out=P["y"])),
                    _timed(lambda: on_threads(lambda r: torch.mv(P["big"][r], P["v"], out=P["y"][r]), row_parts)))
                for _ in range(reps))

@@ -83,8 +83,9 @@ def thin_shares(rows: float) -> Iterator[ThreadShares | None]:
         yield shares
 
 
-def _column_shares(d: int, shares: ThreadShares) -> list[slice]:
-    edges = [round(i * d / shares.workers) for i in range(shares.workers + 1)]
+def even_slices(length: int, parts: int) -> list[slice]:
+    """``range(length)`` as at most ``parts`` contiguous, non-empty slices of about equal size."""
+    edges = [round(i * length / parts) for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(edges, edges[1:]) if a < b]
 
 
@@ -100,7 +101,7 @@ def read_twice(X: Tensor, A: Tensor, fn: Callable[[Tensor, slice], Tensor], shar
         Xc = X[:, cols]
         return Xc @ fn(A.T @ Xc, cols).T
 
-    outs = shares.map(part, _column_shares(X.shape[1], shares))
+    outs = shares.map(part, even_slices(X.shape[1], shares.workers))
     total = outs[0]
     for o in outs[1:]:
         total = total + o
