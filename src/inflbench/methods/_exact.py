@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import cholesky_solve
-from ._stats import chunked_apply, chunked_cross, flat, gram_cross, gram_of, has_gram, side_of
+from ._stats import chunked_apply, flat, gram_and_cross, gram_of, side_of
 
 
 def use_woodbury(n: int, d: int, m: int) -> bool:
@@ -27,14 +27,12 @@ def block_exact_scores(data, k: str, lam: float, gram_dtype: str = "float64") ->
     """
     X, T = flat(data.train[k]), flat(data.test[k])
     n, d = X.shape
-    if side_of(n, d) == "n" and not has_gram(data, k, "n") and gram_dtype == "float64" and X.dtype != torch.float64:
-        G, C = gram_cross(X, T)  # one float64 cast of each chunk for both products
+    if side_of(n, d) == "n":
+        G, C = gram_and_cross(data, k, GRAM_DTYPES[gram_dtype])
+        G = G.to(torch.float64)
         G.diagonal().add_(n * lam)
         return cholesky_solve(G, C).mul_(-n)
-    G = gram_of(data, k, side_of(n, d), GRAM_DTYPES[gram_dtype]).to(torch.float64)
-    if side_of(n, d) == "n":
-        G.diagonal().add_(n * lam)
-        return cholesky_solve(G, chunked_cross(X, T)).mul_(-n)
+    G = gram_of(data, k, "d", GRAM_DTYPES[gram_dtype]).to(torch.float64)
     G.div_(n).diagonal().add_(lam)
     W = cholesky_solve(G, T.T.to(torch.float64))
     return chunked_apply(X, W).neg_()

@@ -193,6 +193,15 @@ def has_gram(data, k: str, side: str) -> bool:
     return data.stats is not None and data.stats.side(k) == side
 
 
+def gram_and_cross(data, k: str, dtype: torch.dtype = torch.float64, *, copy: bool = True) -> tuple[Tensor, Tensor]:
+    """Block ``k``'s ``n x n`` Gram in ``dtype`` (as :func:`gram_of`) and ``X Tᵀ`` in float64. A float32 block
+    without shared statistics and a float64 Gram takes one float64 cast of each chunk for both."""
+    X, T = flat(data.train[k]), flat(data.test[k])
+    if has_gram(data, k, "n") or dtype != torch.float64 or X.dtype == torch.float64:
+        return gram_of(data, k, "n", dtype, copy=copy), chunked_cross(X, T)
+    return gram_cross(X, T)
+
+
 def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64, *, copy: bool = True) -> Tensor:
     """The unnormalised Gram of block ``k`` on ``side`` in ``dtype``: shared statistics when they
     hold that side, else computed (float64 accumulated from chunks). ``copy=False``: the shared

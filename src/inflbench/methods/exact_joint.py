@@ -26,7 +26,7 @@ from ._common import GradData, damping_meta, joint_damping
 from ._exact import GRAM_DTYPES, use_woodbury
 from ..solvers import cholesky_solve
 from ._registry import InfluenceResult, register
-from ._stats import chunked_cross, flat, gram_cross, gram_of, has_gram
+from ._stats import gram_and_cross
 from .exact_block import ExactBlockParams
 
 
@@ -59,11 +59,7 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
     C = torch.zeros(n, m, dtype=torch.float64)
     for k in data.names:  # one block at a time, float64 accumulated from chunks
         w = 1.0 / lam_of(k)
-        X, T = flat(data.train[k]), flat(data.test[k])
-        if has_gram(data, k, "n") or p.gram_dtype != "float64" or X.dtype == torch.float64:
-            Kb, Cb = gram_of(data, k, "n", GRAM_DTYPES[p.gram_dtype], copy=False), chunked_cross(X, T)
-        else:  # one float64 cast of each chunk for both products
-            Kb, Cb = gram_cross(X, T)
+        Kb, Cb = gram_and_cross(data, k, GRAM_DTYPES[p.gram_dtype], copy=False)
         K.add_(Kb, alpha=w)
         C.add_(Cb, alpha=w)
     K.diagonal().add_(n)
