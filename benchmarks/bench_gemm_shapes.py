@@ -46,14 +46,16 @@ def best(f, repeat: int) -> float:
 
 def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.Tensor, rounds: int) -> list[dict]:
     """Setting Q: a method through ``compute_influence`` against the bare BLAS / LAPACK calls it makes on the
-    same blocks (operands prepared and outputs allocated beforehand, so nothing but the kernels runs), and
-    the square GEMM probes, in interleaved rounds. Per round each wall time is set against that round's
-    probe, so the host's drift between rounds cancels; the rows give the medians over the rounds. If the
-    method's kernels ran slower inside the method than alone, ``method_over_kernels`` would exceed the
-    bookkeeping the profiler shows."""
+    same blocks (operands prepared and outputs allocated beforehand, so nothing but the kernels runs; the
+    float64 casts of the float32 blocks, which the float64 methods cannot skip, are part of theirs), and the
+    square GEMM probes, in interleaved rounds. Per round each wall time is set against that round's probes
+    (``flops32 / rate32 + flops64 / rate64``, the cost model's minimal flops), so the host's drift between
+    rounds cancels; the rows give the medians over the rounds. If the method's kernels ran slower inside the
+    method than alone, ``method_over_kernels`` would exceed the bookkeeping the profiler shows."""
     from inflbench.methods._exact import use_woodbury
     from inflbench.methods._stats import block_stats
     from inflbench.methods.datainf import uses_gram
+    from inflbench.solvers.common import lower_gram_
 
     n, m = next(iter(train.values())).shape[0], next(iter(test.values())).shape[0]
     d = sum(v.shape[1] for v in train.values())
@@ -84,20 +86,92 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
             torch.mm(X, T.T, out=C64)
             torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, C64, upper=False), upper=True)
 
-    flops_exact = len(pairs) * (n**3 / 3 + 2 * n * n * m) + 2 * n * m * d  # two solves: n² m each
+    # without shared statistics: the Gram's lower row tiles, from one float64 cast per block
+    X64, T64 = torch.empty(n, db, dtype=torch.float64), torch.empty(m, db, dtype=torch.float64)
+    K64, K32 = torch.empty(n, n, dtype=torch.float64), torch.empty(n, n)
+    J64, JC64 = torch.empty(n, n, dtype=torch.float64), torch.empty(n, m, dtype=torch.float64)
+
+    def tiles(X, K, accumulate=False):
+        lower_gram_(K, X, accumulate=accumulate)
+
+    def solve(K):
+        K.diagonal().add_(n * 1e-3 * K.diagonal().mean())
+        L, _ = torch.linalg.cholesky_ex(K)
+        torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, C64, upper=False), upper=True)
+
+    def exact_nostats_kernels(gram32=False):  # cast, Gram tiles, X Tᵀ, Cholesky, two triangular solves
+        for X, T in pairs:
+            if gram32:
+                tiles(X, K32)
+                K64.copy_(K32)
+            X64.copy_(X)
+            T64.copy_(T)
+            if not gram32:
+                tiles(X64, K64)
+            torch.mm(X64, T64.T, out=C64)
+            solve(K64)
+
+    def joint_kernels():  # per block: cast, Gram tiles and X Tᵀ accumulated; one Cholesky and solve
+        J64.zero_()
+        JC64.zero_()
+        for X, T in pairs:
+            X64.copy_(X)
+            T64.copy_(T)
+            tiles(X64, J64, accumulate=True)
+            JC64.addmm_(X64, T64.T)
+        J64.diagonal().add_(n * 1e-3 * J64.diagonal().mean())
+        L, _ = torch.linalg.cholesky_ex(J64)
+        torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, JC64, upper=False), upper=True)
+
+    def joint_stats_kernels():  # the shared Grams summed, X Tᵀ accumulated from a float64 cast; one solve
+        J64.zero_()
+        JC64.zero_()
+        for k, (X, T) in zip(train, pairs):
+            J64.add_(stats.gram(k))
+            X64.copy_(X)
+            T64.copy_(T)
+            JC64.addmm_(X64, T64.T)
+        J64.diagonal().add_(n * 1e-3 * J64.diagonal().mean())
+        L, _ = torch.linalg.cholesky_ex(J64)
+        torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, JC64, upper=False), upper=True)
+
+    def casts():
+        for X, T in pairs:
+            X64.copy_(X)
+            T64.copy_(T)
+
+    blocks = len(pairs)
+    solve64 = blocks * (n**3 / 3 + 2 * n * n * m)  # Cholesky and two solves (n² m each) per block
+    cross64 = 2 * n * m * d
+    gram = n * n * d
+    fl_stats = (0.0, solve64 + cross64)
+    fl_block = (0.0, gram + cross64 + solve64)
+    fl_block32 = (gram, cross64 + solve64)
+    fl_joint = (0.0, gram + cross64 + n**3 / 3 + 2 * n * n * m)
+    fl_joint_stats = (0.0, cross64 + n**3 / 3 + 2 * n * n * m)
     o32, o64 = torch.empty_like(sq32), torch.empty_like(sq64)
     fl_sq32, fl_sq64 = 2 * sq32.shape[0] ** 3, 2 * sq64.shape[0] ** 3
+    ci = compute_influence
     cases = {
-        "datainf Q (compute_influence)": (lambda: compute_influence("datainf", train, test), 6 * n * m * d, False),
-        "datainf Q, its kernels alone": (datainf_kernels, 6 * n * m * d, False),
-        "exact_block+stats Q (compute_influence)": (
-            lambda: compute_influence("exact_block", train, test, block_stats=stats),
-            flops_exact, True),
-        "exact_block+stats Q, its kernels alone": (exact_kernels, flops_exact, True),
+        "datainf Q (compute_influence)": (lambda: ci("datainf", train, test), (6 * n * m * d, 0.0)),
+        "datainf Q, its kernels alone": (datainf_kernels, (6 * n * m * d, 0.0)),
+        "exact_block+stats Q (compute_influence)": (lambda: ci("exact_block", train, test, block_stats=stats), fl_stats),
+        "exact_block+stats Q, its kernels alone": (exact_kernels, fl_stats),
+        "exact_block Q (compute_influence)": (lambda: ci("exact_block", train, test), fl_block),
+        "exact_block Q, its kernels alone": (exact_nostats_kernels, fl_block),
+        "exact_block[gram_dtype=float32] Q (compute_influence)": (
+            lambda: ci("exact_block", train, test, gram_dtype="float32"), fl_block32),
+        "exact_block[gram_dtype=float32] Q, its kernels alone": (lambda: exact_nostats_kernels(True), fl_block32),
+        "exact_joint Q (compute_influence)": (lambda: ci("exact_joint", train, test), fl_joint),
+        "exact_joint Q, its kernels alone": (joint_kernels, fl_joint),
+        "exact_joint+stats Q (compute_influence)": (lambda: ci("exact_joint", train, test, block_stats=stats),
+                                                    fl_joint_stats),
+        "exact_joint+stats Q, its kernels alone": (joint_stats_kernels, fl_joint_stats),
+        "float64 casts of the store alone (train and test)": (casts, (0.0, 0.0)),
     }
     times = {k: [] for k in cases}
     rate32, rate64 = [], []
-    for f, _, _ in cases.values():
+    for f, _ in cases.values():
         f()
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -106,18 +180,20 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
         t0 = time.perf_counter()
         torch.mm(sq64, sq64, out=o64)
         rate64.append(fl_sq64 / (time.perf_counter() - t0))
-        for k, (f, _, _) in cases.items():
+        for k, (f, _) in cases.items():
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
     rows = []
-    for k, (_, fl, f64) in cases.items():
-        rates = rate64 if f64 else rate32
-        frac = statistics.median(fl / w / r for w, r in zip(times[k], rates))
-        row = {"kernel": k, "wall_s": round(statistics.median(times[k]), 4),
-               "gflops": round(fl / statistics.median(times[k]) / 1e9, 1), "fraction_of_square_gemm": round(frac, 3),
-               "square_gemm_gflops": round(statistics.median(rates) / 1e9, 1)}
-        if k.endswith("alone"):
+    for k, (_, (f32, f64)) in cases.items():
+        wall = statistics.median(times[k])
+        row = {"kernel": k, "wall_s": round(wall, 4), "square_gemm_gflops": round(statistics.median(rate64 if f64 else rate32) / 1e9, 1)}
+        if k.startswith("float64 casts"):
+            row["gbs"] = round(12 * (n + m) * d / wall / 1e9, 2)  # read float32, write float64
+        if f32 + f64:
+            frac = statistics.median((f32 / r32 + f64 / r64) / w for w, r32, r64 in zip(times[k], rate32, rate64))
+            row.update(gflops=round((f32 + f64) / wall / 1e9, 1), fraction_of_square_gemm=round(frac, 3))
+        if k.endswith("alone") and "(compute_influence)" not in k and k.split(",")[0] + " (compute_influence)" in times:
             method = k.split(",")[0] + " (compute_influence)"
             row["method_over_kernels"] = round(statistics.median(a / b for a, b in zip(times[method], times[k])), 3)
         rows.append(row)
@@ -132,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "gemm_shapes.csv")
+    ap.add_argument("--methods-only", action="store_true",
+                    help="only the methods against their kernels (method_vs_kernels), 3 x --repeat rounds")
     args = ap.parse_args(argv)
     g = torch.Generator().manual_seed(0)
     train = {f"b{i}": torch.randn(args.n_train, args.dim, generator=g) for i in range(args.blocks)}
@@ -139,13 +217,24 @@ def main(argv=None) -> int:
     pairs = [(train[k], test[k]) for k in train]
     square = torch.randn(2048, 2048, generator=g)
     square @ square
+    load = os.getloadavg()[0]
+    if args.methods_only:
+        rows = method_vs_kernels(train, test, square, square[:1536, :1536].double(), 3 * args.repeat)
+        return write(rows, args, load, None, None)
+    rows = shape_rows(args, train, test, pairs, square, g)
+    probe, probe64 = rows.pop()
+    rows += method_vs_kernels(train, test, square, square[:1536, :1536].double(), 3 * args.repeat)
+    return write(rows, args, load, probe, probe64)
+
+
+def shape_rows(args, train, test, pairs, square, g) -> list:
+    """The rows before ``method_vs_kernels``; the last item is ``(probe, probe64)``, the square GEMM rates."""
     layouts = {
         "bmm (n x d) @ (d x m), as tracin": lambda: [torch.bmm(a[None], b[None].transpose(1, 2)) for a, b in pairs],
         "mm (n x d) @ (m x d)^T": lambda: [a @ b.T for a, b in pairs],
         "mm ((m x d) @ (n x d)^T)^T": lambda: [(b @ a.T).T for a, b in pairs],
         "tracin (compute_influence)": lambda: compute_influence("tracin", train, test),
     }
-    load = os.getloadavg()[0]
     probe = 2 * 2048**3 / best(lambda: square @ square, args.repeat) / 1e9
     flops = 2 * args.n_train * args.n_test * args.dim * args.blocks
     rows = []
@@ -219,14 +308,19 @@ def main(argv=None) -> int:
             wall = f(times[k])
             rows.append({"kernel": f"{k} [{stat}]", "wall_s": round(wall, 5), "gbs": round(nbytes / wall / 1e9, 2),
                          "times_one_read_at_probe_bw": round(wall / (store / bw[stat]), 3)})
-    rows += method_vs_kernels(train, test, square, sq64, 3 * args.repeat)
+    return rows + [(probe, probe64)]
+
+
+def write(rows: list, args, load: float, probe, probe64) -> int:
     for r in rows:
         # method_vs_kernels rows already carry the median of their own rounds' probes
-        r.setdefault("square_gemm_gflops", round(probe64 if "float64" in r["kernel"] else probe, 1))
+        if "square_gemm_gflops" not in r:
+            r["square_gemm_gflops"] = round(probe64 if "float64" in r["kernel"] else probe, 1)
         r.update({"n_train": args.n_train, "n_test": args.n_test, "blocks": args.blocks, "dim": args.dim,
                   "threads": torch.get_num_threads(), "loadavg_1m": load})
         rate = (f"{r['gflops']:7.1f} GFLOP/s  {r['fraction_of_square_gemm']:.2f}" if "gflops" in r else
-                f"{r['gbs']:7.2f} GB/s  {r['times_one_read_at_probe_bw']:.2f}x one read")
+                f"{r['gbs']:7.2f} GB/s  {r['times_one_read_at_probe_bw']:.2f}x one read"
+                if "times_one_read_at_probe_bw" in r else f"{r['gbs']:7.2f} GB/s")
         ratio = f"  method / kernels {r['method_over_kernels']}" if "method_over_kernels" in r else ""
         print(f"{r['kernel']:56s} {r['wall_s']:8.4f}s {rate}{ratio}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +329,7 @@ def main(argv=None) -> int:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {args.out} (square GEMM {probe:.1f} GFLOP/s, load {load:.2f})")
+    print(f"wrote {args.out} (load {load:.2f})")
     return 0
 
 

@@ -83,7 +83,7 @@ sys.path.insert(0, str(ROOT / "tests" / "methods"))  # synthetic_grads
 from inflbench.methods import compute_influence  # noqa: E402
 from inflbench.methods.datainf import uses_gram as datainf_uses_gram  # noqa: E402
 from inflbench.methods._common import on_threads, split_evenly  # noqa: E402
-from inflbench.solvers.common import even_slices, gram_tile_edges  # noqa: E402
+from inflbench.solvers.common import even_slices, lower_gram_  # noqa: E402
 from synthetic_grads import roberta_lora_shapes, synthetic_grads  # noqa: E402
 
 # (label, method, params, shared block statistics?). Defaults first, then fast paths and published options.
@@ -210,9 +210,7 @@ def shape_probe(train: dict, test: dict) -> dict:
 
 def _lower_tiles(X, K, k: int) -> None:
     """The bare products of ``sym_gram``'s ``k``-tile lower triangle of ``X X^T`` into ``K`` (no mirroring)."""
-    e = gram_tile_edges(X.shape[0], k)
-    for i in range(k):
-        torch.matmul(X[e[i]:e[i + 1]], X[: e[i + 1]].T, out=K[e[i]:e[i + 1], : e[i + 1]])
+    lower_gram_(K, X, tiles=k)
 
 
 def _syrk_seconds(X) -> float:
@@ -432,6 +430,7 @@ def roofline(c: dict, probe_: dict, wall: float, shape: bool = False) -> tuple[f
 #: element-wise updates, norms, indexing, the interpreter).
 KERNEL_OPS = frozenset({
     "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm", "aten::mv", "aten::addmv",
+    "aten::addmm_", "aten::baddbmm_", "aten::addbmm_", "aten::addmv_",  # in place (beta = 1): the same calls
     "aten::dot", "aten::vdot", "aten::linalg_cholesky_ex", "aten::linalg_solve_triangular",
     "aten::cholesky_solve", "aten::_cholesky_solve_helper", "aten::triangular_solve", "aten::_linalg_eigh",
     "aten::linalg_eigh", "aten::_linalg_solve_ex", "aten::linalg_lu_factor_ex", "aten::linalg_lu_solve",

@@ -59,12 +59,19 @@ def test_bench_gemm_shapes_smoke(tmp_path):
     assert bench.main(["--n-train", "64", "--n-test", "20", "--blocks", "4", "--dim", "512", "--repeat", "1",
                        "--out", str(out)]) == 0
     rows = {r["kernel"]: r for r in rows_of(out)}
-    for method in ("datainf Q", "exact_block+stats Q"):
+    methods = ("datainf Q", "exact_block+stats Q", "exact_block Q", "exact_block[gram_dtype=float32] Q",
+               "exact_joint Q", "exact_joint+stats Q")
+    for method in methods:
         alone = rows[f"{method}, its kernels alone"]
         assert float(alone["method_over_kernels"]) > 0
         assert float(rows[f"{method} (compute_influence)"]["fraction_of_square_gemm"]) > 0
     read = rows["gemv per block (one read of the store) [median]"]
     assert float(read["times_one_read_at_probe_bw"]) > 0
+    only = tmp_path / "methods_only.csv"
+    assert bench.main(["--n-train", "64", "--n-test", "20", "--blocks", "2", "--dim", "512", "--repeat", "1",
+                       "--methods-only", "--out", str(only)]) == 0
+    kernels = list(rows)
+    assert [r["kernel"] for r in rows_of(only)] == kernels[kernels.index("datainf Q (compute_influence)"):]
 
 
 @pytest.mark.slow
@@ -85,3 +92,23 @@ def test_gpu_smoke_runs_on_the_cpu(tmp_path):
     for step in ("gradients_vs_cpu", "block_stats_vs_cpu"):
         found = [r for r in rows if r["step"] == step]
         assert len(found) == 1 and float(found[0]["max_rel_err"]) == 0.0, step
+
+
+def test_kernel_profile_counts_the_in_place_blas_calls():
+    """The BLAS products the methods issue in place (accumulating Grams, LiSSA's and RRInf's steps) are
+    kernels in the profile, as their out-of-place forms: each call's own op is in ``KERNEL_OPS``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    bench = load("bench_methods")
+    A, B, x = torch.randn(50, 40), torch.randn(40, 30), torch.randn(40)
+    C, v = torch.zeros(50, 30), torch.zeros(50)
+    A3, B3, C3 = torch.randn(2, 50, 40), torch.randn(2, 40, 30), torch.zeros(2, 50, 30)
+    calls = {"aten::addmm_": lambda: C.addmm_(A, B, alpha=0.5), "aten::addmv_": lambda: v.addmv_(A, x),
+             "aten::baddbmm_": lambda: C3.baddbmm_(A3, B3), "aten::mm": lambda: torch.mm(A, B, out=C),
+             "aten::addmm": lambda: torch.addmm(C, A, B, beta=0.0, alpha=2.0, out=C)}
+    for op, call in calls.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+        assert op in {e.key for e in prof.key_averages()}
+        assert op in bench.KERNEL_OPS, op

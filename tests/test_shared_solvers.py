@@ -363,6 +363,35 @@ def test_sym_gram_matches_matmul_and_is_exactly_symmetric(shape):
     assert_close(sym_gram(strided), strided @ strided.transpose(-1, -2), "solver_float64")
 
 
+@pytest.mark.parametrize("p", [7, 300])
+def test_lower_gram_writes_the_lower_triangle_and_leaves_the_rest(p):
+    from inflbench.solvers.common import gram_tile_edges, lower_gram_
+
+    X = torch.randn(p, 33, generator=torch.Generator().manual_seed(0), dtype=D64)
+    K = torch.full((p, p), float("nan"), dtype=D64)
+    assert lower_gram_(K, X, 0.5) is K
+    assert_close(K.tril(), (0.5 * X @ X.T).tril(), "solver_float64")
+    edges = gram_tile_edges(p) if p >= 256 else [0, p]
+    for a, b in zip(edges, edges[1:]):  # right of each diagonal tile: untouched
+        assert K[a:b, b:].isnan().all()
+    lower_gram_(K, X, 2.0, accumulate=True)
+    assert_close(K.tril(), (2.5 * X @ X.T).tril(), "solver_float64")
+
+
+def test_cholesky_solve_from_the_lower_triangle_only():
+    """``lower_only``: whatever lies above the diagonal is never read, for the Cholesky route and, mirrored
+    from the lower triangle, for the LU fallback of an indefinite matrix."""
+    from inflbench.solvers.direct import cholesky_solve
+
+    g = torch.Generator().manual_seed(0)
+    Y = torch.randn(6, 9, generator=g, dtype=D64)
+    R = torch.randn(6, 2, generator=g, dtype=D64)
+    for M in (Y @ Y.T + 0.1 * torch.eye(6, dtype=D64), torch.diag(torch.tensor([2.0, -1, 3, 1, -4, 5], dtype=D64))
+              + 0.1 * (Y[:, :6] + Y[:, :6].T)):
+        garbage = M.tril() + torch.full((6, 6), float("nan"), dtype=D64).triu(1)
+        assert_close(cholesky_solve(garbage, R, lower_only=True), torch.linalg.solve(M, R), "solver_float64")
+
+
 def test_rrinf_small_ops_restore_thread_count():
     X, Y, _, lam = ridge_problem()
     before = torch.get_num_threads()

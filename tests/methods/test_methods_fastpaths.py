@@ -118,6 +118,44 @@ def test_chunked_products_equal_whole_float64_products():
     assert_close(chunked_apply(X, W, chunk_bytes=tiny), Xd @ W, "float64_reference")
 
 
+@pytest.mark.parametrize("n", [30, 300])  # one tile; 4 row tiles
+def test_lower_gram_cross_equals_whole_products_on_and_below_the_diagonal(n):
+    """``lower``: the Gram's lower triangle; ``into``: alpha times both products added to given matrices
+    (NaN above the diagonal: never read into the lower triangle). Several chunks each."""
+    g = torch.Generator().manual_seed(1)
+    X, T = torch.randn(n, 70, generator=g), torch.randn(5, 70, generator=g)
+    Xd, Td = X.double(), T.double()
+    tiny = n * 8 * 3
+    K, C = gram_cross(X, T, chunk_bytes=tiny, lower=True)
+    assert_close(K.tril(), (Xd @ Xd.T).tril(), "float64_reference")
+    assert_close(C, Xd @ Td.T, "float64_reference")
+    K0 = torch.full((n, n), 0.5, dtype=torch.float64)
+    K0[torch.ones(n, n, dtype=torch.bool).triu(1)] = float("nan")  # NaN above the diagonal
+    C0 = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    K1, C1 = gram_cross(X, T, chunk_bytes=tiny, into=(K0.clone(), C0.clone()), alpha=0.25)
+    assert_close(K1.tril(), (0.5 + 0.25 * Xd @ Xd.T).tril(), "float64_reference")
+    assert_close(C1, C0 + 0.25 * Xd @ Td.T, "float64_reference")
+
+
+@pytest.mark.parametrize("method", ["exact_block", "exact_joint"])
+def test_exact_methods_with_tiled_lower_grams_match_the_reference(method):
+    """n = 260 on blocks of 300: the Woodbury side with the Gram's lower row tiles, from float32 (one cast per
+    chunk), float64 (no cast) and the shared statistics, against the explicit per-pair solves."""
+    from method_refs import ref_exact_block, ref_exact_joint
+
+    g = torch.Generator().manual_seed(2)
+    tr = {"a": torch.randn(260, 20, 15, generator=g), "b": torch.randn(260, 300, generator=g)}
+    te = {k: torch.randn(3, *v.shape[1:], generator=g) for k, v in tr.items()}
+    lam = 0.7
+    ref = ref_exact_block(tr, te, {k: lam for k in tr}) if method == "exact_block" else {"total": ref_exact_joint(tr, te, lam)}
+    tr64 = {k: v.double() for k, v in tr.items()}
+    for label, res in (("float32", compute_influence(method, tr, te, damping=lam)),
+                       ("float64", compute_influence(method, tr64, te, damping=lam)),
+                       ("stats", compute_influence(method, tr, te, damping=lam, block_stats=block_stats(tr)))):
+        for k in ref:
+            assert_close(res[k], ref[k], "float64_reference", f"{method} {label} {k}")
+
+
 @pytest.mark.parametrize("method", ["exact_block", "exact_joint"])
 @pytest.mark.parametrize("m", [4, 1])
 def test_exact_methods_on_float32_gradients_equal_their_float64_copies(monkeypatch, method, m):

@@ -28,10 +28,10 @@ def block_exact_scores(data, k: str, lam: float, gram_dtype: str = "float64") ->
     X, T = flat(data.train[k]), flat(data.test[k])
     n, d = X.shape
     if side_of(n, d) == "n":
-        G, C = gram_and_cross(data, k, GRAM_DTYPES[gram_dtype])
+        G, C = gram_and_cross(data, k, GRAM_DTYPES[gram_dtype], lower=True)
         G = G.to(torch.float64)
         G.diagonal().add_(n * lam)
-        return cholesky_solve(G, C).mul_(-n)
+        return cholesky_solve(G, C, lower_only=True).mul_(-n)
     G = gram_of(data, k, "d", GRAM_DTYPES[gram_dtype]).to(torch.float64)
     G.div_(n).diagonal().add_(lam)
     W = cholesky_solve(G, T.T.to(torch.float64))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import sym_gram
+from ..solvers.common import lower_gram_
 from ._common import shape_of, sq_norms
 
 #: Max bytes of one float64 chunk cast from the (float32) gradients for a Gram product.
@@ -56,20 +57,34 @@ def chunked_gram(X: Tensor, side: str, dtype: torch.dtype = torch.float64, chunk
     return out
 
 
-def gram_cross(X: Tensor, T: Tensor | None, dtype: torch.dtype = torch.float64, chunk_bytes: int = CHUNK_BYTES
+def gram_cross(X: Tensor, T: Tensor | None, dtype: torch.dtype = torch.float64, chunk_bytes: int = CHUNK_BYTES,
+               *, lower: bool = False, into: tuple[Tensor, Tensor] | None = None, alpha: float = 1.0
                ) -> tuple[Tensor, Tensor | None]:
     """``(X Xᵀ, X Tᵀ)`` in ``dtype`` (the second ``None`` without ``T``) from column chunks of ``X`` cast to
-    ``dtype`` (at most ``chunk_bytes`` each): one cast of each chunk serves both products."""
+    ``dtype`` (at most ``chunk_bytes`` each): one cast of each chunk serves both products. ``lower``: the
+    Gram is valid on and below the diagonal only (no mirroring; for a Cholesky solve). ``into``: ``(K, C)``
+    to which ``alpha`` times both products are added (the Gram's lower triangle only), returned."""
     n, d = X.shape
     step = _step(n, torch.finfo(dtype).bits // 8, chunk_bytes)
-    K = C = None
+    if into is not None:
+        K, C = into
+    else:
+        K = torch.empty(n, n, dtype=dtype, device=X.device) if lower else None
+        C = None
     for c in range(0, d, step):
         Y = X[:, c : c + step].to(dtype)
-        part = sym_gram(Y)
-        K = part if K is None else K.add_(part)
-        if T is not None:
-            part = Y @ T[:, c : c + step].to(dtype).T
-            C = part if C is None else C.add_(part)
+        if into is not None or lower:
+            lower_gram_(K, Y, alpha, accumulate=into is not None or c > 0)
+        else:
+            part = sym_gram(Y)
+            K = part if K is None else K.add_(part)
+        if T is None:
+            continue
+        Tc = T[:, c : c + step].to(dtype).T
+        if into is not None:
+            C.addmm_(Y, Tc, alpha=alpha)
+        else:
+            C = Y @ Tc if C is None else C.addmm_(Y, Tc)
     return K, C
 
 
@@ -193,13 +208,28 @@ def has_gram(data, k: str, side: str) -> bool:
     return data.stats is not None and data.stats.side(k) == side
 
 
-def gram_and_cross(data, k: str, dtype: torch.dtype = torch.float64, *, copy: bool = True) -> tuple[Tensor, Tensor]:
+def gram_and_cross(data, k: str, dtype: torch.dtype = torch.float64, *, copy: bool = True, lower: bool = False,
+                   into: tuple[Tensor, Tensor] | None = None, alpha: float = 1.0) -> tuple[Tensor, Tensor]:
     """Block ``k``'s ``n x n`` Gram in ``dtype`` (as :func:`gram_of`) and ``X Tᵀ`` in float64. A float32 block
-    without shared statistics and a float64 Gram takes one float64 cast of each chunk for both."""
+    without shared statistics and a float64 Gram takes one float64 cast of each chunk for both. ``lower``:
+    a Gram computed here may be valid on and below the diagonal only (for a Cholesky solve); shared
+    statistics come whole. ``into``: ``(K, C)`` to which ``alpha`` times both are added (lower triangle of the
+    Gram at least), returned; a Gram computed here then goes straight into ``K``."""
     X, T = flat(data.train[k]), flat(data.test[k])
-    if has_gram(data, k, "n") or dtype != torch.float64 or X.dtype == torch.float64:
-        return gram_of(data, k, "n", dtype, copy=copy), chunked_cross(X, T)
-    return gram_cross(X, T)
+    if not has_gram(data, k, "n") and dtype == torch.float64 and X.dtype != torch.float64:
+        return gram_cross(X, T, lower=lower, into=into, alpha=alpha)
+    direct = (lower or into is not None) and X.dtype == dtype and (into is None or into[0].dtype == dtype)
+    if has_gram(data, k, "n") or not direct:
+        G = gram_of(data, k, "n", dtype, copy=copy and into is None)
+    else:  # no cast: the lower row tiles straight from the block
+        if into is not None:
+            into[1].add_(chunked_cross(X, T), alpha=alpha)
+            return lower_gram_(into[0], X, alpha, accumulate=True), into[1]
+        G = lower_gram_(torch.empty(X.shape[0], X.shape[0], dtype=dtype, device=X.device), X)
+    C = chunked_cross(X, T)
+    if into is None:
+        return G, C
+    return into[0].add_(G, alpha=alpha), into[1].add_(C, alpha=alpha)
 
 
 def gram_of(data, k: str, side: str, dtype: torch.dtype = torch.float64, *, copy: bool = True) -> Tensor:

@@ -57,11 +57,8 @@ def exact_joint(data: GradData, p: ExactJointParams) -> InfluenceResult:
         return out
     K = torch.zeros(n, n, dtype=torch.float64)
     C = torch.zeros(n, m, dtype=torch.float64)
-    for k in data.names:  # one block at a time, float64 accumulated from chunks
-        w = 1.0 / lam_of(k)
-        Kb, Cb = gram_and_cross(data, k, GRAM_DTYPES[p.gram_dtype], copy=False)
-        K.add_(Kb, alpha=w)
-        C.add_(Cb, alpha=w)
+    for k in data.names:  # one block at a time, float64 accumulated from chunks (K: its lower triangle)
+        gram_and_cross(data, k, GRAM_DTYPES[p.gram_dtype], copy=False, into=(K, C), alpha=1.0 / lam_of(k))
     K.diagonal().add_(n)
-    out["total"] = cholesky_solve(K, C).mul_(-n)
+    out["total"] = cholesky_solve(K, C, lower_only=True).mul_(-n)
     return out

@@ -117,6 +117,23 @@ def gram_tile_edges(p: int, k: int = _GRAM_TILES) -> list[int]:
     return [round(i * p / k) for i in range(k + 1)]
 
 
+def lower_gram_(K: Tensor, X: Tensor, alpha: float = 1.0, *, accumulate: bool = False, tiles: int = _GRAM_TILES) -> Tensor:
+    """Write (``accumulate``: add) ``alpha * X X^T`` of a 2-D ``X`` (p x q) into ``K`` (p x p) on and below the
+    diagonal: the products of :func:`sym_gram`'s lower row tiles, each straight into ``K``. Entries above the
+    diagonal tiles are not touched (for consumers that read the lower triangle only, as ``potrf``). Returns
+    ``K``."""
+    edges = gram_tile_edges(X.shape[0], tiles) if X.shape[0] >= 256 else [0, X.shape[0]]
+    for a, b in zip(edges, edges[1:]):
+        dst, left, right = K[a:b, :b], X[a:b], X[:b].T
+        if accumulate:
+            dst.addmm_(left, right, alpha=alpha)
+        elif alpha == 1.0:
+            torch.mm(left, right, out=dst)
+        else:
+            torch.addmm(dst, left, right, beta=0.0, alpha=alpha, out=dst)
+    return K
+
+
 def sym_gram(X: Tensor, alpha: float = 1.0) -> Tensor:
     """``alpha * X X^T`` for ``(..., p, q)``, exactly symmetric.
 

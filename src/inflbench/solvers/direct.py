@@ -22,11 +22,13 @@ def lu_solve(M: Tensor, R: Tensor) -> Tensor:
     return torch.stack([torch.linalg.solve(a, b) for a, b in zip(flat_M, flat_R)]).reshape(R.shape)
 
 
-def cholesky_solve(M: Tensor, R: Tensor) -> Tensor:
-    """``M^{-1} R`` (R: ``(..., s, k)``) in ``M``'s dtype by Cholesky (LU when ``M`` is not positive definite)."""
+def cholesky_solve(M: Tensor, R: Tensor, *, lower_only: bool = False) -> Tensor:
+    """``M^{-1} R`` (R: ``(..., s, k)``) in ``M``'s dtype by Cholesky (LU when ``M`` is not positive definite).
+    ``lower_only``: ``M`` is given by its lower triangle (``potrf`` reads no more; the entries above the
+    diagonal may hold anything), mirrored only for the LU fallback."""
     L, ok = cholesky(M)
     if not ok:
-        return lu_solve(M, R)
+        return lu_solve(M.tril() + M.tril(-1).mT if lower_only else M, R)
     # two triangular solves: 1.2-5x faster than torch.cholesky_solve here for 1 to 500 right-hand sides
     Y = torch.linalg.solve_triangular(L, R, upper=False)
     return torch.linalg.solve_triangular(L.mT, Y, upper=True)
