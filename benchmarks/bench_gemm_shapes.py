@@ -135,6 +135,27 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
         L, _ = torch.linalg.cholesky_ex(J64)
         torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, JC64, upper=False), upper=True)
 
+    # hyperinf_fim with shared statistics: per block V = X Tᵀ, then per Schulz step W + R W and R's square
+    # (its lower row tiles: the products sym_gram makes), as many steps as the method ran; R is a damped
+    # residual I - c A of the block's Gram (spectral radius < 1), kept fixed so no value drifts
+    fim = compute_influence("hyperinf_fim", train, test, block_stats=stats)
+    steps = int(fim.meta["schulz_iterations_run"])
+    residuals = []
+    for k in train:
+        A = stats.gram(k).float() / n
+        A.diagonal().add_(1e-3 * A.diagonal().mean())
+        residuals.append(torch.eye(n) - A / torch.linalg.matrix_norm(A, ord="fro"))
+    Wa, Wb, R2 = torch.empty(n, m), torch.empty(n, m), torch.empty(n, n)
+
+    def fim_kernels():
+        for (X, T), R in zip(pairs, residuals):
+            W, spare = Wa, Wb
+            torch.mm(X, T.T, out=W)
+            for _ in range(steps):
+                torch.addmm(W, R, W, out=spare)
+                W, spare = spare, W
+                lower_gram_(R2, R)
+
     def casts():
         for X, T in pairs:
             X64.copy_(X)
@@ -149,6 +170,7 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
     fl_block32 = (gram, cross64 + solve64)
     fl_joint = (0.0, gram + cross64 + n**3 / 3 + 2 * n * n * m)
     fl_joint_stats = (0.0, cross64 + n**3 / 3 + 2 * n * n * m)
+    fl_fim = (2 * n * m * d + blocks * steps * (n**3 + 2 * n * n * m), 0.0)
     o32, o64 = torch.empty_like(sq32), torch.empty_like(sq64)
     fl_sq32, fl_sq64 = 2 * sq32.shape[0] ** 3, 2 * sq64.shape[0] ** 3
     ci = compute_influence
@@ -167,6 +189,8 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
         "exact_joint+stats Q (compute_influence)": (lambda: ci("exact_joint", train, test, block_stats=stats),
                                                     fl_joint_stats),
         "exact_joint+stats Q, its kernels alone": (joint_stats_kernels, fl_joint_stats),
+        "hyperinf_fim+stats Q (compute_influence)": (lambda: ci("hyperinf_fim", train, test, block_stats=stats), fl_fim),
+        "hyperinf_fim+stats Q, its kernels alone": (fim_kernels, fl_fim),
         "float64 casts of the store alone (train and test)": (casts, (0.0, 0.0)),
     }
     times = {k: [] for k in cases}

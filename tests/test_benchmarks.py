@@ -60,7 +60,7 @@ def test_bench_gemm_shapes_smoke(tmp_path):
                        "--out", str(out)]) == 0
     rows = {r["kernel"]: r for r in rows_of(out)}
     methods = ("datainf Q", "exact_block+stats Q", "exact_block Q", "exact_block[gram_dtype=float32] Q",
-               "exact_joint Q", "exact_joint+stats Q")
+               "exact_joint Q", "exact_joint+stats Q", "hyperinf_fim+stats Q")
     for method in methods:
         alone = rows[f"{method}, its kernels alone"]
         assert float(alone["method_over_kernels"]) > 0
