@@ -91,9 +91,6 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
     K64, K32 = torch.empty(n, n, dtype=torch.float64), torch.empty(n, n)
     J64, JC64 = torch.empty(n, n, dtype=torch.float64), torch.empty(n, m, dtype=torch.float64)
 
-    def tiles(X, K, accumulate=False):
-        lower_gram_(K, X, accumulate=accumulate)
-
     def solve(K):
         K.diagonal().add_(n * 1e-3 * K.diagonal().mean())
         L, _ = torch.linalg.cholesky_ex(K)
@@ -102,12 +99,12 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
     def exact_nostats_kernels(gram32=False):  # cast, Gram tiles, X Tᵀ, Cholesky, two triangular solves
         for X, T in pairs:
             if gram32:
-                tiles(X, K32)
+                lower_gram_(K32, X)
                 K64.copy_(K32)
             X64.copy_(X)
             T64.copy_(T)
             if not gram32:
-                tiles(X64, K64)
+                lower_gram_(K64, X64)
             torch.mm(X64, T64.T, out=C64)
             solve(K64)
 
@@ -117,7 +114,7 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
         for X, T in pairs:
             X64.copy_(X)
             T64.copy_(T)
-            tiles(X64, J64, accumulate=True)
+            lower_gram_(J64, X64, accumulate=True)
             JC64.addmm_(X64, T64.T)
         J64.diagonal().add_(n * 1e-3 * J64.diagonal().mean())
         L, _ = torch.linalg.cholesky_ex(J64)

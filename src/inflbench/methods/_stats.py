@@ -216,17 +216,17 @@ def gram_and_cross(data, k: str, dtype: torch.dtype = torch.float64, *, copy: bo
     statistics come whole. ``into``: ``(K, C)`` to which ``alpha`` times both are added (lower triangle of the
     Gram at least), returned; a Gram computed here then goes straight into ``K``."""
     X, T = flat(data.train[k]), flat(data.test[k])
-    if not has_gram(data, k, "n") and dtype == torch.float64 and X.dtype != torch.float64:
+    shared = has_gram(data, k, "n")
+    if not shared and dtype == torch.float64 and X.dtype != torch.float64:
         return gram_cross(X, T, lower=lower, into=into, alpha=alpha)
-    direct = (lower or into is not None) and X.dtype == dtype and (into is None or into[0].dtype == dtype)
-    if has_gram(data, k, "n") or not direct:
-        G = gram_of(data, k, "n", dtype, copy=copy and into is None)
-    else:  # no cast: the lower row tiles straight from the block
-        if into is not None:
-            into[1].add_(chunked_cross(X, T), alpha=alpha)
-            return lower_gram_(into[0], X, alpha, accumulate=True), into[1]
-        G = lower_gram_(torch.empty(X.shape[0], X.shape[0], dtype=dtype, device=X.device), X)
     C = chunked_cross(X, T)
+    K = None if into is None else into[0]
+    if not shared and X.dtype == dtype and (lower or K is not None) and (K is None or K.dtype == dtype):
+        # no cast: the lower row tiles straight from the block (into K when given)
+        if K is None:
+            return lower_gram_(torch.empty(X.shape[0], X.shape[0], dtype=dtype, device=X.device), X), C
+        return lower_gram_(K, X, alpha, accumulate=True), into[1].add_(C, alpha=alpha)
+    G = gram_of(data, k, "n", dtype, copy=copy and into is None)
     if into is None:
         return G, C
     return into[0].add_(G, alpha=alpha), into[1].add_(C, alpha=alpha)
