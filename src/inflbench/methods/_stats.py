@@ -17,8 +17,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 from torch import Tensor
 
-from ..solvers import sym_gram
-from ..solvers.common import lower_gram_
+from ..solvers import lower_gram_, sym_gram
 from ._common import shape_of, sq_norms
 
 #: Max bytes of one float64 chunk cast from the (float32) gradients for a Gram product.

@@ -10,8 +10,9 @@ models or the method registry. One module per family:
 ``rrinf``    ``rrinf_sgd(train_blocks, target_blocks, *, damping, iterations, lr, ...)`` (RRInf eq. 5)
 ``krylov``   ``sor_solve``, ``cg_solve``, ``gmres_solve`` (classical iterative solvers)
 ``direct``   ``direct_solve(M, v)`` (float64 Cholesky, LU fallback), ``cholesky_solve``, ``datainf_apply``
-``common``   ``sym_gram``, ``lambda_max_bound``, ``small_op_threads``, ``ThreadShares`` / ``thin_shares`` /
-             ``read_twice`` (thin products, one share of the memory per thread)
+``common``   ``sym_gram``, ``lower_gram_`` (its lower row tiles only, for a Cholesky), ``lambda_max_bound``,
+             ``small_op_threads``, ``ThreadShares`` / ``thin_shares`` / ``read_twice`` (thin products, one
+             share of the memory per thread)
 
 Conventions: matrices may carry leading batch dimensions ``(..., d, d)``; right-hand sides are ``(..., d)``
 or ``(..., d, k)`` (several columns).
@@ -21,7 +22,7 @@ import importlib
 
 # name -> submodule; imported on first use so that light jobs reading ``solvers.table`` skip torch
 _LAZY = {
-    "sym_gram": "common", "lambda_max_bound": "common", "small_op_threads": "common",
+    "sym_gram": "common", "lower_gram_": "common", "lambda_max_bound": "common", "small_op_threads": "common",
     "ThreadShares": "common", "thin_shares": "common", "read_twice": "common",
     "cholesky_solve": "direct", "datainf_apply": "direct", "direct_solve": "direct",
     "lissa_increment_diverged": "lissa", "lissa_solve": "lissa",
