@@ -23,6 +23,7 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from inflbench.methods._common import on_threads, split_evenly
 from inflbench.solvers.common import even_slices
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_methods  # noqa: E402  (its cost model)
 
 
 def best(f, repeat: int) -> float:
@@ -47,15 +50,17 @@ def best(f, repeat: int) -> float:
 def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.Tensor, rounds: int) -> list[dict]:
     """Setting Q: a method through ``compute_influence`` against the bare BLAS / LAPACK calls it makes on the
     same blocks (operands prepared and outputs allocated beforehand, so nothing but the kernels runs; the
-    float64 casts of the float32 blocks, which the float64 methods cannot skip, are part of theirs), and the
-    square GEMM probes, in interleaved rounds. Per round each wall time is set against that round's probes
-    (``flops32 / rate32 + flops64 / rate64``, the cost model's minimal flops), so the host's drift between
+    float64 casts of the float32 blocks, which the float64 methods cannot skip, are part of theirs, except
+    for ``exact_block+stats``, kept as in earlier runs), and the square GEMM probes, in interleaved rounds.
+    Per round each wall time is set against that round's probes (``flops32 / rate32 + flops64 / rate64``,
+    the minimal flops of ``bench_methods.cost``), so the host's drift between
     rounds cancels; the rows give the medians over the rounds. If the method's kernels ran slower inside the
     method than alone, ``method_over_kernels`` would exceed the bookkeeping the profiler shows."""
     from inflbench.methods._exact import use_woodbury
     from inflbench.methods._stats import block_stats
     from inflbench.methods.datainf import uses_gram
     from inflbench.solvers.common import lower_gram_
+    from inflbench.solvers.direct import cholesky_solve
 
     n, m = next(iter(train.values())).shape[0], next(iter(test.values())).shape[0]
     d = sum(v.shape[1] for v in train.values())
@@ -82,19 +87,17 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
 
     def exact_kernels():  # per block: Cholesky, X Tᵀ in float64, two triangular solves
         for G, (X, T) in zip(damped, pairs64):
-            L, _ = torch.linalg.cholesky_ex(G)
             torch.mm(X, T.T, out=C64)
-            torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, C64, upper=False), upper=True)
+            cholesky_solve(G, C64)
 
     # without shared statistics: the Gram's lower row tiles, from one float64 cast per block
     X64, T64 = torch.empty(n, db, dtype=torch.float64), torch.empty(m, db, dtype=torch.float64)
     K64, K32 = torch.empty(n, n, dtype=torch.float64), torch.empty(n, n)
     J64, JC64 = torch.empty(n, n, dtype=torch.float64), torch.empty(n, m, dtype=torch.float64)
 
-    def solve(K):
+    def damped_solve(K, C):  # K from its lower triangle, damped like the methods
         K.diagonal().add_(n * 1e-3 * K.diagonal().mean())
-        L, _ = torch.linalg.cholesky_ex(K)
-        torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, C64, upper=False), upper=True)
+        cholesky_solve(K, C, lower_only=True)
 
     def exact_nostats_kernels(gram32=False):  # cast, Gram tiles, X Tᵀ, Cholesky, two triangular solves
         for X, T in pairs:
@@ -106,31 +109,20 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
             if not gram32:
                 lower_gram_(K64, X64)
             torch.mm(X64, T64.T, out=C64)
-            solve(K64)
+            damped_solve(K64, C64)
 
-    def joint_kernels():  # per block: cast, Gram tiles and X Tᵀ accumulated; one Cholesky and solve
-        J64.zero_()
-        JC64.zero_()
-        for X, T in pairs:
-            X64.copy_(X)
-            T64.copy_(T)
-            lower_gram_(J64, X64, accumulate=True)
-            JC64.addmm_(X64, T64.T)
-        J64.diagonal().add_(n * 1e-3 * J64.diagonal().mean())
-        L, _ = torch.linalg.cholesky_ex(J64)
-        torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, JC64, upper=False), upper=True)
-
-    def joint_stats_kernels():  # the shared Grams summed, X Tᵀ accumulated from a float64 cast; one solve
-        J64.zero_()
+    def joint_kernels(shared=False):  # per block: cast, Gram tiles (shared: the stored Gram added) and X Tᵀ
+        J64.zero_()  # accumulated; one Cholesky and solve
         JC64.zero_()
         for k, (X, T) in zip(train, pairs):
-            J64.add_(stats.gram(k))
             X64.copy_(X)
             T64.copy_(T)
+            if shared:
+                J64.add_(stats.gram(k))
+            else:
+                lower_gram_(J64, X64, accumulate=True)
             JC64.addmm_(X64, T64.T)
-        J64.diagonal().add_(n * 1e-3 * J64.diagonal().mean())
-        L, _ = torch.linalg.cholesky_ex(J64)
-        torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, JC64, upper=False), upper=True)
+        damped_solve(J64, JC64)
 
     # hyperinf_fim with shared statistics: per block V = X Tᵀ, then per Schulz step W + R W and R's square
     # (its lower row tiles: the products sym_gram makes), as many steps as the method ran; R is a damped
@@ -158,22 +150,22 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
             X64.copy_(X)
             T64.copy_(T)
 
-    blocks = len(pairs)
-    solve64 = blocks * (n**3 / 3 + 2 * n * n * m)  # Cholesky and two solves (n² m each) per block
-    cross64 = 2 * n * m * d
-    gram = n * n * d
-    fl_stats = (0.0, solve64 + cross64)
-    fl_block = (0.0, gram + cross64 + solve64)
-    fl_block32 = (gram, cross64 + solve64)
-    fl_joint = (0.0, gram + cross64 + n**3 / 3 + 2 * n * n * m)
-    fl_joint_stats = (0.0, cross64 + n**3 / 3 + 2 * n * n * m)
-    fl_fim = (2 * n * m * d + blocks * steps * (n**3 + 2 * n * n * m), 0.0)
+    dims = {k: v.shape[1] for k, v in train.items()}
+
+    def flops(method, stats_=False, meta=None, **params):  # (flops32, flops64) of bench_methods' cost model
+        c = bench_methods.cost(method, params, stats_, n, m, dims, {k: (v,) for k, v in dims.items()}, meta or {})
+        return c["flops32"], c["flops64"]
+
+    fl_stats, fl_block = flops("exact_block", True), flops("exact_block")
+    fl_block32 = flops("exact_block", gram_dtype="float32")
+    fl_joint, fl_joint_stats = flops("exact_joint"), flops("exact_joint", True)
+    fl_fim = flops("hyperinf_fim", True, fim.meta)
     o32, o64 = torch.empty_like(sq32), torch.empty_like(sq64)
     fl_sq32, fl_sq64 = 2 * sq32.shape[0] ** 3, 2 * sq64.shape[0] ** 3
     ci = compute_influence
     cases = {
-        "datainf Q (compute_influence)": (lambda: ci("datainf", train, test), (6 * n * m * d, 0.0)),
-        "datainf Q, its kernels alone": (datainf_kernels, (6 * n * m * d, 0.0)),
+        "datainf Q (compute_influence)": (lambda: ci("datainf", train, test), flops("datainf")),
+        "datainf Q, its kernels alone": (datainf_kernels, flops("datainf")),
         "exact_block+stats Q (compute_influence)": (lambda: ci("exact_block", train, test, block_stats=stats), fl_stats),
         "exact_block+stats Q, its kernels alone": (exact_kernels, fl_stats),
         "exact_block Q (compute_influence)": (lambda: ci("exact_block", train, test), fl_block),
@@ -185,7 +177,7 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
         "exact_joint Q, its kernels alone": (joint_kernels, fl_joint),
         "exact_joint+stats Q (compute_influence)": (lambda: ci("exact_joint", train, test, block_stats=stats),
                                                     fl_joint_stats),
-        "exact_joint+stats Q, its kernels alone": (joint_stats_kernels, fl_joint_stats),
+        "exact_joint+stats Q, its kernels alone": (lambda: joint_kernels(shared=True), fl_joint_stats),
         "hyperinf_fim+stats Q (compute_influence)": (lambda: ci("hyperinf_fim", train, test, block_stats=stats), fl_fim),
         "hyperinf_fim+stats Q, its kernels alone": (fim_kernels, fl_fim),
         "float64 casts of the store alone (train and test)": (casts, (0.0, 0.0)),
@@ -214,8 +206,8 @@ def method_vs_kernels(train: dict, test: dict, sq32: torch.Tensor, sq64: torch.T
         if f32 + f64:
             frac = statistics.median((f32 / r32 + f64 / r64) / w for w, r32, r64 in zip(times[k], rate32, rate64))
             row.update(gflops=round((f32 + f64) / wall / 1e9, 1), fraction_of_square_gemm=round(frac, 3))
-        if k.endswith("alone") and "(compute_influence)" not in k and k.split(",")[0] + " (compute_influence)" in times:
-            method = k.split(",")[0] + " (compute_influence)"
+        method = k.split(",")[0] + " (compute_influence)"
+        if k.endswith("alone") and method in times:
             row["method_over_kernels"] = round(statistics.median(a / b for a, b in zip(times[method], times[k])), 3)
         rows.append(row)
     return rows

@@ -208,16 +208,11 @@ def shape_probe(train: dict, test: dict) -> dict:
             **kernel_probe(pairs[0][0], side, m)}
 
 
-def _lower_tiles(X, K, k: int) -> None:
-    """The bare products of ``sym_gram``'s ``k``-tile lower triangle of ``X X^T`` into ``K`` (no mirroring)."""
-    lower_gram_(K, X, tiles=k)
-
-
 def _syrk_seconds(X) -> float:
     """Fastest bare kernel for ``X X^T`` (p x q) that the methods can call: a full GEMM or 4 or 8 lower row
     tiles, best of three each."""
     K = torch.empty(X.shape[0], X.shape[0], dtype=X.dtype)
-    ways = [lambda: torch.matmul(X, X.T, out=K), lambda: _lower_tiles(X, K, 4), lambda: _lower_tiles(X, K, 8)]
+    ways = [lambda: torch.matmul(X, X.T, out=K), lambda: lower_gram_(K, X, tiles=4), lambda: lower_gram_(K, X, tiles=8)]
     return min(min(_timed(f) for _ in range(3)) for f in ways)
 
 
